@@ -1,0 +1,142 @@
+"""Building a batch on the leader: one read transaction, one consistent state.
+
+A batch moves a follower from the leader's state at `after` to its state at `head`:
+every key logged in (after, head] ships once, with the row's *current* image, or as a
+delete when the row is gone. Frames, in order:
+
+    {"v", "cluster", "epoch", "after", "head", "schema", "tables"}   header
+    ["clear", tid]            empty the table (a full resend of it follows)
+    ["del", tid, [key, …]]    delete these keys
+    ["put", tid, [row, …]]    insert these images (keys first), OR REPLACE if the table says so
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+
+from .capture import SCHEMA_TID, head
+from .db import read_meta, schema_version, transaction
+from .errors import SnapshotNeeded
+from .schema import TableInfo, table_info, user_schema
+from .sql import LOG, TABLES, key_column, quote
+from .wire import FrameWriter
+
+FORMAT = 1
+#: Rows (or keys) per frame.
+CHUNK = 1000
+
+
+class SchemaMoved(Exception):
+    """The schema changed since capture was synced: sync and build again."""
+
+
+def build(conn: apsw.Connection, after: int, out: FrameWriter) -> int:
+    """Write the batch (after, head] to `out`; return head."""
+    with transaction(conn, "DEFERRED"):
+        meta = read_meta(conn)
+        if schema_version(conn) != meta.get("schema_version"):
+            raise SchemaMoved()
+        top = head(conn)
+        if after < int(meta.get("trimmed", 0)) or after > top:
+            raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
+        touched = _touched(conn, after, top)
+        tables = _tables(conn, touched)
+        marked = any(touched.values())
+        out.send(
+            {
+                "v": FORMAT,
+                "cluster": meta["cluster"],
+                "epoch": int(meta["epoch"]),
+                "after": after,
+                "head": top,
+                "schema": [[o.type, o.name, o.tbl_name, o.sql] for o in user_schema(conn)]
+                if marked
+                else None,
+                "tables": {tid: _describe(t) for tid, t in tables.items()},
+            }
+        )
+        for tid, info in tables.items():
+            frames = _full(conn, tid, info) if touched[tid] else _changes(conn, tid, info, after, top)
+            for frame in frames:
+                out.send(frame)
+        out.end()
+        return top
+
+
+def replace_rows(info: TableInfo) -> bool:
+    """Tables with no secondary UNIQUE index take images with INSERT OR REPLACE, no deletes first."""
+    return not info.unique_indexes
+
+
+def _describe(info: TableInfo) -> list[Any]:
+    return [info.name, list(info.keys), list(info.columns), replace_rows(info)]
+
+
+def _touched(conn: apsw.Connection, after: int, top: int) -> dict[int, bool]:
+    """tid -> whether a marker asks for the whole table."""
+    rows = conn.execute(
+        f"SELECT tid, max(k0 IS NULL) FROM {LOG} WHERE seq > ? AND seq <= ? GROUP BY tid",
+        (after, top),
+    )
+    return {tid: bool(marked) for tid, marked in rows}
+
+
+def _tables(conn: apsw.Connection, touched: dict[int, bool]) -> dict[int, TableInfo]:
+    names = dict(conn.execute(f"SELECT tid, name FROM {TABLES}"))
+    return {tid: table_info(conn, names[tid]) for tid in touched if tid != SCHEMA_TID and tid in names}
+
+
+def _chunks(rows: Iterator[tuple[Any, ...]], kind: str, tid: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= CHUNK:
+            yield [kind, tid, chunk]
+            chunk = []
+    if chunk:
+        yield [kind, tid, chunk]
+
+
+def _full(conn: apsw.Connection, tid: int, info: TableInfo) -> Iterator[list[Any]]:
+    yield ["clear", tid]
+    cols = ", ".join(quote(c) for c in info.image_names)
+    yield from _chunks(conn.execute(f"SELECT {cols} FROM {quote(info.name)}"), "put", tid)
+
+
+def _changes(
+    conn: apsw.Connection, tid: int, info: TableInfo, after: int, top: int
+) -> Iterator[list[Any]]:
+    n = len(info.keys)
+    keys = ", ".join(key_column(i) for i in range(n))
+    touched = (
+        f"SELECT DISTINCT {keys} FROM {LOG} "
+        f"WHERE tid = {tid} AND seq > {after} AND seq <= {top} AND k0 IS NOT NULL"
+    )
+    if not replace_rows(info):
+        yield from _chunks(conn.execute(touched), "del", tid)
+    join = " AND ".join(f"t.{quote(k)} = k.{key_column(i)}" for i, k in enumerate(info.keys))
+    image = ", ".join(f"t.{quote(c)}" for c in info.image_names)
+    rows = conn.execute(
+        f"SELECT t.{quote(info.keys[0])} IS NOT NULL, {keys}, {image} "
+        f"FROM ({touched}) AS k LEFT JOIN {quote(info.name)} AS t ON {join}"
+    )
+    puts: list[Any] = []
+    dels: list[Any] = []
+    for row in rows:
+        if row[0]:
+            puts.append(row[1 + n :])
+        elif replace_rows(info):
+            dels.append(row[1 : 1 + n])
+        if len(puts) >= CHUNK:
+            yield ["put", tid, puts]
+            puts = []
+        if len(dels) >= CHUNK:
+            yield ["del", tid, dels]
+            dels = []
+    if dels:
+        yield ["del", tid, dels]
+    if puts:
+        yield ["put", tid, puts]

@@ -1,0 +1,160 @@
+"""Capture on the leader: the change log, its triggers, and keeping them in step with the schema.
+
+Triggers log only the key of each touched row (`tid`, `k0`…); a row whose key is NULL
+in the log is a marker: the whole table (or, with tid 0, the schema) must be resent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import apsw
+
+from .db import Position, read_meta, schema_version, transaction, write_meta
+from .errors import DatabaseError
+from .schema import ROWID_ALIASES, TableInfo, table_info, user_schema, user_tables
+from .sql import (
+    LOG,
+    PREFIX,
+    TABLES,
+    capture_triggers,
+    create_internal_tables,
+    key_column,
+    quote,
+)
+
+SCHEMA_TID = 0
+
+
+def install(conn: apsw.Connection) -> Position:
+    """Make `conn`'s file a leader: internal tables, identity, capture on every table.
+
+    Idempotent. Refuses a file that is a follower.
+    """
+    with transaction(conn):
+        meta = read_meta(conn)
+        if meta.get("role") == "follower":
+            raise DatabaseError(
+                f"{conn.filename} is a follower of {meta.get('leader')}; "
+                "promote it instead of starting a leader on it"
+            )
+        conn.execute(create_internal_tables())
+        if "cluster" not in meta:
+            write_meta(conn, cluster=uuid.uuid4().hex, epoch=1, role="leader", trimmed=0)
+        _sync(conn)
+    return position(conn)
+
+
+def sync_capture(conn: apsw.Connection) -> bool:
+    """Bring capture in step with the schema if it changed. True if it did anything."""
+    if schema_version(conn) == read_meta(conn).get("schema_version"):
+        return False
+    with transaction(conn):
+        return _sync(conn)
+
+
+def _sync(conn: apsw.Connection) -> bool:
+    meta = read_meta(conn)
+    if schema_version(conn) == meta.get("schema_version"):
+        return False
+    digest = schema_digest(conn)
+    vacuumed = digest == meta.get("schema_hash")
+    recorded = {row[1]: row for row in conn.execute(f"SELECT tid, name, sql, capture FROM {TABLES}")}
+    current = user_tables(conn)
+    for name, (tid, *_rest) in recorded.items():
+        if name not in current:
+            conn.execute(f"DELETE FROM {TABLES} WHERE tid = ?", (tid,))
+            _mark(conn, tid)
+    for name in current:
+        _sync_table(conn, name, recorded.get(name), vacuumed)
+    if digest != meta.get("schema_hash"):
+        _mark(conn, SCHEMA_TID)
+    write_meta(conn, schema_version=schema_version(conn), schema_hash=digest)
+    return True
+
+
+def _sync_table(conn: apsw.Connection, name: str, recorded: tuple | None, vacuumed: bool) -> None:
+    """Install or refresh capture on one table; mark it for a full resend when needed."""
+    sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (name,)).fetchall()[0][0]
+    info = table_info(conn, name)
+    signature = repr((info.keys, info.unique_indexes))
+    if recorded is None:
+        tid = conn.execute(
+            f"INSERT INTO {TABLES}(name, sql, capture) VALUES(?, ?, ?) RETURNING tid",
+            (name, sql, signature),
+        ).fetchall()[0][0]
+        _install_triggers(conn, tid, info)
+        _mark(conn, tid)
+        return
+    tid, _name, old_sql, old_signature = recorded
+    intact = _has_triggers(conn, tid)
+    if not intact or old_signature != signature:
+        _install_triggers(conn, tid, info)
+    if not intact or old_sql != sql or (vacuumed and not _stable_rowids(info)):
+        _mark(conn, tid)
+    conn.execute(
+        f"UPDATE {TABLES} SET sql = ?, capture = ? WHERE tid = ?", (sql, signature, tid)
+    )
+
+
+def _stable_rowids(info: TableInfo) -> bool:
+    """VACUUM keeps the rowids only of tables whose key is a declared column."""
+    return info.without_rowid or info.keys[0] not in ROWID_ALIASES
+
+
+def schema_digest(conn: apsw.Connection) -> str:
+    text = "\x00".join(f"{o.type}\x01{o.name}\x01{o.sql}" for o in user_schema(conn))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _has_triggers(conn: apsw.Connection, tid: int) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name IN (?, ?, ?)",
+        tuple(f"{PREFIX}c{op}_{tid}" for op in "iud"),
+    ).fetchall()
+    return bool(row[0][0] == 3)
+
+
+def _install_triggers(conn: apsw.Connection, tid: int, info: TableInfo) -> None:
+    for op in "iudrs":
+        conn.execute(f"DROP TRIGGER IF EXISTS {quote(f'{PREFIX}c{op}_{tid}')}")
+    _ensure_log_width(conn, len(info.keys))
+    for stmt in capture_triggers(info.name, tid, info.keys, info.unique_indexes):
+        conn.execute(stmt)
+
+
+def _ensure_log_width(conn: apsw.Connection, width: int) -> None:
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({LOG})")}
+    for i in range(width):
+        if key_column(i) not in have:
+            conn.execute(f"ALTER TABLE {LOG} ADD COLUMN {key_column(i)}")
+
+
+def _mark(conn: apsw.Connection, tid: int) -> None:
+    conn.execute(f"INSERT INTO {LOG}(tid, k0) VALUES(?, NULL)", (tid,))
+
+
+def head(conn: apsw.Connection) -> int:
+    """The newest seq in the log (0 for an empty log)."""
+    return int(conn.execute(f"SELECT coalesce(max(seq), 0) FROM {LOG}").fetchall()[0][0])
+
+
+def position(conn: apsw.Connection) -> Position:
+    with transaction(conn, "DEFERRED"):
+        return Position(int(read_meta(conn)["epoch"]), head(conn))
+
+
+def trim(conn: apsw.Connection, upto: int) -> int:
+    """Delete log entries with seq <= upto, always keeping the newest (seq never goes back).
+
+    Returns the highest seq now trimmed.
+    """
+    with transaction(conn):
+        limit = min(upto, head(conn) - 1)
+        trimmed = int(read_meta(conn).get("trimmed", 0))
+        if limit <= trimmed:
+            return trimmed
+        conn.execute(f"DELETE FROM {LOG} WHERE seq <= ?", (limit,))
+        write_meta(conn, trimmed=limit)
+        return limit

@@ -1,0 +1,84 @@
+"""Opening sqlrepl's SQLite files, transactions, and the meta table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from .errors import DatabaseError
+from .sql import META, quote
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where a node is: the epoch it accepted and the last change it holds."""
+
+    epoch: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}/{self.seq}"
+
+
+def connect(path: str | os.PathLike[str], *, readonly: bool = False, create: bool = False) -> apsw.Connection:
+    """Open `path` with apsw and check that it is a SQLite database."""
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+    if create:
+        flags |= apsw.SQLITE_OPEN_CREATE
+    try:
+        conn = apsw.Connection(os.fspath(path), flags=flags)
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+    except apsw.CantOpenError as exc:
+        raise DatabaseError(f"cannot open {path}: {exc}") from exc
+    except apsw.NotADBError as exc:
+        raise DatabaseError(f"{path} is not a SQLite database") from exc
+    return conn
+
+
+def use_wal(conn: apsw.Connection) -> None:
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+    if mode.lower() != "wal":
+        raise DatabaseError(f"{conn.filename}: cannot switch to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+@contextmanager
+def transaction(conn: apsw.Connection, mode: str = "IMMEDIATE") -> Iterator[apsw.Connection]:
+    """BEGIN `mode` … COMMIT, or ROLLBACK if the block raises."""
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def has_table(conn: apsw.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?", (name,))
+    return row.fetchone() is not None
+
+
+def read_meta(conn: apsw.Connection) -> dict[str, Any]:
+    if not has_table(conn, META):
+        return {}
+    return dict(conn.execute(f"SELECT key, value FROM {quote(META)}"))
+
+
+def write_meta(conn: apsw.Connection, **values: Any) -> None:
+    conn.executemany(
+        f"INSERT OR REPLACE INTO {quote(META)}(key, value) VALUES(?, ?)", list(values.items())
+    )
+
+
+def schema_version(conn: apsw.Connection) -> int:
+    return int(conn.execute("PRAGMA schema_version").fetchall()[0][0])

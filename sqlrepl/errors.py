@@ -1,0 +1,47 @@
+"""The one exception tree of sqlrepl.
+
+    SqlreplError                 anything sqlrepl reports on purpose
+    ├── ConfigError              bad options, token, listen address
+    ├── DatabaseError            a file is not SQLite, belongs elsewhere, or is the wrong role
+    ├── ProtocolError            a peer answered with something malformed, corrupt or truncated
+    │   └── AuthError            the peer refused our token (401)
+    ├── StaleEpochError          a batch from an older epoch than we already accepted
+    ├── SnapshotNeeded           the leader trimmed past our position: re-bootstrap
+    └── PeerUnavailable          a peer could not be reached (retry later)
+
+The CLI turns every one of these into a one-line message and exit code 1.
+"""
+
+from __future__ import annotations
+
+
+class SqlreplError(Exception):
+    """Base class of every error sqlrepl raises on purpose."""
+
+
+class ConfigError(SqlreplError):
+    """Options, token or listen address are wrong."""
+
+
+class DatabaseError(SqlreplError):
+    """A database file is unusable for what was asked (not SQLite, wrong cluster, wrong role)."""
+
+
+class ProtocolError(SqlreplError):
+    """A peer sent something malformed, corrupt or truncated."""
+
+
+class AuthError(ProtocolError):
+    """The peer refused our token."""
+
+
+class StaleEpochError(SqlreplError):
+    """A batch carries an epoch older than the one this node already accepted."""
+
+
+class SnapshotNeeded(SqlreplError):
+    """The leader no longer has the log after our position."""
+
+
+class PeerUnavailable(SqlreplError):
+    """A peer could not be reached."""

@@ -1,0 +1,108 @@
+"""What a database's user schema looks like, read from a connection (apsw)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apsw
+
+from .sql import PREFIX, quote
+
+ROWID_ALIASES = ("rowid", "_rowid_", "oid")
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A user table as capture and apply see it."""
+
+    name: str
+    #: Key columns: a rowid alias for rowid tables, the PRIMARY KEY of WITHOUT ROWID ones.
+    keys: tuple[str, ...]
+    #: Columns an INSERT can set (generated columns excluded), key columns not repeated.
+    columns: tuple[str, ...]
+    without_rowid: bool
+    #: (column, collation) pairs of each secondary UNIQUE index.
+    unique_indexes: tuple[tuple[tuple[str, str], ...], ...]
+
+    @property
+    def image_names(self) -> tuple[str, ...]:
+        """Column names of a row image: keys first, then the other columns."""
+        return (*self.keys, *self.columns)
+
+
+@dataclass(frozen=True)
+class SchemaObject:
+    type: str
+    name: str
+    tbl_name: str
+    sql: str
+
+
+def is_internal(name: str) -> bool:
+    return name.startswith(PREFIX) or name.startswith("sqlite_")
+
+
+def user_tables(conn: apsw.Connection) -> list[str]:
+    """Names of ordinary user tables (no virtual tables, no sqlrepl or sqlite tables)."""
+    rows = conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' "
+        "AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name"
+    )
+    return [name for (name,) in rows if not is_internal(name)]
+
+
+def user_schema(conn: apsw.Connection) -> list[SchemaObject]:
+    """Every user object with its SQL, in creation order; sqlrepl's own objects left out."""
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY rowid"
+    )
+    return [SchemaObject(*row) for row in rows if not is_internal(row[1])]
+
+
+def table_info(conn: apsw.Connection, table: str) -> TableInfo:
+    xinfo = list(conn.execute(f"PRAGMA table_xinfo({quote(table)})"))
+    # cid, name, type, notnull, dflt_value, pk, hidden
+    without_rowid = _is_without_rowid(conn, table)
+    insertable = [r[1] for r in xinfo if r[6] == 0]
+    if without_rowid:
+        keys = tuple(r[1] for r in sorted((r for r in xinfo if r[5] > 0), key=lambda r: r[5]))
+    else:
+        names = {r[1].lower() for r in xinfo}
+        alias = _integer_primary_key(xinfo)
+        if alias is None:
+            alias = next((a for a in ROWID_ALIASES if a not in names), None)
+        if alias is None:
+            raise ValueError(f"table {table!r} hides its rowid behind columns rowid, _rowid_, oid")
+        keys = (alias,)
+    columns = tuple(c for c in insertable if c not in keys)
+    return TableInfo(table, keys, columns, without_rowid, _unique_indexes(conn, table))
+
+
+def _integer_primary_key(xinfo: list[tuple]) -> str | None:
+    pks = [r for r in xinfo if r[5] > 0]
+    if len(pks) == 1 and pks[0][2].upper() == "INTEGER":
+        return str(pks[0][1])
+    return None
+
+
+def _is_without_rowid(conn: apsw.Connection, table: str) -> bool:
+    for row in conn.execute(f"PRAGMA index_list({quote(table)})"):
+        # seq, name, unique, origin, partial
+        if row[3] == "pk":
+            info = list(conn.execute(f"PRAGMA index_xinfo({quote(row[1])})"))
+            # A WITHOUT ROWID table's PK index has no rowid column (cid -1) at the end.
+            return not any(r[1] == -1 for r in info)
+    return False
+
+
+def _unique_indexes(conn: apsw.Connection, table: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+    result = []
+    for _seq, name, unique, origin, _partial in conn.execute(f"PRAGMA index_list({quote(table)})"):
+        if not unique or origin == "pk":
+            continue
+        info = conn.execute(f"PRAGMA index_xinfo({quote(name)})").fetchall()
+        # seqno, cid, name, desc, coll, key
+        cols = tuple((r[2], r[4]) for r in info if r[5] and r[1] >= 0)
+        if cols and all(r[1] >= 0 for r in info if r[5]):
+            result.append(cols)
+    return tuple(result)

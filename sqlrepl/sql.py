@@ -1,0 +1,128 @@
+"""Pure functions that build SQL text. Every identifier goes through `quote`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+PREFIX = "_sqlrepl_"
+LOG = "_sqlrepl_log"
+META = "_sqlrepl_meta"
+TABLES = "_sqlrepl_tables"
+FOLLOWERS = "_sqlrepl_followers"
+#: Key columns the log starts with; WITHOUT ROWID tables with wider keys add more.
+LOG_KEY_COLUMNS = 4
+
+
+def quote(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """Quote an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def key_column(i: int) -> str:
+    return f"k{i}"
+
+
+def create_internal_tables(key_columns: int = LOG_KEY_COLUMNS) -> str:
+    keys = ", ".join(key_column(i) for i in range(key_columns))
+    return f"""
+CREATE TABLE IF NOT EXISTS {LOG}(seq INTEGER PRIMARY KEY, tid INTEGER NOT NULL, {keys});
+CREATE TABLE IF NOT EXISTS {META}(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {TABLES}(tid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                                    sql TEXT NOT NULL, capture TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {FOLLOWERS}(node TEXT PRIMARY KEY, url TEXT, seq INTEGER NOT NULL,
+                                       seen REAL NOT NULL) WITHOUT ROWID;
+"""
+
+
+def _log_insert(tid: int, exprs: Sequence[str], where: str = "", source: str = "") -> str:
+    cols = ", ".join(["tid", *(key_column(i) for i in range(len(exprs)))])
+    values = ", ".join([str(tid), *exprs])
+    if not source and not where:
+        return f"INSERT INTO {LOG}({cols}) VALUES({values});"
+    return f"INSERT INTO {LOG}({cols}) SELECT {values}{source}{where};"
+
+
+def capture_trigger_name(op: str, tid: int) -> str:
+    return f"{PREFIX}c{op}_{tid}"
+
+
+def capture_triggers(
+    table: str,
+    tid: int,
+    keys: Sequence[str],
+    unique_indexes: Sequence[Sequence[tuple[str, str]]] = (),
+) -> list[str]:
+    """CREATE TRIGGER statements that log the key of every row a statement touches.
+
+    `keys` are the key expressions (the rowid alias, or the PRIMARY KEY columns of a
+    WITHOUT ROWID table). `unique_indexes` lists, per secondary UNIQUE index, its
+    (column, collation) pairs: rows that `OR REPLACE` removes through them fire no
+    delete trigger, so BEFORE triggers log their keys.
+    """
+    t = quote(table)
+    new = [f"NEW.{quote(k)}" for k in keys]
+    old = [f"OLD.{quote(k)}" for k in keys]
+    key_changed = " OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new))
+    stmts = [
+        f"CREATE TRIGGER {quote(capture_trigger_name('i', tid))} AFTER INSERT ON {t} "
+        f"BEGIN {_log_insert(tid, new)} END",
+        f"CREATE TRIGGER {quote(capture_trigger_name('u', tid))} AFTER UPDATE ON {t} "
+        f"BEGIN {_log_insert(tid, new)} {_log_insert(tid, old, where=' WHERE ' + key_changed)} END",
+        f"CREATE TRIGGER {quote(capture_trigger_name('d', tid))} AFTER DELETE ON {t} "
+        f"BEGIN {_log_insert(tid, old)} END",
+    ]
+    if unique_indexes:
+        plain = [quote(k) for k in keys]
+        for op, event in (("r", "INSERT"), ("s", "UPDATE")):
+            body = " ".join(
+                _log_insert(tid, plain, source=f" FROM {t}", where=" WHERE " + _conflict(cols))
+                for cols in unique_indexes
+            )
+            stmts.append(
+                f"CREATE TRIGGER {quote(capture_trigger_name(op, tid))} BEFORE {event} ON {t} "
+                f"BEGIN {body} END"
+            )
+    return stmts
+
+
+def _conflict(columns: Sequence[tuple[str, str]]) -> str:
+    return " AND ".join(f"{quote(c)} = NEW.{quote(c)} COLLATE {quote(coll)}" for c, coll in columns)
+
+
+def guard_trigger_name(op: str, table: str) -> str:
+    return f"{PREFIX}g{op}_{table}"
+
+
+def guard_triggers(table: str, message: str) -> list[str]:
+    """Triggers that refuse every app write to `table` with `message`.
+
+    The applier's connection runs with triggers disabled, so only apps see them.
+    """
+    t = quote(table)
+    raise_ = f"SELECT RAISE(ABORT, {literal(message)});"
+    return [
+        f"CREATE TRIGGER {quote(guard_trigger_name(op, table))} BEFORE {event} ON {t} "
+        f"BEGIN {raise_} END"
+        for op, event in (("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE"))
+    ]
+
+
+def select_columns(key_exprs: Sequence[str], columns: Sequence[str]) -> str:
+    return ", ".join([*(quote(k) for k in key_exprs), *(quote(c) for c in columns)])
+
+
+def insert_row(table: str, names: Sequence[str], replace: bool) -> str:
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    cols = ", ".join(quote(n) for n in names)
+    marks = ", ".join("?" for _ in names)
+    return f"INSERT INTO {quote(table)}({cols}) VALUES({marks})".replace("INSERT", verb, 1)
+
+
+def delete_key(table: str, keys: Sequence[str]) -> str:
+    where = " AND ".join(f"{quote(k)} = ?" for k in keys)
+    return f"DELETE FROM {quote(table)} WHERE {where}"

@@ -1,0 +1,39 @@
+"""In-process leader → follower replication over the real wire format (no sockets)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+from sqlrepl import apply, batch, capture, snapshot
+from sqlrepl.db import Position, connect
+from sqlrepl.wire import FrameWriter
+
+
+class Replica:
+    """A leader file and a follower file, synced on demand."""
+
+    def __init__(self, tmp: Path, leader: Path | None = None) -> None:
+        self.leader_path = leader or tmp / "leader.db"
+        self.follower_path = tmp / "follower.db"
+        self.leader = connect(self.leader_path, create=True)
+        capture.install(self.leader)
+        snap = tmp / f"snap-{uuid.uuid4().hex}.db"
+        snapshot.take(self.leader, snap)
+        snapshot.make_follower(snap, "http://leader.test", "node-1")
+        snapshot.place(snap, self.follower_path)
+        self.follower = apply.applier_connection(connect(self.follower_path))
+
+    def batch_bytes(self) -> bytes:
+        capture.sync_capture(self.leader)
+        out = io.BytesIO()
+        batch.build(self.leader, apply.follower_position(self.follower).seq, FrameWriter(out.write))
+        return out.getvalue()
+
+    def sync(self) -> Position:
+        return apply.apply_stream(self.follower, self.batch_bytes())
+
+    def close(self) -> None:
+        self.leader.close()
+        self.follower.close()
