@@ -90,9 +90,9 @@ class Applier:
         if self.header is None:
             self._begin(frame)
             return
+        if self.reader.ended:
+            return
         if not isinstance(frame, list) or len(frame) < 2 or frame[1] not in self.tables:
-            if isinstance(frame, list) and frame[:1] == ["end"]:
-                return
             raise ProtocolError(f"unexpected batch frame {str(frame)[:80]}")
         kind, tid = frame[0], frame[1]
         name, keys, columns, replace = self.tables[tid]
