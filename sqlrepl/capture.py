@@ -15,6 +15,7 @@ from .db import Position, read_meta, schema_version, transaction, write_meta
 from .errors import DatabaseError
 from .schema import ROWID_ALIASES, TableInfo, table_info, user_schema, user_tables
 from .sql import (
+    FOLLOWERS,
     LOG,
     PREFIX,
     TABLES,
@@ -158,3 +159,19 @@ def trim(conn: apsw.Connection, upto: int) -> int:
         conn.execute(f"DELETE FROM {LOG} WHERE seq <= ?", (limit,))
         write_meta(conn, trimmed=limit)
         return limit
+
+
+def remember_followers(
+    conn: apsw.Connection, seen: dict[str, tuple[str, int, float]], forget_before: float
+) -> dict[str, tuple[str, int, float]]:
+    """Persist follower positions (node -> (url, seq, seen)); forget silent ones; return all kept."""
+    with transaction(conn):
+        conn.executemany(
+            f"INSERT INTO {FOLLOWERS}(node, url, seq, seen) VALUES(?, ?, ?, ?) "
+            "ON CONFLICT(node) DO UPDATE SET url = excluded.url, seq = excluded.seq, "
+            "seen = excluded.seen WHERE excluded.seen >= seen",
+            [(node, *row) for node, row in seen.items()],
+        )
+        conn.execute(f"DELETE FROM {FOLLOWERS} WHERE seen < ?", (forget_before,))
+        rows = conn.execute(f"SELECT node, url, seq, seen FROM {FOLLOWERS}").fetchall()
+    return {node: (url, seq, when) for node, url, seq, when in rows}

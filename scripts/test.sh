@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install everything the tests need (etcd included) into .venv, then run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v etcd >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/ruff check sqlrepl tests scripts
+.venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,74 @@
+"""`sqlrepl snapshot`: a verified, position-stamped copy written atomically, with retention."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from . import snapshot
+from .client import Client
+from .db import Position, connect
+
+Progress = snapshot.Progress
+
+
+def is_url(source: str) -> bool:
+    return re.match(r"^https?://", source) is not None
+
+
+def target_path(source: str, dest: Path) -> Path:
+    """DEST itself, or a timestamped file inside DEST when it is a directory."""
+    if not dest.is_dir():
+        return dest
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.split("://")[-1]) if is_url(source) else Path(source).stem
+    return dest / f"{stem.strip('_')}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db"
+
+
+def save(
+    source: str, dest: Path, *, token: str | None = None, keep: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Write a snapshot of SOURCE (a path or node URL) to DEST; return what was written."""
+    path = target_path(source, dest)
+    tmp = path.parent / f".{path.name}.sqlrepl-tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        if is_url(source):
+            where = asyncio.run(_download(source, tmp, token, progress))
+        else:
+            where = _copy(Path(source), tmp)
+        snapshot.verify(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    pruned = prune(path, keep) if keep and dest.is_dir() else []
+    return {"path": str(path), "epoch": where.epoch, "seq": where.seq,
+            "bytes": path.stat().st_size, "pruned": [str(p) for p in pruned]}
+
+
+async def _download(url: str, tmp: Path, token: str | None, progress: Progress | None) -> Position:
+    async with Client(url, token) as client:
+        return await client.download_snapshot(tmp, progress=progress)
+
+
+def _copy(source: Path, tmp: Path) -> Position:
+    conn = connect(source, readonly=True)
+    try:
+        return snapshot.take(conn, tmp)
+    finally:
+        conn.close()
+
+
+def prune(latest: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` snapshots that share `latest`'s name stem."""
+    stem = latest.name.rsplit("-", 1)[0]
+    pattern = re.compile(re.escape(stem) + r"-\d{8}T\d{6}Z\.db$")
+    ours = sorted(p for p in latest.parent.iterdir() if pattern.match(p.name))
+    old = ours[:-keep] if keep > 0 else []
+    for p in old:
+        p.unlink()
+    return old

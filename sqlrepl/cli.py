@@ -1,0 +1,153 @@
+"""The `sqlrepl` command line: each command loads options, makes one library call, renders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import config, logs, render
+from .errors import SqlreplError
+
+TOKEN_HELP = f"File holding the shared token (default: ${config.TOKEN_ENV})."
+
+
+class ListenAddress(click.ParamType):
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return config.parse_listen(value)
+        except SqlreplError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Command(click.Command):
+    """Turn SqlreplError into a one-line message and exit 1 (tracebacks only with --verbose)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SqlreplError as exc:
+            if ctx.find_root().params.get("verbose"):
+                raise
+            render.error(str(exc))
+            sys.exit(1)
+
+
+token_option = click.option(
+    "--token-file", type=click.Path(dir_okay=False, path_type=Path), help=TOKEN_HELP
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs and full tracebacks.")
+@click.version_option(package_name="sqlrepl")
+def cli(verbose: bool) -> None:
+    """Replicate a plain SQLite file to read replicas, with snapshots and failover."""
+    logs.setup(verbose)
+
+
+@cli.command(cls=Command)
+@click.argument("db", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--listen", type=ListenAddress(), default=config.DEFAULT_LEADER_LISTEN,
+              show_default=True, help="Address to serve followers on.")
+@token_option
+@click.option("--trim-interval", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds between log trims (0: never trim).")
+@click.option("--retention", type=click.FloatRange(min=0), default=24 * 3600.0, show_default=True,
+              help="Seconds a silent follower is remembered; after that it re-bootstraps.")
+def leader(db: Path, listen: tuple[str, int], token_file: Path | None, trim_interval: float,
+           retention: float) -> None:
+    """Capture every committed write to DB and serve it to followers.
+
+    Installs capture triggers on every table (idempotently) and switches DB to WAL mode.
+    Apps keep writing to DB with any SQLite driver, also while this daemon is down.
+    """
+    from .leader import LeaderConfig
+    from .nodes import run_leader
+
+    run_leader(LeaderConfig(db, *listen, config.load_token(token_file), trim_interval, retention))
+
+
+@cli.command(cls=Command)
+@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--leader", "leader_url", required=True, help="URL of the leader, http://HOST:PORT.")
+@click.option("--listen", type=ListenAddress(), default=config.DEFAULT_FOLLOWER_LISTEN,
+              show_default=True, help="Address to serve status and snapshots on.")
+@token_option
+def follower(db: Path, leader_url: str, listen: tuple[str, int], token_file: Path | None) -> None:
+    """Keep DB a read-only replica of the leader.
+
+    A missing or empty DB is bootstrapped from a snapshot; an existing DB must be a
+    follower of the same cluster. Apps read DB with read-only connections.
+    """
+    from .follower import FollowerConfig
+    from .nodes import run_follower
+
+    run_follower(FollowerConfig(db, leader_url, *listen, config.load_token(token_file)))
+
+
+@cli.command(cls=Command)
+@click.argument("urls", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per URL.")
+@token_option
+def status(urls: tuple[str, ...], as_json: bool, token_file: Path | None) -> None:
+    """Show role, epoch, position and lag of every node at URLS.
+
+    Exits 1 when a node is unreachable.
+    """
+    from .nodes import cluster_status
+
+    nodes = cluster_status(list(urls), config.load_token(token_file))
+    if as_json:
+        render.print_json(nodes)
+    else:
+        render.print_status(nodes)
+    if not all(n["ok"] for n in nodes):
+        sys.exit(1)
+
+
+@cli.command(cls=Command)
+@click.argument("source")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--keep", type=click.IntRange(min=1),
+              help="When DEST is a directory, keep only the newest N snapshots of SOURCE there.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@token_option
+def snapshot(source: str, dest: Path, keep: int | None, as_json: bool, token_file: Path | None) -> None:
+    """Write a consistent, verified snapshot of SOURCE to DEST.
+
+    SOURCE is a sqlrepl database file or a node URL. DEST is a file (replaced atomically)
+    or a directory (a timestamped file is added). On failure nothing is left behind and
+    the exit code is 1. Built for cron.
+    """
+    from .backup import save
+
+    with render.transfer_progress("snapshot") as progress:
+        result = save(source, dest, token=config.load_token(token_file), keep=keep, progress=progress)
+    if as_json:
+        render.print_json(result)
+    else:
+        render.snapshot_written(result)
+
+
+@cli.command(cls=Command)
+@click.option("--duration", type=click.FloatRange(min=1), default=20.0, show_default=True,
+              help="Seconds the demo writer runs.")
+@click.option("--sample", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="Sample database to replicate (default: sample_db/shop.db).")
+def demo(duration: float, sample: Path | None) -> None:
+    """Run a leader and two followers on loopback with a live writer, then check them."""
+    from .demo import run_demo
+
+    if not run_demo(duration, sample):
+        sys.exit(1)
+
+
+def main() -> None:
+    cli()

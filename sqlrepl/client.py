@@ -1,0 +1,119 @@
+"""Talking to a sqlrepl node over HTTP (aiohttp): status, batches, snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .db import Position
+from .errors import AuthError, PeerUnavailable, ProtocolError, SnapshotNeeded, StaleEpochError
+
+CONNECT_TIMEOUT = 5.0
+CHUNK = 1 << 20
+
+
+class Client:
+    """One node's HTTP API. Use as `async with Client(url, token) as c:`."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session = aiohttp.ClientSession(
+            headers=headers, timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT)
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    @asynccontextmanager
+    async def get(
+        self, path: str, params: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET `path`; connection failures become PeerUnavailable, 401 AuthError."""
+        try:
+            async with self._session.get(
+                self.url + path,
+                params={k: str(v) for k, v in (params or {}).items()},
+                timeout=aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT),
+            ) as response:
+                if response.status == 401:
+                    raise AuthError(f"{self.url} refused our token (401)")
+                yield response
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "os_error", None) or exc or type(exc).__name__
+            raise PeerUnavailable(f"{self.url} unreachable: {getattr(reason, 'strerror', None) or reason}") from exc
+        except aiohttp.InvalidURL as exc:
+            raise PeerUnavailable(f"invalid URL {self.url}") from exc
+
+    async def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        async with self.get("/status", timeout=timeout) as response:
+            try:
+                body = await response.json(content_type=None)
+            except ValueError as exc:
+                raise ProtocolError(f"{self.url} is not a sqlrepl node (no JSON status)") from exc
+            if response.status != 200 or not isinstance(body, dict) or "role" not in body:
+                raise ProtocolError(f"{self.url} is not a sqlrepl node (HTTP {response.status})")
+            return body
+
+    async def download_snapshot(
+        self,
+        dest: Path,
+        params: dict[str, Any] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Position:
+        """Stream a snapshot into `dest`, checking its length and SHA-256; return its position."""
+        async with self.get("/snapshot", params, timeout=24 * 3600) as response:
+            await expect_ok(response)
+            try:
+                where = Position(
+                    int(response.headers["X-Sqlrepl-Epoch"]), int(response.headers["X-Sqlrepl-Seq"])
+                )
+                expected = response.headers["X-Sqlrepl-Sha256"]
+            except (KeyError, ValueError) as exc:
+                raise ProtocolError(f"{self.url} sent a snapshot without its position") from exc
+            total = response.content_length or 0
+            digest = hashlib.sha256()
+            done = 0
+            with open(dest, "wb") as f:
+                try:
+                    async for block in response.content.iter_chunked(CHUNK):
+                        f.write(block)
+                        digest.update(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, total)
+                except aiohttp.ClientPayloadError as exc:
+                    raise ProtocolError(f"snapshot transfer broke off after {done} bytes") from exc
+            if done != total or digest.hexdigest() != expected:
+                raise ProtocolError(
+                    f"snapshot from {self.url} is corrupt or truncated ({done} of {total} bytes, "
+                    "checksum mismatch)"
+                )
+            return where
+
+
+async def expect_ok(response: aiohttp.ClientResponse) -> None:
+    """Turn an error answer into the matching SqlreplError."""
+    if response.status in (200, 204):
+        return
+    try:
+        message = (await response.json(content_type=None)).get("error", "")
+    except (ValueError, AttributeError, aiohttp.ClientError):
+        message = ""
+    message = message or f"HTTP {response.status}"
+    if response.status == 410:
+        raise SnapshotNeeded(message)
+    if response.status == 409:
+        raise StaleEpochError(message)
+    raise ProtocolError(f"{response.url.with_query(None)}: {message}")

@@ -1,0 +1,270 @@
+"""The follower daemon: bootstrap from a snapshot, then pull batches and apply them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import snapshot
+from .apply import Applier, applier_connection, follower_position
+from .client import Client, expect_ok
+from .db import Position, connect, read_meta
+from .errors import (
+    AuthError,
+    DatabaseError,
+    PeerUnavailable,
+    ProtocolError,
+    SnapshotNeeded,
+    SqlreplError,
+    StaleEpochError,
+)
+from .web import Database, auth_middleware, run_server, serve_snapshot
+
+log = logging.getLogger("sqlrepl.follower")
+
+#: How long one batch request may wait at the leader for new changes.
+POLL_WAIT = 30
+#: Bodies up to this size are read whole and applied in one step.
+SMALL_BATCH = 4 << 20
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+
+
+@dataclass
+class FollowerConfig:
+    db: Path
+    leader: str
+    host: str
+    port: int
+    token: str | None = None
+    wait: int = POLL_WAIT
+
+
+@dataclass
+class Progress:
+    """What the follower knows of itself and its leader, for /status."""
+
+    position: Position | None = None
+    leader_head: int | None = None
+    last_contact: float | None = None
+    behind_since: float | None = None
+    state: str = "starting"
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def saw_leader(self, head: int) -> None:
+        now = time.time()
+        self.leader_head = head
+        self.last_contact = now
+        behind = self.position is not None and head > self.position.seq
+        if behind and self.behind_since is None:
+            self.behind_since = now
+        elif not behind:
+            self.behind_since = None
+
+
+def check_existing(path: Path) -> dict[str, Any] | None:
+    """Meta of an existing follower file; None if there is none yet; refuse anything else."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    conn = connect(path, readonly=True)
+    try:
+        meta = read_meta(conn)
+        if meta.get("role") != "follower":
+            raise DatabaseError(
+                f"{path} exists and is not a sqlrepl follower; refusing to overwrite it "
+                "(move it away, or give another path)"
+            )
+        return meta
+    finally:
+        conn.close()
+
+
+class Follower:
+    def __init__(self, config: FollowerConfig) -> None:
+        self.config = config
+        self.url = f"http://{config.host}:{config.port}"
+        self.meta = check_existing(config.db)
+        self.node = str(self.meta["node"]) if self.meta else uuid.uuid4().hex[:12]
+        self.progress = Progress()
+        self.db: Database | None = None
+        self.client = Client(config.leader, config.token)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[auth_middleware(self.config.token)])
+        app.router.add_get("/status", self.status)
+        app.router.add_get("/snapshot", self.snapshot)
+        return app
+
+    async def run(self, stop: asyncio.Event) -> None:
+        server = asyncio.create_task(run_server(self.app(), self.config.host, self.config.port, stop))
+        replicate = asyncio.create_task(self._replicate(stop))
+        try:
+            done, _ = await asyncio.wait({server, replicate}, return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            for task in done:
+                task.result()
+            await asyncio.gather(server, replicate)
+        finally:
+            replicate.cancel()
+            await self.client.close()
+            if self.db:
+                self.db.close()
+            log.info("follower stopped")
+
+    async def _replicate(self, stop: asyncio.Event) -> None:
+        delay = BACKOFF_MIN
+        while not stop.is_set():
+            try:
+                if self.db is None:
+                    await self._bootstrap()
+                await self._pull()
+                delay = BACKOFF_MIN
+                self.progress.error = None
+                continue
+            except SnapshotNeeded as exc:
+                log.warning("%s: re-bootstrapping from a snapshot", exc)
+                await self._bootstrap()
+                continue
+            except (AuthError, DatabaseError):
+                raise
+            except (PeerUnavailable, ProtocolError, StaleEpochError) as exc:
+                self._failed(exc, delay)
+            with_stop = asyncio.create_task(stop.wait())
+            await asyncio.wait({with_stop}, timeout=delay)
+            with_stop.cancel()
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _failed(self, exc: SqlreplError, delay: float) -> None:
+        message = str(exc)
+        if message != self.progress.error:
+            log.warning("%s; retrying (backoff up to %ss)", message, BACKOFF_MAX)
+        self.progress.error = message
+        self.progress.state = "retrying"
+
+    async def _bootstrap(self) -> None:
+        self.progress.state = "bootstrapping"
+        info = await self.client.status()
+        if info.get("role") != "leader":
+            raise ProtocolError(f"{self.config.leader} is not a leader (role {info.get('role')})")
+        if self.meta and self.meta.get("cluster") != info.get("cluster"):
+            raise DatabaseError(
+                f"{self.config.db} belongs to cluster {self.meta.get('cluster')}, but "
+                f"{self.config.leader} leads cluster {info.get('cluster')}; refusing to touch it"
+            )
+        if self.meta and self.db is None:
+            self._open()
+            return
+        await self._install_snapshot()
+
+    async def _install_snapshot(self) -> None:
+        db = self.config.db
+        tmp = db.parent / f".{db.name}.sqlrepl-download"
+        tmp.unlink(missing_ok=True)
+        log.info("downloading a snapshot from %s", self.config.leader)
+        try:
+            where = await self.client.download_snapshot(
+                tmp, {"node": self.node, "url": self.url}, _log_progress()
+            )
+            await asyncio.to_thread(snapshot.verify, tmp)
+            await asyncio.to_thread(snapshot.make_follower, tmp, self.config.leader, self.node)
+            if self.db is not None:
+                await self.db.run(snapshot.place, tmp, db)
+            else:
+                await asyncio.to_thread(snapshot.place, tmp, db)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("bootstrapped %s from a snapshot at %s", db, where)
+        self.meta = check_existing(db)
+        if self.db is None:
+            self._open()
+        else:
+            self.progress.position = await self.db.run(follower_position, self.db.conn)
+
+    def _open(self) -> None:
+        conn = applier_connection(connect(self.config.db))
+        self.db = Database(conn)
+        self.progress.position = follower_position(conn)
+        log.info("following %s from %s", self.config.leader, self.progress.position)
+
+    async def _pull(self) -> None:
+        assert self.db is not None and self.progress.position is not None
+        where = self.progress.position
+        params = {"after": where.seq, "epoch": where.epoch, "wait": self.config.wait,
+                  "node": self.node, "url": self.url}
+        async with self.client.get("/batch", params, timeout=self.config.wait + 30) as response:
+            await expect_ok(response)
+            head = int(response.headers.get("X-Sqlrepl-Head", where.seq))
+            self.progress.state = "streaming"
+            if response.status == 200:
+                await self._apply(response)
+            self.progress.saw_leader(head)
+
+    async def _apply(self, response: aiohttp.ClientResponse) -> None:
+        assert self.db is not None
+        applier = Applier(self.db.conn)
+        try:
+            if (response.content_length or 0) <= SMALL_BATCH:
+                body = await response.read()
+                if len(body) != response.content_length:
+                    raise ProtocolError("batch is truncated")
+                self.progress.position = await self.db.run(_apply_whole, applier, body)
+                return
+            async for block in response.content.iter_chunked(1 << 20):
+                await self.db.run(applier.feed, block)
+            self.progress.position = await self.db.run(applier.finish)
+            log.info("applied a large batch: %d rows, now at %s", applier.rows, self.progress.position)
+        except aiohttp.ClientPayloadError as exc:
+            await self.db.run(applier.abort)
+            raise ProtocolError(f"batch transfer broke off: {exc}") from exc
+        except BaseException:
+            await self.db.run(applier.abort)
+            raise
+
+    async def status(self, request: web.Request) -> web.Response:
+        p = self.progress
+        now = time.time()
+        return web.json_response(
+            {
+                "role": "follower", "url": self.url, "db": str(self.config.db),
+                "node": self.node, "cluster": (self.meta or {}).get("cluster"),
+                "epoch": p.position.epoch if p.position else None,
+                "seq": p.position.seq if p.position else None,
+                "leader": self.config.leader, "leader_seq": p.leader_head,
+                "lag": {
+                    "changes": max((p.leader_head or 0) - (p.position.seq if p.position else 0), 0),
+                    "seconds": round(now - p.behind_since, 3) if p.behind_since else 0.0,
+                },
+                "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
+                "state": p.state, "error": p.error,
+            }
+        )
+
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        if self.db is None:
+            return web.json_response({"error": "not bootstrapped yet"}, status=503)
+        return await serve_snapshot(request, self.db, self.config.db)
+
+
+def _apply_whole(applier: Applier, body: bytes) -> Position:
+    applier.feed(body)
+    return applier.finish()
+
+
+def _log_progress() -> Any:
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2 or done == total:
+            last[0] = now
+            log.info("snapshot: %d of %d bytes", done, total)
+
+    return report

@@ -1,0 +1,85 @@
+"""Everything sqlrepl prints for people. The only module that imports rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def error(message: str) -> None:
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False)
+
+
+def _fmt(value: Any, suffix: str = "") -> str:
+    return "—" if value is None else f"{value}{suffix}"
+
+
+def status_table(nodes: list[dict[str, Any]]) -> Table:
+    table = Table(title="sqlrepl cluster")
+    for column in ("node", "role", "state", "epoch", "seq", "lag", "lag s", "last contact"):
+        table.add_column(column, justify="right" if column in ("epoch", "seq", "lag", "lag s") else "left")
+    for n in nodes:
+        if not n["ok"]:
+            table.add_row(n["url"], "[red]unreachable[/]", "", "", "", "", "", "")
+            continue
+        lag = n.get("lag") or {}
+        role = "[bold green]leader[/]" if n["role"] == "leader" else "follower"
+        state = n.get("state") or ("serving" if n["role"] == "leader" else "")
+        if n.get("error"):
+            state = f"[yellow]{state}[/]"
+        table.add_row(
+            n["url"], role, state, _fmt(n.get("epoch")), _fmt(n.get("seq")),
+            _fmt(lag.get("changes")), _fmt(lag.get("seconds")), _fmt(n.get("last_contact"), "s"),
+        )
+    return table
+
+
+def print_status(nodes: list[dict[str, Any]]) -> None:
+    console.print(status_table(nodes))
+    for n in nodes:
+        if n.get("error"):
+            console.print(f"[yellow]{n['url']}[/]: {n['error']}", highlight=False)
+
+
+def snapshot_written(result: dict[str, Any]) -> None:
+    console.print(
+        f"Snapshot [bold]{result['path']}[/] written: {result['bytes']:,} bytes, "
+        f"position {result['epoch']}/{result['seq']}"
+    )
+    for p in result["pruned"]:
+        console.print(f"  pruned old snapshot {p}")
+
+
+@contextmanager
+def transfer_progress(description: str) -> Iterator[Any]:
+    """A progress callback (done, total): a bar on a terminal, nothing otherwise."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=err_console,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total or None)

@@ -1,0 +1,125 @@
+"""What the leader and follower HTTP servers share: auth, errors, snapshot serving, running."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import signal
+import tempfile
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+from aiohttp import web
+
+from . import snapshot
+from .errors import SqlreplError
+
+log = logging.getLogger("sqlrepl")
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SEND_SIZE = 1 << 20
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def auth_middleware(token: str | None) -> Any:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return error(401, "missing or wrong token")
+        return await handler(request)
+
+    return check
+
+
+def int_param(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": f"missing parameter {name}"}), content_type="application/json"
+            )
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"parameter {name} must be an integer"}),
+            content_type="application/json",
+        ) from None
+
+
+class Database:
+    """One apsw connection, used only from its own thread."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlrepl-db")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.submit(self.conn.close).result()
+        self._pool.shutdown()
+
+
+async def serve_snapshot(
+    request: web.Request,
+    db: Database,
+    path: Path,
+    on_taken: Callable[[snapshot.Position], None] | None = None,
+) -> web.StreamResponse:
+    """Stream a consistent, position-stamped, checksummed copy of the database."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.snap-") as tmp:
+        copy = Path(tmp) / "snapshot.db"
+        where = await db.run(snapshot.take, db.conn, copy)
+        if on_taken:
+            on_taken(where)
+        digest = await asyncio.to_thread(snapshot.sha256_file, copy)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.sqlite3",
+                "X-Sqlrepl-Epoch": str(where.epoch),
+                "X-Sqlrepl-Seq": str(where.seq),
+                "X-Sqlrepl-Sha256": digest,
+            }
+        )
+        response.content_length = copy.stat().st_size
+        await response.prepare(request)
+        with open(copy, "rb") as f:
+            while block := await asyncio.to_thread(f.read, SEND_SIZE):
+                await response.write(block)
+        await response.write_eof()
+        log.info("served snapshot at %s (%d bytes)", where, copy.stat().st_size)
+        return response
+
+
+async def run_server(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve `app` until SIGTERM/SIGINT or `stop` is set."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SqlreplError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
