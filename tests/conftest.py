@@ -13,3 +13,14 @@ def replica(tmp_path: Path) -> Iterator[Replica]:
     r = Replica(tmp_path)
     yield r
     r.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator["Cluster"]:
+    from .daemons import Cluster
+
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()

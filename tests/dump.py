@@ -5,8 +5,14 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlrepl.schema import user_tables
-from sqlrepl.db import connect
+
+
+def tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%' "
+        "AND name NOT LIKE '\\_sqlrepl\\_%' ESCAPE '\\' ORDER BY name"
+    )
+    return [name for (name,) in rows]
 
 
 def _value(v: Any) -> Any:
@@ -17,20 +23,26 @@ def _value(v: Any) -> Any:
 
 def dump(path: Any) -> dict[str, list[tuple[Any, ...]]]:
     """Rows of every user table with typed values, rowids included, in a stable order."""
-    conn = connect(path, readonly=True)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         out = {}
-        for table in user_tables(conn):
+        for table in tables(conn):
             q = '"' + table.replace('"', '""') + '"'
-            without_rowid = any(
-                r[3] == "pk" for r in conn.execute(f"PRAGMA index_list({q})")
-            ) and not conn.execute(
-                f"SELECT 1 FROM sqlite_schema WHERE name=? AND sql LIKE '%WITHOUT ROWID%'", (table,)
-            ).fetchone() is None
+            sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (table,)).fetchone()[0]
+            without_rowid = "WITHOUT ROWID" in sql.upper()
             cols = "*" if without_rowid else "_rowid_ AS __rowid, *"
             rows = [tuple(_value(v) for v in r) for r in conn.execute(f"SELECT {cols} FROM {q}")]
             out[table] = sorted(rows, key=repr)
         return out
+    finally:
+        conn.close()
+
+
+def log_head(path: Any) -> int:
+    """The newest seq in a leader's change log."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM _sqlrepl_log").fetchone()[0])
     finally:
         conn.close()
 

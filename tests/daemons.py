@@ -1,0 +1,138 @@
+"""Real sqlrepl daemons as subprocesses, always stopped by pid, and deadline-bound waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEADLINE = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sqlrepl(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a sqlrepl command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "sqlrepl", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def get_json(url: str, token: str | None = None) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)
+
+
+class Daemon:
+    def __init__(self, tmp: Path, name: str, args: list[str], port: int, env: dict[str, str] | None = None):
+        self.name, self.args, self.port, self.env = name, args, port, env
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = tmp / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.token = (env or {}).get("SQLREPL_TOKEN")
+
+    def start(self, ready: bool = True) -> Daemon:
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sqlrepl", *self.args], stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})}, start_new_session=True,
+        )
+        log.close()
+        if ready:
+            self.wait_ready()
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return get_json(self.url + "/status", self.token)
+
+    def wait_ready(self) -> None:
+        def up() -> bool:
+            assert self.proc and self.proc.poll() is None, f"{self.name} exited:\n{self.log()}"
+            try:
+                return self.status().get("seq") is not None
+            except (OSError, urllib.error.URLError):
+                return False
+
+        wait_until(up, f"{self.name} ready")
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        return self.proc.returncode
+
+
+def wait_until(predicate: Any, what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {deadline}s waiting for {what}")
+
+
+class Cluster:
+    """Starts daemons in `tmp` and stops every one of them at teardown."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.daemons: list[Daemon] = []
+
+    def leader(self, db: Path, *extra: str, env: dict[str, str] | None = None, ready: bool = True) -> Daemon:
+        port = free_port()
+        d = Daemon(self.tmp, f"leader-{port}", ["leader", str(db), "--listen", f"127.0.0.1:{port}", *extra],
+                   port, env)
+        self.daemons.append(d)
+        return d.start(ready)
+
+    def follower(self, db: Path, leader: Daemon, *extra: str, env: dict[str, str] | None = None,
+                 ready: bool = True, port: int | None = None) -> Daemon:
+        port = port or free_port()
+        args = ["follower", str(db), "--leader", leader.url, "--listen", f"127.0.0.1:{port}", *extra]
+        d = Daemon(self.tmp, f"follower-{port}", args, port, env or leader.env)
+        self.daemons.append(d)
+        return d.start(ready)
+
+    def stop(self) -> None:
+        for d in self.daemons:
+            d.stop()
+
+    @staticmethod
+    def wait_caught_up(leader_db: Path, *followers: Daemon, deadline: float = DEADLINE) -> int:
+        """Wait until every follower applied the newest change in the leader's log."""
+        from .dump import log_head
+
+        target = log_head(leader_db)
+
+        def done() -> bool:
+            return all((f.status().get("seq") or -1) >= target for f in followers)
+
+        wait_until(done, f"followers to reach seq {target}", deadline)
+        return target
