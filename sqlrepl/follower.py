@@ -109,11 +109,13 @@ class Follower:
         try:
             done, _ = await asyncio.wait({server, replicate}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()
+            replicate.cancel()
             for task in done:
                 task.result()
-            await asyncio.gather(server, replicate)
+            await server
         finally:
             replicate.cancel()
+            await asyncio.gather(replicate, return_exceptions=True)
             await self.client.close()
             if self.db:
                 self.db.close()

@@ -53,6 +53,7 @@ class Leader:
         self.changed = asyncio.Condition()
         self.followers: dict[str, tuple[str, int, float]] = capture.remember_followers(conn, {}, 0)
         self.watcher = DatabaseWatcher(config.db)
+        self.stopping = False
 
     def app(self) -> web.Application:
         from .web import auth_middleware
@@ -69,7 +70,10 @@ class Leader:
             self.config.db, self.url, self.meta["cluster"], self.position.epoch, self.head,
         )
         self.watcher.start()
-        tasks = [asyncio.create_task(self._follow_changes())]
+        tasks = [
+            asyncio.create_task(self._follow_changes()),
+            asyncio.create_task(self._release_waiters(stop)),
+        ]
         if self.config.trim_interval > 0:
             tasks.append(asyncio.create_task(self._trim_loop()))
         try:
@@ -80,6 +84,13 @@ class Leader:
             self.watcher.stop()
             self.db.close()
             log.info("leader stopped")
+
+    async def _release_waiters(self, stop: asyncio.Event) -> None:
+        """On shutdown, answer every held batch request at once."""
+        await stop.wait()
+        self.stopping = True
+        async with self.changed:
+            self.changed.notify_all()
 
     async def _follow_changes(self) -> None:
         """On every file event: keep capture in step with the schema, publish the new head."""
@@ -155,7 +166,9 @@ class Leader:
     async def _wait_past(self, after: int, wait: float) -> None:
         async with self.changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait_for(lambda: self.head != after), wait)
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: self.head != after or self.stopping), wait
+                )
 
     def _build(self, after: int) -> Any:
         while True:

@@ -16,7 +16,7 @@ def replica(tmp_path: Path) -> Iterator[Replica]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator["Cluster"]:
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
     from .daemons import Cluster
 
     c = Cluster(tmp_path)

@@ -6,7 +6,6 @@ import sqlite3
 from typing import Any
 
 
-
 def tables(conn: sqlite3.Connection) -> list[str]:
     rows = conn.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%' "

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .daemons import Cluster, wait_until
@@ -136,6 +137,7 @@ def test_kill9_follower_during_catchup_converges(tmp_path: Path, cluster: Cluste
         app.commit()
         follower.start(ready=False)
         wait_until(lambda: "following" in follower.log(), "follower to start applying")
+        time.sleep(rnd.uniform(0, 0.4))  # a random instant to kill at, not a wait for replication
         follower.kill9()
     follower.start()
     cluster.wait_caught_up(db, follower, deadline=60)

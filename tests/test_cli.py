@@ -1,0 +1,131 @@
+"""The command line: help everywhere, usage errors, status --json, snapshots for cron."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from click.testing import CliRunner
+
+from sqlrepl.cli import cli
+
+from .daemons import Cluster, free_port, sqlrepl
+from .dump import dump
+from .test_replication import make_db
+
+COMMANDS = ["leader", "follower", "status", "snapshot", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    """Every command documents itself under --help."""
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output and len(result.output.splitlines()) > 4
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["leader"],
+        ["leader", "/nonexistent.db"],
+        ["follower", "x.db"],
+        ["follower", "x.db", "--leader", "http://h:1", "--listen", "nohostport"],
+        ["status"],
+        ["snapshot", "only-source"],
+        ["bogus"],
+    ],
+)
+def test_bad_arguments_are_usage_errors(args: list[str]) -> None:
+    """Bad command lines exit 2 with a usage message."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+
+
+def test_status_json_shape(tmp_path: Path, cluster: Cluster) -> None:
+    """status --json: one object per URL with the pinned keys; exit 1 if any is unreachable."""
+    db = make_db(tmp_path / "app.db", "CREATE TABLE t(x)")
+    leader = cluster.leader(db)
+    follower = cluster.follower(tmp_path / "r.db", leader)
+    cluster.wait_caught_up(db, follower)
+    ok = sqlrepl("status", "--json", leader.url, follower.url)
+    assert ok.returncode == 0, ok.stderr
+    nodes = json.loads(ok.stdout)
+    assert [n["role"] for n in nodes] == ["leader", "follower"]
+    for n in nodes:
+        assert {"url", "ok", "role", "epoch", "seq", "lag"} <= n.keys()
+        assert n["ok"] is True and isinstance(n["epoch"], int) and isinstance(n["seq"], int)
+    assert set(nodes[1]["lag"]) == {"changes", "seconds"}
+    dead = f"http://127.0.0.1:{free_port()}"
+    bad = sqlrepl("status", "--json", leader.url, dead)
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)[1] == {**json.loads(bad.stdout)[1], "url": dead, "ok": False}
+    table = sqlrepl("status", leader.url, follower.url)
+    assert table.returncode == 0 and "follower" in table.stdout
+
+
+def test_snapshot_of_file_and_url(tmp_path: Path, cluster: Cluster) -> None:
+    """snapshot writes a verified copy with its position, from a file or a node, and prunes."""
+    db = make_db(tmp_path / "app.db", "CREATE TABLE t(x)")
+    leader = cluster.leader(db)
+    sqlite3.connect(db).execute("INSERT INTO t VALUES(1)").connection.commit()
+    out = tmp_path / "snap.db"
+    by_file = sqlrepl("snapshot", "--json", str(db), str(out))
+    assert by_file.returncode == 0, by_file.stderr
+    assert json.loads(by_file.stdout)["path"] == str(out)
+    assert dump(out) == dump(db)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for _ in range(2):
+        by_url = sqlrepl("snapshot", "--json", "--keep", "1", leader.url, str(backups))
+        assert by_url.returncode == 0, by_url.stderr
+    written = json.loads(by_url.stdout)
+    assert written["seq"] >= 1 and written["epoch"] == 1
+    assert len(list(backups.iterdir())) <= 2  # same-second names replace each other
+    assert dump(written["path"]) == dump(db)
+
+
+@pytest.fixture
+def broken_peer() -> Iterator[str]:
+    """A server that answers /snapshot with bytes that do not match their checksum."""
+    async def snapshot(request: web.Request) -> web.Response:
+        return web.Response(body=b"SQLite format 3\x00" + b"\x00" * 4080, headers={
+            "X-Sqlrepl-Epoch": "1", "X-Sqlrepl-Seq": "5", "X-Sqlrepl-Sha256": "0" * 64})
+
+    import asyncio
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_get("/snapshot", snapshot)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+
+
+def test_corrupt_snapshot_leaves_nothing(tmp_path: Path, broken_peer: str) -> None:
+    """A snapshot that fails its checksum exits 1 and leaves no file, old DEST kept."""
+    dest = tmp_path / "keep.db"
+    dest.write_bytes(b"yesterday's backup")
+    result = sqlrepl("snapshot", broken_peer, str(dest))
+    assert result.returncode == 1 and "corrupt" in result.stderr
+    assert dest.read_bytes() == b"yesterday's backup"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.db"]
+
+
+def test_snapshot_of_plain_file_fails_cleanly(tmp_path: Path) -> None:
+    """A SOURCE that sqlrepl does not manage gives a clear error and no file."""
+    plain = make_db(tmp_path / "plain.db", "CREATE TABLE t(x)")
+    result = sqlrepl("snapshot", str(plain), str(tmp_path / "out.db"))
+    assert result.returncode == 1 and "not managed by sqlrepl" in result.stderr
+    assert not (tmp_path / "out.db").exists()
