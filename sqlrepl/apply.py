@@ -38,7 +38,7 @@ def install_guards(conn: apsw.Connection, leader: str, tables: list[str] | None 
     }
     for table in user_tables(conn) if tables is None else tables:
         names = [guard_trigger_name(op, table) for op in "iud"]
-        for stmt, name in zip(guard_triggers(table, guard_message(leader)), names):
+        for stmt, name in zip(guard_triggers(table, guard_message(leader)), names, strict=False):
             if name in existing:
                 conn.execute(f"DROP TRIGGER {quote(name)}")
             conn.execute(stmt)
@@ -113,14 +113,18 @@ class Applier:
         meta = read_meta(self.conn)
         if header["cluster"] != meta.get("cluster"):
             raise DatabaseError(
-                f"batch is from cluster {header['cluster']}, this follower belongs to {meta.get('cluster')}"
+                f"batch is from cluster {header['cluster']}, "
+                f"this follower belongs to {meta.get('cluster')}"
             )
         if int(header["epoch"]) < int(meta["epoch"]):
             raise StaleEpochError(
-                f"batch from epoch {header['epoch']} refused: already accepted epoch {meta['epoch']}"
+                f"batch from epoch {header['epoch']} refused: "
+                f"already accepted epoch {meta['epoch']}"
             )
         if int(header["after"]) != int(meta["seq"]):
-            raise ProtocolError(f"batch starts at seq {header['after']}, follower is at {meta['seq']}")
+            raise ProtocolError(
+                f"batch starts at seq {header['after']}, follower is at {meta['seq']}"
+            )
         self.header = header
         self.tables = {int(tid): desc for tid, desc in header["tables"].items()}
         if header["schema"] is not None:

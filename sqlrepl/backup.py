@@ -24,12 +24,20 @@ def target_path(source: str, dest: Path) -> Path:
     """DEST itself, or a timestamped file inside DEST when it is a directory."""
     if not dest.is_dir():
         return dest
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.split("://")[-1]) if is_url(source) else Path(source).stem
+    stem = (
+        re.sub(r"[^A-Za-z0-9_.-]+", "_", source.split("://")[-1])
+        if is_url(source)
+        else Path(source).stem
+    )
     return dest / f"{stem.strip('_')}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db"
 
 
 def save(
-    source: str, dest: Path, *, token: str | None = None, keep: int | None = None,
+    source: str,
+    dest: Path,
+    *,
+    token: str | None = None,
+    keep: int | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Write a snapshot of SOURCE (a path or node URL) to DEST; return what was written."""
@@ -46,8 +54,13 @@ def save(
     finally:
         tmp.unlink(missing_ok=True)
     pruned = prune(path, keep) if keep and dest.is_dir() else []
-    return {"path": str(path), "epoch": where.epoch, "seq": where.seq,
-            "bytes": path.stat().st_size, "pruned": [str(p) for p in pruned]}
+    return {
+        "path": str(path),
+        "epoch": where.epoch,
+        "seq": where.seq,
+        "bytes": path.stat().st_size,
+        "pruned": [str(p) for p in pruned],
+    }
 
 
 async def _download(url: str, tmp: Path, token: str | None, progress: Progress | None) -> Position:

@@ -59,7 +59,9 @@ def build(conn: apsw.Connection, after: int, out: FrameWriter) -> int:
             }
         )
         for tid, info in tables.items():
-            frames = _full(conn, tid, info) if touched[tid] else _changes(conn, tid, info, after, top)
+            frames = (
+                _full(conn, tid, info) if touched[tid] else _changes(conn, tid, info, after, top)
+            )
             for frame in frames:
                 out.send(frame)
         out.end()
@@ -67,7 +69,7 @@ def build(conn: apsw.Connection, after: int, out: FrameWriter) -> int:
 
 
 def replace_rows(info: TableInfo) -> bool:
-    """Tables with no secondary UNIQUE index take images with INSERT OR REPLACE, no deletes first."""
+    """Tables without a secondary UNIQUE index take images by INSERT OR REPLACE, no deletes."""
     return not info.unique_indexes
 
 
@@ -86,7 +88,9 @@ def _touched(conn: apsw.Connection, after: int, top: int) -> dict[int, bool]:
 
 def _tables(conn: apsw.Connection, touched: dict[int, bool]) -> dict[int, TableInfo]:
     names = dict(conn.execute(f"SELECT tid, name FROM {TABLES}"))
-    return {tid: table_info(conn, names[tid]) for tid in touched if tid != SCHEMA_TID and tid in names}
+    return {
+        tid: table_info(conn, names[tid]) for tid in touched if tid != SCHEMA_TID and tid in names
+    }
 
 
 def _chunks(rows: Iterator[tuple[Any, ...]], kind: str, tid: int) -> Iterator[list[Any]]:

@@ -61,7 +61,9 @@ def _sync(conn: apsw.Connection) -> bool:
         return False
     digest = schema_digest(conn)
     vacuumed = digest == meta.get("schema_hash")
-    recorded = {row[1]: row for row in conn.execute(f"SELECT tid, name, sql, capture FROM {TABLES}")}
+    recorded = {
+        row[1]: row for row in conn.execute(f"SELECT tid, name, sql, capture FROM {TABLES}")
+    }
     current = user_tables(conn)
     for name, (tid, *_rest) in recorded.items():
         if name not in current:
@@ -94,9 +96,7 @@ def _sync_table(conn: apsw.Connection, name: str, recorded: tuple | None, vacuum
         _install_triggers(conn, tid, info)
     if not intact or old_sql != sql or (vacuumed and not _stable_rowids(info)):
         _mark(conn, tid)
-    conn.execute(
-        f"UPDATE {TABLES} SET sql = ?, capture = ? WHERE tid = ?", (sql, signature, tid)
-    )
+    conn.execute(f"UPDATE {TABLES} SET sql = ?, capture = ? WHERE tid = ?", (sql, signature, tid))
 
 
 def _stable_rowids(info: TableInfo) -> bool:
@@ -164,7 +164,7 @@ def trim(conn: apsw.Connection, upto: int) -> int:
 def remember_followers(
     conn: apsw.Connection, seen: dict[str, tuple[str, int, float]], forget_before: float
 ) -> dict[str, tuple[str, int, float]]:
-    """Persist follower positions (node -> (url, seq, seen)); forget silent ones; return all kept."""
+    """Persist follower positions (node -> (url, seq, seen)); forget silent ones; return the rest"""
     with transaction(conn):
         conn.executemany(
             f"INSERT INTO {FOLLOWERS}(node, url, seq, seen) VALUES(?, ?, ?, ?) "

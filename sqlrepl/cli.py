@@ -54,15 +54,35 @@ def cli(verbose: bool) -> None:
 
 @cli.command(cls=Command)
 @click.argument("db", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--listen", type=ListenAddress(), default=config.DEFAULT_LEADER_LISTEN,
-              show_default=True, help="Address to serve followers on.")
+@click.option(
+    "--listen",
+    type=ListenAddress(),
+    default=config.DEFAULT_LEADER_LISTEN,
+    show_default=True,
+    help="Address to serve followers on.",
+)
 @token_option
-@click.option("--trim-interval", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="Seconds between log trims (0: never trim).")
-@click.option("--retention", type=click.FloatRange(min=0), default=24 * 3600.0, show_default=True,
-              help="Seconds a silent follower is remembered; after that it re-bootstraps.")
-def leader(db: Path, listen: tuple[str, int], token_file: Path | None, trim_interval: float,
-           retention: float) -> None:
+@click.option(
+    "--trim-interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between log trims (0: never trim).",
+)
+@click.option(
+    "--retention",
+    type=click.FloatRange(min=0),
+    default=24 * 3600.0,
+    show_default=True,
+    help="Seconds a silent follower is remembered; after that it re-bootstraps.",
+)
+def leader(
+    db: Path,
+    listen: tuple[str, int],
+    token_file: Path | None,
+    trim_interval: float,
+    retention: float,
+) -> None:
     """Capture every committed write to DB and serve it to followers.
 
     Installs capture triggers on every table (idempotently) and switches DB to WAL mode.
@@ -77,8 +97,13 @@ def leader(db: Path, listen: tuple[str, int], token_file: Path | None, trim_inte
 @cli.command(cls=Command)
 @click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--leader", "leader_url", required=True, help="URL of the leader, http://HOST:PORT.")
-@click.option("--listen", type=ListenAddress(), default=config.DEFAULT_FOLLOWER_LISTEN,
-              show_default=True, help="Address to serve status and snapshots on.")
+@click.option(
+    "--listen",
+    type=ListenAddress(),
+    default=config.DEFAULT_FOLLOWER_LISTEN,
+    show_default=True,
+    help="Address to serve status and snapshots on.",
+)
 @token_option
 def follower(db: Path, leader_url: str, listen: tuple[str, int], token_file: Path | None) -> None:
     """Keep DB a read-only replica of the leader.
@@ -115,11 +140,16 @@ def status(urls: tuple[str, ...], as_json: bool, token_file: Path | None) -> Non
 @cli.command(cls=Command)
 @click.argument("source")
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--keep", type=click.IntRange(min=1),
-              help="When DEST is a directory, keep only the newest N snapshots of SOURCE there.")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    help="When DEST is a directory, keep only the newest N snapshots of SOURCE there.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @token_option
-def snapshot(source: str, dest: Path, keep: int | None, as_json: bool, token_file: Path | None) -> None:
+def snapshot(
+    source: str, dest: Path, keep: int | None, as_json: bool, token_file: Path | None
+) -> None:
     """Write a consistent, verified snapshot of SOURCE to DEST.
 
     SOURCE is a sqlrepl database file or a node URL. DEST is a file (replaced atomically)
@@ -129,7 +159,9 @@ def snapshot(source: str, dest: Path, keep: int | None, as_json: bool, token_fil
     from .backup import save
 
     with render.transfer_progress("snapshot") as progress:
-        result = save(source, dest, token=config.load_token(token_file), keep=keep, progress=progress)
+        result = save(
+            source, dest, token=config.load_token(token_file), keep=keep, progress=progress
+        )
     if as_json:
         render.print_json(result)
     else:
@@ -137,10 +169,19 @@ def snapshot(source: str, dest: Path, keep: int | None, as_json: bool, token_fil
 
 
 @cli.command(cls=Command)
-@click.option("--duration", type=click.FloatRange(min=1), default=20.0, show_default=True,
-              help="Seconds the demo writer runs.")
-@click.option("--sample", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=None, help="Sample database to replicate (default: sample_db/shop.db).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=20.0,
+    show_default=True,
+    help="Seconds the demo writer runs.",
+)
+@click.option(
+    "--sample",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Sample database to replicate (default: sample_db/shop.db).",
+)
 def demo(duration: float, sample: Path | None) -> None:
     """Run a leader and two followers on loopback with a live writer, then check them."""
     from .demo import run_demo

@@ -52,7 +52,9 @@ class Client:
                 yield response
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "os_error", None) or exc or type(exc).__name__
-            raise PeerUnavailable(f"{self.url} unreachable: {getattr(reason, 'strerror', None) or reason}") from exc
+            raise PeerUnavailable(
+                f"{self.url} unreachable: {getattr(reason, 'strerror', None) or reason}"
+            ) from exc
         except aiohttp.InvalidURL as exc:
             raise PeerUnavailable(f"invalid URL {self.url}") from exc
 

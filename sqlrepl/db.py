@@ -27,7 +27,9 @@ class Position:
         return f"{self.epoch}/{self.seq}"
 
 
-def connect(path: str | os.PathLike[str], *, readonly: bool = False, create: bool = False) -> apsw.Connection:
+def connect(
+    path: str | os.PathLike[str], *, readonly: bool = False, create: bool = False
+) -> apsw.Connection:
     """Open `path` with apsw and check that it is a SQLite database."""
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
     if create:

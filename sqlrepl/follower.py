@@ -104,7 +104,9 @@ class Follower:
         return app
 
     async def run(self, stop: asyncio.Event) -> None:
-        server = asyncio.create_task(run_server(self.app(), self.config.host, self.config.port, stop))
+        server = asyncio.create_task(
+            run_server(self.app(), self.config.host, self.config.port, stop)
+        )
         replicate = asyncio.create_task(self._replicate(stop))
         try:
             done, _ = await asyncio.wait({server, replicate}, return_when=asyncio.FIRST_COMPLETED)
@@ -199,8 +201,13 @@ class Follower:
     async def _pull(self) -> None:
         assert self.db is not None and self.progress.position is not None
         where = self.progress.position
-        params = {"after": where.seq, "epoch": where.epoch, "wait": self.config.wait,
-                  "node": self.node, "url": self.url}
+        params = {
+            "after": where.seq,
+            "epoch": where.epoch,
+            "wait": self.config.wait,
+            "node": self.node,
+            "url": self.url,
+        }
         async with self.client.get("/batch", params, timeout=self.config.wait + 30) as response:
             await expect_ok(response)
             head = int(response.headers.get("X-Sqlrepl-Head", where.seq))
@@ -222,7 +229,9 @@ class Follower:
             async for block in response.content.iter_chunked(1 << 20):
                 await self.db.run(applier.feed, block)
             self.progress.position = await self.db.run(applier.finish)
-            log.info("applied a large batch: %d rows, now at %s", applier.rows, self.progress.position)
+            log.info(
+                "applied a large batch: %d rows, now at %s", applier.rows, self.progress.position
+            )
         except aiohttp.ClientPayloadError as exc:
             await self.db.run(applier.abort)
             raise ProtocolError(f"batch transfer broke off: {exc}") from exc
@@ -235,17 +244,22 @@ class Follower:
         now = time.time()
         return web.json_response(
             {
-                "role": "follower", "url": self.url, "db": str(self.config.db),
-                "node": self.node, "cluster": (self.meta or {}).get("cluster"),
+                "role": "follower",
+                "url": self.url,
+                "db": str(self.config.db),
+                "node": self.node,
+                "cluster": (self.meta or {}).get("cluster"),
                 "epoch": p.position.epoch if p.position else None,
                 "seq": p.position.seq if p.position else None,
-                "leader": self.config.leader, "leader_seq": p.leader_head,
+                "leader": self.config.leader,
+                "leader_seq": p.leader_head,
                 "lag": {
                     "changes": max((p.leader_head or 0) - (p.position.seq if p.position else 0), 0),
                     "seconds": round(now - p.behind_since, 3) if p.behind_since else 0.0,
                 },
                 "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
-                "state": p.state, "error": p.error,
+                "state": p.state,
+                "error": p.error,
             }
         )
 

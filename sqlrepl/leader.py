@@ -67,7 +67,11 @@ class Leader:
     async def run(self, stop: asyncio.Event) -> None:
         log.info(
             "leading %s on %s: cluster %s, epoch %s, seq %s",
-            self.config.db, self.url, self.meta["cluster"], self.position.epoch, self.head,
+            self.config.db,
+            self.url,
+            self.meta["cluster"],
+            self.position.epoch,
+            self.head,
         )
         self.watcher.start()
         tasks = [
@@ -136,14 +140,25 @@ class Leader:
     async def status(self, request: web.Request) -> web.Response:
         now = time.time()
         followers = [
-            {"node": node, "url": url, "seq": seq, "lag": max(self.head - seq, 0),
-             "last_seen": round(now - seen, 3)}
+            {
+                "node": node,
+                "url": url,
+                "seq": seq,
+                "lag": max(self.head - seq, 0),
+                "last_seen": round(now - seen, 3),
+            }
             for node, (url, seq, seen) in sorted(self.followers.items())
         ]
         return web.json_response(
-            {"role": "leader", "url": self.url, "db": str(self.config.db),
-             "cluster": self.meta["cluster"], "epoch": self.position.epoch, "seq": self.head,
-             "followers": followers}
+            {
+                "role": "leader",
+                "url": self.url,
+                "db": str(self.config.db),
+                "cluster": self.meta["cluster"],
+                "epoch": self.position.epoch,
+                "seq": self.head,
+                "followers": followers,
+            }
         )
 
     async def batch(self, request: web.Request) -> web.StreamResponse:
@@ -151,7 +166,10 @@ class Leader:
         epoch = int_param(request, "epoch", 0)
         wait = min(max(float(int_param(request, "wait", 0)), 0.0), MAX_WAIT)
         if epoch > self.position.epoch:
-            return error(409, f"follower accepted epoch {epoch}, newer than this leader's {self.position.epoch}")
+            return error(
+                409,
+                f"follower accepted epoch {epoch}, newer than this leader's {self.position.epoch}",
+            )
         self._register(request, after)
         if after == self.head and wait > 0:
             await self._wait_past(after, wait)
@@ -172,7 +190,7 @@ class Leader:
 
     def _build(self, after: int) -> Any:
         while True:
-            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (returned)
             try:
                 batch.build(self.db.conn, after, FrameWriter(spool.write))
                 spool.seek(0)

@@ -13,7 +13,9 @@ class _UTCFormatter(logging.Formatter):
 def setup(verbose: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(
-        _UTCFormatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+        _UTCFormatter(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

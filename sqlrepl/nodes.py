@@ -46,8 +46,15 @@ async def _one_status(url: str, token: str | None) -> dict[str, Any]:
         try:
             body = await client.status()
         except SqlreplError as exc:
-            return {"url": url, "ok": False, "role": None, "epoch": None, "seq": None,
-                    "lag": None, "error": str(exc)}
+            return {
+                "url": url,
+                "ok": False,
+                "role": None,
+                "epoch": None,
+                "seq": None,
+                "lag": None,
+                "error": str(exc),
+            }
     lag = body.get("lag") if body.get("role") == "follower" else None
     return {**body, "url": url, "node_url": body.get("url"), "ok": True, "lag": lag}
 

@@ -38,7 +38,9 @@ def _fmt(value: Any, suffix: str = "") -> str:
 def status_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(title="sqlrepl cluster")
     for column in ("node", "role", "state", "epoch", "seq", "lag", "lag s", "last contact"):
-        table.add_column(column, justify="right" if column in ("epoch", "seq", "lag", "lag s") else "left")
+        table.add_column(
+            column, justify="right" if column in ("epoch", "seq", "lag", "lag s") else "left"
+        )
     for n in nodes:
         if not n["ok"]:
             table.add_row(n["url"], "[red]unreachable[/]", "", "", "", "", "", "")
@@ -49,8 +51,14 @@ def status_table(nodes: list[dict[str, Any]]) -> Table:
         if n.get("error"):
             state = f"[yellow]{state}[/]"
         table.add_row(
-            n["url"], role, state, _fmt(n.get("epoch")), _fmt(n.get("seq")),
-            _fmt(lag.get("changes")), _fmt(lag.get("seconds")), _fmt(n.get("last_contact"), "s"),
+            n["url"],
+            role,
+            state,
+            _fmt(n.get("epoch")),
+            _fmt(n.get("seq")),
+            _fmt(lag.get("changes")),
+            _fmt(lag.get("seconds")),
+            _fmt(n.get("last_contact"), "s"),
         )
     return table
 
@@ -78,8 +86,12 @@ def transfer_progress(description: str) -> Iterator[Any]:
         yield None
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=err_console,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
     ) as bar:
         task = bar.add_task(description, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total or None)

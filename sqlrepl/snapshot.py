@@ -34,7 +34,9 @@ def take(conn: apsw.Connection, dest: Path) -> Position:
         copy.execute("PRAGMA journal_mode=DELETE")
         where = stamped_position(copy)
         with transaction(copy):
-            write_meta(copy, snapshot_epoch=where.epoch, snapshot_seq=where.seq, snapshot_at=time.time())
+            write_meta(
+                copy, snapshot_epoch=where.epoch, snapshot_seq=where.seq, snapshot_at=time.time()
+            )
         return where
     finally:
         copy.close()
@@ -91,8 +93,13 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
             conn.execute(f"DELETE FROM {LOG}")
             conn.execute(f"DELETE FROM {FOLLOWERS}")
             write_meta(
-                conn, role="follower", cluster=meta["cluster"], epoch=where.epoch, seq=where.seq,
-                leader=leader, node=node,
+                conn,
+                role="follower",
+                cluster=meta["cluster"],
+                epoch=where.epoch,
+                seq=where.seq,
+                leader=leader,
+                node=node,
             )
             install_guards(conn, leader)
         use_wal(conn)

@@ -67,7 +67,7 @@ def capture_triggers(
     t = quote(table)
     new = [f"NEW.{quote(k)}" for k in keys]
     old = [f"OLD.{quote(k)}" for k in keys]
-    key_changed = " OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new))
+    key_changed = " OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new, strict=False))
     stmts = [
         f"CREATE TRIGGER {quote(capture_trigger_name('i', tid))} AFTER INSERT ON {t} "
         f"BEGIN {_log_insert(tid, new)} END",

@@ -48,7 +48,8 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
     if raw is None:
         if default is None:
             raise web.HTTPBadRequest(
-                text=json.dumps({"error": f"missing parameter {name}"}), content_type="application/json"
+                text=json.dumps({"error": f"missing parameter {name}"}),
+                content_type="application/json",
             )
         return default
     try:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from .daemons import Cluster
 from .replica import Replica
 
 
@@ -17,8 +18,6 @@ def replica(tmp_path: Path) -> Iterator[Replica]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    from .daemons import Cluster
-
     c = Cluster(tmp_path)
     try:
         yield c

@@ -23,22 +23,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def sqlrepl(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def sqlrepl(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """Run a sqlrepl command to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "sqlrepl", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "sqlrepl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
 
 def get_json(url: str, token: str | None = None) -> Any:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.load(response)
 
 
 class Daemon:
-    def __init__(self, tmp: Path, name: str, args: list[str], port: int, env: dict[str, str] | None = None):
+    def __init__(
+        self, tmp: Path, name: str, args: list[str], port: int, env: dict[str, str] | None = None
+    ):
         self.name, self.args, self.port, self.env = name, args, port, env
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = tmp / f"{name}.log"
@@ -46,12 +55,14 @@ class Daemon:
         self.token = (env or {}).get("SQLREPL_TOKEN")
 
     def start(self, ready: bool = True) -> Daemon:
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sqlrepl", *self.args], stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(self.env or {})}, start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sqlrepl", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,
+            )
         if ready:
             self.wait_ready()
         return self
@@ -105,17 +116,39 @@ class Cluster:
         self.tmp = tmp
         self.daemons: list[Daemon] = []
 
-    def leader(self, db: Path, *extra: str, env: dict[str, str] | None = None, ready: bool = True) -> Daemon:
+    def leader(
+        self, db: Path, *extra: str, env: dict[str, str] | None = None, ready: bool = True
+    ) -> Daemon:
         port = free_port()
-        d = Daemon(self.tmp, f"leader-{port}", ["leader", str(db), "--listen", f"127.0.0.1:{port}", *extra],
-                   port, env)
+        d = Daemon(
+            self.tmp,
+            f"leader-{port}",
+            ["leader", str(db), "--listen", f"127.0.0.1:{port}", *extra],
+            port,
+            env,
+        )
         self.daemons.append(d)
         return d.start(ready)
 
-    def follower(self, db: Path, leader: Daemon, *extra: str, env: dict[str, str] | None = None,
-                 ready: bool = True, port: int | None = None) -> Daemon:
+    def follower(
+        self,
+        db: Path,
+        leader: Daemon,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        ready: bool = True,
+        port: int | None = None,
+    ) -> Daemon:
         port = port or free_port()
-        args = ["follower", str(db), "--leader", leader.url, "--listen", f"127.0.0.1:{port}", *extra]
+        args = [
+            "follower",
+            str(db),
+            "--leader",
+            leader.url,
+            "--listen",
+            f"127.0.0.1:{port}",
+            *extra,
+        ]
         d = Daemon(self.tmp, f"follower-{port}", args, port, env or leader.env)
         self.daemons.append(d)
         return d.start(ready)

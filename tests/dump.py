@@ -27,7 +27,9 @@ def dump(path: Any) -> dict[str, list[tuple[Any, ...]]]:
         out = {}
         for table in tables(conn):
             q = '"' + table.replace('"', '""') + '"'
-            sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (table,)).fetchone()[0]
+            sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (table,)).fetchone()[
+                0
+            ]
             without_rowid = "WITHOUT ROWID" in sql.upper()
             cols = "*" if without_rowid else "_rowid_ AS __rowid, *"
             rows = [tuple(_value(v) for v in r) for r in conn.execute(f"SELECT {cols} FROM {q}")]
@@ -52,7 +54,8 @@ def schema(path: Any) -> list[tuple[str, str, str]]:
         return sorted(
             conn.execute(
                 "SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL "
-                "AND name NOT LIKE '\\_sqlrepl\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                "AND name NOT LIKE '\\_sqlrepl\\_%' ESCAPE '\\' "
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
             )
         )
     finally:

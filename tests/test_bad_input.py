@@ -42,7 +42,9 @@ def test_follower_refuses_non_sqlite_file(tmp_path: Path, cluster: Cluster) -> N
     leader = cluster.leader(make_db(tmp_path / "app.db", "CREATE TABLE t(x)"))
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database at all" * 100)
-    result = sqlrepl("follower", str(junk), "--leader", leader.url, "--listen", f"127.0.0.1:{free_port()}")
+    result = sqlrepl(
+        "follower", str(junk), "--leader", leader.url, "--listen", f"127.0.0.1:{free_port()}"
+    )
     assert result.returncode == 1
     assert "not a SQLite database" in result.stderr
     assert junk.read_bytes() == b"not a database at all" * 100
@@ -51,9 +53,13 @@ def test_follower_refuses_non_sqlite_file(tmp_path: Path, cluster: Cluster) -> N
 def test_follower_refuses_plain_database(tmp_path: Path, cluster: Cluster) -> None:
     """An existing database that is not a follower is never overwritten."""
     leader = cluster.leader(make_db(tmp_path / "app.db", "CREATE TABLE t(x)"))
-    mine = make_db(tmp_path / "mine.db", "CREATE TABLE precious(x)", "INSERT INTO precious VALUES(1)")
+    mine = make_db(
+        tmp_path / "mine.db", "CREATE TABLE precious(x)", "INSERT INTO precious VALUES(1)"
+    )
     before = mine.read_bytes()
-    result = sqlrepl("follower", str(mine), "--leader", leader.url, "--listen", f"127.0.0.1:{free_port()}")
+    result = sqlrepl(
+        "follower", str(mine), "--leader", leader.url, "--listen", f"127.0.0.1:{free_port()}"
+    )
     assert result.returncode == 1
     assert "not a sqlrepl follower" in result.stderr
     assert mine.read_bytes() == before
@@ -66,7 +72,9 @@ def test_follower_of_another_cluster_is_refused(tmp_path: Path, cluster: Cluster
     replica = tmp_path / "replica.db"
     cluster.follower(replica, a).stop()
     before = dump(replica)
-    result = sqlrepl("follower", str(replica), "--leader", b.url, "--listen", f"127.0.0.1:{free_port()}")
+    result = sqlrepl(
+        "follower", str(replica), "--leader", b.url, "--listen", f"127.0.0.1:{free_port()}"
+    )
     assert result.returncode == 1
     assert "belongs to cluster" in result.stderr
     assert dump(replica) == before
@@ -87,11 +95,19 @@ def test_dead_leader_is_retried_and_reported(tmp_path: Path, cluster: Cluster) -
     assert follower.status()["error"] is None
 
 
-def test_follower_with_nothing_at_leader_url_keeps_retrying(tmp_path: Path, cluster: Cluster) -> None:
+def test_follower_with_nothing_at_leader_url_keeps_retrying(
+    tmp_path: Path, cluster: Cluster
+) -> None:
     """A follower pointed at a dead URL does not create a file and reports the error."""
     port = free_port()
-    args = ["follower", str(tmp_path / "r.db"), "--leader", f"http://127.0.0.1:{free_port()}",
-            "--listen", f"127.0.0.1:{port}"]
+    args = [
+        "follower",
+        str(tmp_path / "r.db"),
+        "--leader",
+        f"http://127.0.0.1:{free_port()}",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
     from .daemons import Daemon
 
     d = Daemon(tmp_path, "lonely", args, port)
@@ -132,7 +148,14 @@ def test_tokens(tmp_path: Path, cluster: Cluster) -> None:
     assert info.value.code == 401
     follower = cluster.follower(tmp_path / "replica.db", leader)
     cluster.wait_caught_up(db, follower)
-    wrong = sqlrepl("follower", str(tmp_path / "other.db"), "--leader", leader.url,
-                    "--listen", f"127.0.0.1:{free_port()}", env={"SQLREPL_TOKEN": "wrong"})
+    wrong = sqlrepl(
+        "follower",
+        str(tmp_path / "other.db"),
+        "--leader",
+        leader.url,
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        env={"SQLREPL_TOKEN": "wrong"},
+    )
     assert wrong.returncode == 1 and "refused our token" in wrong.stderr
     assert not (tmp_path / "other.db").exists()

@@ -93,9 +93,12 @@ def test_snapshot_of_file_and_url(tmp_path: Path, cluster: Cluster) -> None:
 @pytest.fixture
 def broken_peer() -> Iterator[str]:
     """A server that answers /snapshot with bytes that do not match their checksum."""
+
     async def snapshot(request: web.Request) -> web.Response:
-        return web.Response(body=b"SQLite format 3\x00" + b"\x00" * 4080, headers={
-            "X-Sqlrepl-Epoch": "1", "X-Sqlrepl-Seq": "5", "X-Sqlrepl-Sha256": "0" * 64})
+        return web.Response(
+            body=b"SQLite format 3\x00" + b"\x00" * 4080,
+            headers={"X-Sqlrepl-Epoch": "1", "X-Sqlrepl-Seq": "5", "X-Sqlrepl-Sha256": "0" * 64},
+        )
 
     import asyncio
 

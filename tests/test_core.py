@@ -145,7 +145,8 @@ def test_fk_cascades_and_app_triggers_arrive_once(replica: Replica) -> None:
         "CREATE TABLE p(id INTEGER PRIMARY KEY)",
         "CREATE TABLE c(id INTEGER PRIMARY KEY, p INTEGER REFERENCES p(id) ON DELETE CASCADE)",
         "CREATE TABLE audit(id INTEGER PRIMARY KEY, what TEXT)",
-        "CREATE TRIGGER c_ins AFTER INSERT ON c BEGIN INSERT INTO audit(what) VALUES('c' || NEW.id); END",
+        "CREATE TRIGGER c_ins AFTER INSERT ON c "
+        "BEGIN INSERT INTO audit(what) VALUES('c' || NEW.id); END",
     )
     replica.sync()
     app = apsw.Connection(str(replica.leader_path))
@@ -210,7 +211,12 @@ def test_new_table_rows_written_before_capture_arrive(replica: Replica) -> None:
 
 def test_vacuum_renumbering_is_resynced(replica: Replica) -> None:
     """VACUUM renumbers implicit rowids; the follower is resynced to the new ones."""
-    write(replica, "CREATE TABLE t(x)", "INSERT INTO t VALUES(1), (2), (3)", "DELETE FROM t WHERE x = 1")
+    write(
+        replica,
+        "CREATE TABLE t(x)",
+        "INSERT INTO t VALUES(1), (2), (3)",
+        "DELETE FROM t WHERE x = 1",
+    )
     replica.sync()
     write(replica, "VACUUM")
     replica.sync()

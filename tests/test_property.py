@@ -42,7 +42,9 @@ def run(app: apsw.Connection, op: tuple) -> None:
     kind, t, k, x, y = op
     key = "a" if t != "i" else "id"
     if kind == "insert":
-        app.execute(f"INSERT OR REPLACE INTO {t}({key}, {'b' if t != 'r' else 'b'}) VALUES(?, ?)", (k, y))
+        app.execute(
+            f"INSERT OR REPLACE INTO {t}({key}, {'b' if t != 'r' else 'b'}) VALUES(?, ?)", (k, y)
+        )
     elif kind == "update":
         app.execute(f"UPDATE OR REPLACE {t} SET b = ? WHERE {key} = ?", (y, k))
     elif kind == "rekey":

@@ -45,18 +45,20 @@ TRANSFERS = """
 import random, sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
 for i in range(int(sys.argv[2])):
-    a, b = random.sample(range(%d), 2)
+    a, b = random.sample(range(ACCOUNTS), 2)
     amount = random.randint(1, 50)
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
     conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
     conn.execute("COMMIT")
-""" % ACCOUNTS
+""".replace("ACCOUNTS", str(ACCOUNTS))
 
 
 def test_reader_never_sees_part_of_a_transaction(tmp_path: Path, cluster: Cluster) -> None:
     """Transfers between accounts keep the total constant for a concurrent follower reader."""
-    db = make_db(tmp_path / "bank.db", "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER)")
+    db = make_db(
+        tmp_path / "bank.db", "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER)"
+    )
     app = sqlite3.connect(db)
     app.executemany("INSERT INTO accounts VALUES(?, ?)", [(i, START) for i in range(ACCOUNTS)])
     app.commit()
@@ -85,14 +87,17 @@ INSERTS = """
 import sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], timeout=30)
 for i in range(200):
-    conn.execute("INSERT INTO events(writer, n, payload) VALUES(?, ?, randomblob(64))", (sys.argv[2], i))
+    conn.execute("INSERT INTO events(writer, n, payload) VALUES(?, ?, randomblob(64))",
+                 (sys.argv[2], i))
     conn.commit()
 """
 
 
 def test_concurrent_writer_processes_all_replicate(tmp_path: Path, cluster: Cluster) -> None:
     """Several app processes writing at once all replicate, every row once."""
-    db = make_db(tmp_path / "ev.db", "CREATE TABLE events(id INTEGER PRIMARY KEY, writer, n, payload)")
+    db = make_db(
+        tmp_path / "ev.db", "CREATE TABLE events(id INTEGER PRIMARY KEY, writer, n, payload)"
+    )
     leader = cluster.leader(db)
     followers = [cluster.follower(tmp_path / f"r{i}.db", leader) for i in range(2)]
     procs = [subprocess.Popen([sys.executable, "-c", INSERTS, str(db), str(w)]) for w in range(4)]
@@ -163,7 +168,10 @@ def test_kill9_leader_during_writes_converges(tmp_path: Path, cluster: Cluster) 
     try:
         for _ in range(4):
             start = log_head(db)
-            wait_until(lambda: (follower.status()["seq"] or 0) > start, "follower to apply new writes")
+            wait_until(
+                lambda: (follower.status()["seq"] or 0) > start,  # noqa: B023 (called at once)
+                "follower to apply new writes",
+            )
             leader.kill9()
             leader.start()
     finally:
