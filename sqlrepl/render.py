@@ -35,15 +35,20 @@ def _fmt(value: Any, suffix: str = "") -> str:
     return "—" if value is None else f"{value}{suffix}"
 
 
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1]
+
+
 def status_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(title="sqlrepl cluster")
-    for column in ("node", "role", "state", "epoch", "seq", "lag", "lag s", "last contact"):
+    table.add_column("node", no_wrap=True)
+    for column in ("role", "state", "epoch", "seq", "lag", "lag s", "last contact"):
         table.add_column(
             column, justify="right" if column in ("epoch", "seq", "lag", "lag s") else "left"
         )
     for n in nodes:
         if not n["ok"]:
-            table.add_row(n["url"], "[red]unreachable[/]", "", "", "", "", "", "")
+            table.add_row(_host(n["url"]), "[red]unreachable[/]", "", "", "", "", "", "")
             continue
         lag = n.get("lag") or {}
         role = "[bold green]leader[/]" if n["role"] == "leader" else "follower"
@@ -51,7 +56,7 @@ def status_table(nodes: list[dict[str, Any]]) -> Table:
         if n.get("error"):
             state = f"[yellow]{state}[/]"
         table.add_row(
-            n["url"],
+            _host(n["url"]),
             role,
             state,
             _fmt(n.get("epoch")),
@@ -95,3 +100,19 @@ def transfer_progress(description: str) -> Iterator[Any]:
     ) as bar:
         task = bar.add_task(description, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total or None)
+
+
+def live_status(fetch: Any, duration: float, caption: Any) -> None:
+    """Refresh a status table a few times a second for `duration` seconds."""
+    import time
+
+    from rich.live import Live
+
+    end = time.monotonic() + duration
+    with Live(status_table(fetch()), console=console, refresh_per_second=4) as live:
+        while time.monotonic() < end:
+            table = status_table(fetch())
+            table.caption = caption()
+            live.update(table)
+            time.sleep(0.25)
+    console.print()

@@ -132,3 +132,10 @@ def test_snapshot_of_plain_file_fails_cleanly(tmp_path: Path) -> None:
     result = sqlrepl("snapshot", str(plain), str(tmp_path / "out.db"))
     assert result.returncode == 1 and "not managed by sqlrepl" in result.stderr
     assert not (tmp_path / "out.db").exists()
+
+
+def test_demo_runs_and_exits_zero() -> None:
+    """`sqlrepl demo` runs a leader, two followers and a writer, and checks they agree."""
+    result = sqlrepl("demo", "--duration", "2", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("identical to") == 2
