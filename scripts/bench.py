@@ -1,0 +1,242 @@
+"""sqlrepl benchmark: each measure beside its baseline, in one run.
+
+    python scripts/bench.py [--quick] [--json]
+
+Measures (issue #3 extends this): capture overhead (bulk and single-row transactions),
+catch-up of a backlog vs a raw local insert of the same rows, commit-to-visible lag at a
+steady transaction rate, idle CPU of a leader and a follower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import click
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+ROW = "INSERT INTO t(a, b, c) VALUES(?, ?, ?)"
+
+
+def rows(n: int) -> list[tuple]:
+    return [(i, f"name-{i}", i * 0.5) for i in range(n)]
+
+
+def fresh(path: Path, captured: bool) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b TEXT, c REAL)")
+    conn.commit()
+    conn.close()
+    if captured:
+        import apsw
+
+        from sqlrepl import capture
+
+        c = apsw.Connection(str(path))
+        capture.install(c)
+        c.close()
+
+
+def app(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def bulk(path: Path, n: int) -> float:
+    conn, data = app(path), rows(n)
+    start = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany(ROW, data)
+    conn.execute("COMMIT")
+    return n / (time.perf_counter() - start)
+
+
+def single(path: Path, n: int) -> float:
+    conn = app(path)
+    start = time.perf_counter()
+    for r in rows(n):
+        conn.execute("BEGIN")
+        conn.execute(ROW, r)
+        conn.execute("COMMIT")
+    return n / (time.perf_counter() - start)
+
+
+def capture_ratio(tmp: Path, fn, n: int) -> float:
+    results = {}
+    for captured in (False, True):
+        path = tmp / f"cap-{fn.__name__}-{captured}.db"
+        fresh(path, captured)
+        results[captured] = fn(path, n)
+    return results[True] / results[False]
+
+
+def port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status(url: str) -> dict:
+    with urllib.request.urlopen(url + "/status", timeout=5) as r:
+        return json.load(r)
+
+
+class Node:
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.port = port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [*args, "--listen", f"127.0.0.1:{self.port}"]
+        self.log = tmp / f"{args[0]}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Node":
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sqlrepl", *self.args], stdout=log, stderr=subprocess.STDOUT
+            )
+        wait(lambda: self._up(), 60)
+        return self
+
+    def _up(self) -> bool:
+        try:
+            return status(self.url).get("seq") is not None
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(20)
+
+
+def wait(pred, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.005)
+    raise RuntimeError("timed out")
+
+
+def head(path: Path) -> int:
+    c = sqlite3.connect(path)
+    try:
+        return c.execute("SELECT max(seq) FROM _sqlrepl_log").fetchone()[0]
+    finally:
+        c.close()
+
+
+def catchup(tmp: Path, n: int) -> tuple[float, float]:
+    raw_path = tmp / "raw.db"
+    fresh(raw_path, False)
+    raw = bulk(raw_path, n)
+    leader_db = tmp / "catchup.db"
+    fresh(leader_db, False)
+    leader = Node(tmp, "leader", str(leader_db)).start()
+    follower = Node(tmp, "follower", str(tmp / "catchup-f.db"), "--leader", leader.url).start()
+    try:
+        follower.stop()
+        bulk(leader_db, n)
+        target = head(leader_db)
+        start = time.perf_counter()
+        follower.start()
+        wait(lambda: status(follower.url)["seq"] >= target, 3600)
+        return n / (time.perf_counter() - start), raw
+    finally:
+        follower.stop()
+        leader.stop()
+
+
+def lag(tmp: Path, rate: int, seconds: float) -> tuple[float, float, list[Node]]:
+    leader_db = tmp / "lag.db"
+    fresh(leader_db, False)
+    leader = Node(tmp, "leader", str(leader_db)).start()
+    follower_db = tmp / "lag-f.db"
+    follower = Node(tmp, "follower", str(follower_db), "--leader", leader.url).start()
+    committed: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    done = threading.Event()
+
+    def read() -> None:
+        conn = sqlite3.connect(f"file:{follower_db}?mode=ro", uri=True)
+        last = 0
+        while not done.is_set() or last < len(committed):
+            top = conn.execute("SELECT coalesce(max(id), 0) FROM t").fetchone()[0]
+            now = time.perf_counter()
+            for i in range(last + 1, top + 1):
+                seen[i] = now
+            last = top
+            time.sleep(0.0002)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    conn = app(leader_db)
+    interval, n = 1 / rate, int(rate * seconds)
+    start = time.perf_counter()
+    for i in range(1, n + 1):
+        conn.execute(ROW, (i, "x", 0.5))
+        committed[i] = time.perf_counter()
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    done.set()
+    reader.join(60)
+    lags = sorted((seen[i] - committed[i]) * 1000 for i in committed if i in seen)
+    return lags[len(lags) // 2], lags[int(len(lags) * 0.99)], [leader, follower]
+
+
+def idle_cpu(nodes: list[Node], seconds: float) -> float:
+    procs = [psutil.Process(n.proc.pid) for n in nodes if n.proc]
+    before = [sum(p.cpu_times()[:2]) for p in procs]
+    time.sleep(seconds)
+    after = [sum(p.cpu_times()[:2]) for p in procs]
+    return 100 * (sum(after) - sum(before)) / seconds
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="A smaller run, under a minute.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def main(quick: bool, as_json: bool) -> None:
+    """Run every measure and print the ratios."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        out["capture_ratio_bulk"] = capture_ratio(tmp, bulk, 50_000 if quick else 200_000)
+        out["capture_ratio_txn"] = capture_ratio(tmp, single, 1_000 if quick else 5_000)
+        rate, raw = catchup(tmp, 100_000 if quick else 1_000_000)
+        out.update(catchup_rows_per_s=rate, raw_insert_rows_per_s=raw, catchup_ratio=rate / raw)
+        p50, p99, nodes = lag(tmp, 1000, 3 if quick else 10)
+        out.update(lag_p50_ms=p50, lag_p99_ms=p99)
+        try:
+            out["idle_cpu_pct"] = idle_cpu(nodes, 3 if quick else 10)
+        finally:
+            for n in nodes:
+                n.stop()
+    if as_json:
+        print(json.dumps({k: round(v, 3) for k, v in out.items()}))
+        return
+    table = Table(title="sqlrepl benchmark" + (" (quick)" if quick else ""))
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in out.items():
+        table.add_row(k, f"{v:,.3f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
