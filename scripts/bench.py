@@ -103,7 +103,7 @@ class Node:
         self.log = tmp / f"{args[0]}-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Node":
+    def start(self) -> Node:
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sqlrepl", *self.args], stdout=log, stderr=subprocess.STDOUT
