@@ -80,7 +80,8 @@ class Shopper(threading.Thread):
                 conn.execute("UPDATE products SET stock = stock - ? WHERE sku = ?", (qty, sku))
             conn.execute(
                 "UPDATE orders SET total = (SELECT sum(qty * unit_price) FROM order_items "
-                "WHERE order_id = ?) WHERE id = ?", (oid, oid),
+                "WHERE order_id = ?) WHERE id = ?",
+                (oid, oid),
             )
             conn.execute("COMMIT")
             self.orders += 1
@@ -98,10 +99,13 @@ class DemoCluster:
         port = _free_port()
         name = f"{args[0]}-{port}"
         with open(self.workdir / f"{name}.log", "w") as log:
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "sqlrepl", *args, "--listen", f"127.0.0.1:{port}"],
-                stdout=log, stderr=subprocess.STDOUT,
-            ))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "sqlrepl", *args, "--listen", f"127.0.0.1:{port}"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         url = f"http://127.0.0.1:{port}"
         self.urls.append(url)
         return url
@@ -132,8 +136,9 @@ def run_demo(duration: float, sample: Path | None) -> bool:
     """Run the demo; True if both followers ended identical to the leader."""
     sample = sample or DEFAULT_SAMPLE
     if not sample.exists():
-        raise SqlreplError(f"sample database {sample} not found: run from the repository root "
-                           "or pass --sample")
+        raise SqlreplError(
+            f"sample database {sample} not found: run from the repository root or pass --sample"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="sqlrepl-demo-"))
     leader_db = workdir / "leader.db"
     shutil.copyfile(sample, leader_db)
@@ -146,8 +151,11 @@ def run_demo(duration: float, sample: Path | None) -> bool:
             cluster.start("follower", str(workdir / f"follower{i}.db"), "--leader", leader)
         cluster.wait_ready()
         shopper.start()
-        render.live_status(lambda: cluster_status(cluster.urls, None), duration,
-                           lambda: f"{shopper.orders} orders written to the leader")
+        render.live_status(
+            lambda: cluster_status(cluster.urls, None),
+            duration,
+            lambda: f"{shopper.orders} orders written to the leader",
+        )
         shopper.stop.set()
         shopper.join()
         return _verify(cluster, leader_db, workdir)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,6 @@ class Progress:
     behind_since: float | None = None
     state: str = "starting"
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def saw_leader(self, head: int) -> None:
         now = time.time()
@@ -96,6 +95,8 @@ class Follower:
         self.progress = Progress()
         self.db: Database | None = None
         self.client = Client(config.leader, config.token)
+        #: Set when the leader's log no longer covers our position.
+        self.need_snapshot = False
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
@@ -127,7 +128,7 @@ class Follower:
         delay = BACKOFF_MIN
         while not stop.is_set():
             try:
-                if self.db is None:
+                if self.db is None or self.need_snapshot:
                     await self._bootstrap()
                 await self._pull()
                 delay = BACKOFF_MIN
@@ -135,18 +136,18 @@ class Follower:
                 continue
             except SnapshotNeeded as exc:
                 log.warning("%s: re-bootstrapping from a snapshot", exc)
-                await self._bootstrap()
+                self.need_snapshot = True
                 continue
             except (AuthError, DatabaseError):
                 raise
             except (PeerUnavailable, ProtocolError, StaleEpochError) as exc:
-                self._failed(exc, delay)
+                self._failed(exc)
             with_stop = asyncio.create_task(stop.wait())
             await asyncio.wait({with_stop}, timeout=delay)
             with_stop.cancel()
             delay = min(delay * 2, BACKOFF_MAX)
 
-    def _failed(self, exc: SqlreplError, delay: float) -> None:
+    def _failed(self, exc: SqlreplError) -> None:
         message = str(exc)
         if message != self.progress.error:
             log.warning("%s; retrying (backoff up to %ss)", message, BACKOFF_MAX)
@@ -163,10 +164,11 @@ class Follower:
                 f"{self.config.db} belongs to cluster {self.meta.get('cluster')}, but "
                 f"{self.config.leader} leads cluster {info.get('cluster')}; refusing to touch it"
             )
-        if self.meta and self.db is None:
+        if self.meta and self.db is None and not self.need_snapshot:
             self._open()
             return
         await self._install_snapshot()
+        self.need_snapshot = False
 
     async def _install_snapshot(self) -> None:
         db = self.config.db

@@ -17,7 +17,7 @@ from . import batch, capture
 from .db import connect, read_meta, use_wal
 from .errors import SnapshotNeeded
 from .watch import DatabaseWatcher
-from .web import Database, error, int_param, run_server, serve_snapshot
+from .web import Database, auth_middleware, error, int_param, run_server, serve_snapshot
 from .wire import FrameWriter
 
 log = logging.getLogger("sqlrepl.leader")
@@ -56,8 +56,6 @@ class Leader:
         self.stopping = False
 
     def app(self) -> web.Application:
-        from .web import auth_middleware
-
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
         app.router.add_get("/status", self.status)
         app.router.add_get("/batch", self.batch)
