@@ -9,4 +9,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check sqlrepl tests scripts
+.venv/bin/mypy sqlrepl
 .venv/bin/python -m pytest -q "$@"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 import apsw
 
-from .db import Position, read_meta, schema_version, transaction, write_meta
+from .db import Position, read_meta, scalar, schema_version, transaction, write_meta
 from .errors import DatabaseError
 from .schema import ROWID_ALIASES, TableInfo, table_info, user_schema, user_tables
 from .sql import (
@@ -83,10 +84,13 @@ def _sync_table(conn: apsw.Connection, name: str, recorded: tuple | None, vacuum
     info = table_info(conn, name)
     signature = repr((info.keys, info.unique_indexes))
     if recorded is None:
-        tid = conn.execute(
-            f"INSERT INTO {TABLES}(name, sql, capture) VALUES(?, ?, ?) RETURNING tid",
-            (name, sql, signature),
-        ).fetchall()[0][0]
+        tid = int(
+            scalar(
+                conn,
+                f"INSERT INTO {TABLES}(name, sql, capture) VALUES(?, ?, ?) RETURNING tid",
+                (name, sql, signature),
+            )
+        )
         _install_triggers(conn, tid, info)
         _mark(conn, tid)
         return
@@ -138,7 +142,7 @@ def _mark(conn: apsw.Connection, tid: int) -> None:
 
 def head(conn: apsw.Connection) -> int:
     """The newest seq in the log (0 for an empty log)."""
-    return int(conn.execute(f"SELECT coalesce(max(seq), 0) FROM {LOG}").fetchall()[0][0])
+    return int(scalar(conn, f"SELECT coalesce(max(seq), 0) FROM {LOG}"))
 
 
 def position(conn: apsw.Connection) -> Position:
@@ -173,5 +177,5 @@ def remember_followers(
             [(node, *row) for node, row in seen.items()],
         )
         conn.execute(f"DELETE FROM {FOLLOWERS} WHERE seen < ?", (forget_before,))
-        rows = conn.execute(f"SELECT node, url, seq, seen FROM {FOLLOWERS}").fetchall()
-    return {node: (url, seq, when) for node, url, seq, when in rows}
+        rows: list[Any] = conn.execute(f"SELECT node, url, seq, seen FROM {FOLLOWERS}").fetchall()
+    return {str(node): (str(url), int(seq), float(when)) for node, url, seq, when in rows}

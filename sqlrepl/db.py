@@ -45,8 +45,13 @@ def connect(
     return conn
 
 
+def scalar(conn: apsw.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row of `sql`."""
+    return conn.execute(sql, params).fetchall()[0][0]
+
+
 def use_wal(conn: apsw.Connection) -> None:
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+    mode = str(scalar(conn, "PRAGMA journal_mode=WAL"))
     if mode.lower() != "wal":
         raise DatabaseError(f"{conn.filename}: cannot switch to WAL mode (got {mode})")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -83,4 +88,4 @@ def write_meta(conn: apsw.Connection, **values: Any) -> None:
 
 
 def schema_version(conn: apsw.Connection) -> int:
-    return int(conn.execute("PRAGMA schema_version").fetchall()[0][0])
+    return int(scalar(conn, "PRAGMA schema_version"))

@@ -7,7 +7,7 @@ import time
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]
 
 
 def setup(verbose: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import apsw
 
@@ -100,7 +101,7 @@ def _unique_indexes(conn: apsw.Connection, table: str) -> tuple[tuple[tuple[str,
     for _seq, name, unique, origin, _partial in conn.execute(f"PRAGMA index_list({quote(table)})"):
         if not unique or origin == "pk":
             continue
-        info = conn.execute(f"PRAGMA index_xinfo({quote(name)})").fetchall()
+        info: list[Any] = conn.execute(f"PRAGMA index_xinfo({quote(str(name))})").fetchall()
         # seqno, cid, name, desc, coll, key
         cols = tuple((r[2], r[4]) for r in info if r[5] and r[1] >= 0)
         if cols and all(r[1] >= 0 for r in info if r[5]):

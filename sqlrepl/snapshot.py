@@ -89,7 +89,7 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
                 "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE ? ESCAPE '\\'",
                 (PREFIX.replace("_", "\\_") + "%",),
             ).fetchall():
-                conn.execute(f"DROP TRIGGER {quote(name)}")
+                conn.execute(f"DROP TRIGGER {quote(str(name))}")
             conn.execute(f"DELETE FROM {LOG}")
             conn.execute(f"DELETE FROM {FOLLOWERS}")
             write_meta(
