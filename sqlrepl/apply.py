@@ -14,7 +14,7 @@ import apsw
 from .db import Position, read_meta, write_meta
 from .errors import DatabaseError, ProtocolError, StaleEpochError
 from .schema import SchemaObject, user_schema, user_tables
-from .sql import delete_key, guard_trigger_name, guard_triggers, insert_row, quote
+from .sql import delete_key, guard_triggers, insert_row, quote
 from .wire import FrameReader
 
 DROP_ORDER = {"trigger": 0, "view": 1, "index": 2, "table": 3}
@@ -33,14 +33,8 @@ def guard_message(leader: str) -> str:
 
 def install_guards(conn: apsw.Connection, leader: str, tables: list[str] | None = None) -> None:
     """(Re)create the triggers that refuse app writes, naming the leader."""
-    existing = {
-        name for (name,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'")
-    }
     for table in user_tables(conn) if tables is None else tables:
-        names = [guard_trigger_name(op, table) for op in "iud"]
-        for stmt, name in zip(guard_triggers(table, guard_message(leader)), names, strict=False):
-            if name in existing:
-                conn.execute(f"DROP TRIGGER {quote(name)}")
+        for stmt in guard_triggers(table, guard_message(leader)):
             conn.execute(stmt)
 
 

@@ -18,8 +18,8 @@ from .schema import ROWID_ALIASES, TableInfo, table_info, user_schema, user_tabl
 from .sql import (
     FOLLOWERS,
     LOG,
-    PREFIX,
     TABLES,
+    capture_trigger_name,
     capture_triggers,
     create_internal_tables,
     key_column,
@@ -116,14 +116,14 @@ def schema_digest(conn: apsw.Connection) -> str:
 def _has_triggers(conn: apsw.Connection, tid: int) -> bool:
     row = conn.execute(
         "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name IN (?, ?, ?)",
-        tuple(f"{PREFIX}c{op}_{tid}" for op in "iud"),
+        tuple(capture_trigger_name(op, tid) for op in "iud"),
     ).fetchall()
     return bool(row[0][0] == 3)
 
 
 def _install_triggers(conn: apsw.Connection, tid: int, info: TableInfo) -> None:
     for op in "iudrs":
-        conn.execute(f"DROP TRIGGER IF EXISTS {quote(f'{PREFIX}c{op}_{tid}')}")
+        conn.execute(f"DROP TRIGGER IF EXISTS {quote(capture_trigger_name(op, tid))}")
     _ensure_log_width(conn, len(info.keys))
     for stmt in capture_triggers(info.name, tid, info.keys, info.unique_indexes):
         conn.execute(stmt)

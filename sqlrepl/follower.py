@@ -234,11 +234,10 @@ class Follower:
             log.info(
                 "applied a large batch: %d rows, now at %s", applier.rows, self.progress.position
             )
-        except aiohttp.ClientPayloadError as exc:
+        except BaseException as exc:
             await self.db.run(applier.abort)
-            raise ProtocolError(f"batch transfer broke off: {exc}") from exc
-        except BaseException:
-            await self.db.run(applier.abort)
+            if isinstance(exc, aiohttp.ClientPayloadError):
+                raise ProtocolError(f"batch transfer broke off: {exc}") from exc
             raise
 
     async def status(self, request: web.Request) -> web.Response:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -104,10 +106,6 @@ def transfer_progress(description: str) -> Iterator[Any]:
 
 def live_status(fetch: Any, duration: float, caption: Any) -> None:
     """Refresh a status table a few times a second for `duration` seconds."""
-    import time
-
-    from rich.live import Live
-
     end = time.monotonic() + duration
     with Live(status_table(fetch()), console=console, refresh_per_second=4) as live:
         while time.monotonic() < end:

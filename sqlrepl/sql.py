@@ -67,7 +67,7 @@ def capture_triggers(
     t = quote(table)
     new = [f"NEW.{quote(k)}" for k in keys]
     old = [f"OLD.{quote(k)}" for k in keys]
-    key_changed = " OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new, strict=False))
+    key_changed = " OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new, strict=True))
     stmts = [
         f"CREATE TRIGGER {quote(capture_trigger_name('i', tid))} AFTER INSERT ON {t} "
         f"BEGIN {_log_insert(tid, new)} END",
@@ -94,33 +94,26 @@ def _conflict(columns: Sequence[tuple[str, str]]) -> str:
     return " AND ".join(f"{quote(c)} = NEW.{quote(c)} COLLATE {quote(coll)}" for c, coll in columns)
 
 
-def guard_trigger_name(op: str, table: str) -> str:
-    return f"{PREFIX}g{op}_{table}"
-
-
 def guard_triggers(table: str, message: str) -> list[str]:
-    """Triggers that refuse every app write to `table` with `message`.
+    """Statements that (re)create triggers refusing every app write to `table` with `message`.
 
     The applier's connection runs with triggers disabled, so only apps see them.
     """
     t = quote(table)
     raise_ = f"SELECT RAISE(ABORT, {literal(message)});"
-    return [
-        f"CREATE TRIGGER {quote(guard_trigger_name(op, table))} BEFORE {event} ON {t} "
-        f"BEGIN {raise_} END"
-        for op, event in (("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE"))
-    ]
-
-
-def select_columns(key_exprs: Sequence[str], columns: Sequence[str]) -> str:
-    return ", ".join([*(quote(k) for k in key_exprs), *(quote(c) for c in columns)])
+    stmts = []
+    for op, event in (("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE")):
+        name = quote(f"{PREFIX}g{op}_{table}")
+        stmts.append(f"DROP TRIGGER IF EXISTS {name}")
+        stmts.append(f"CREATE TRIGGER {name} BEFORE {event} ON {t} BEGIN {raise_} END")
+    return stmts
 
 
 def insert_row(table: str, names: Sequence[str], replace: bool) -> str:
     verb = "INSERT OR REPLACE" if replace else "INSERT"
     cols = ", ".join(quote(n) for n in names)
     marks = ", ".join("?" for _ in names)
-    return f"INSERT INTO {quote(table)}({cols}) VALUES({marks})".replace("INSERT", verb, 1)
+    return f"{verb} INTO {quote(table)}({cols}) VALUES({marks})"
 
 
 def delete_key(table: str, keys: Sequence[str]) -> str:

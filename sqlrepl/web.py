@@ -43,22 +43,20 @@ def auth_middleware(token: str | None) -> Any:
     return check
 
 
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
 def int_param(request: web.Request, name: str, default: int | None = None) -> int:
     raw = request.query.get(name)
     if raw is None:
         if default is None:
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": f"missing parameter {name}"}),
-                content_type="application/json",
-            )
+            raise _bad_request(f"missing parameter {name}")
         return default
     try:
         return int(raw)
     except ValueError:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"parameter {name} must be an integer"}),
-            content_type="application/json",
-        ) from None
+        raise _bad_request(f"parameter {name} must be an integer") from None
 
 
 class Database:

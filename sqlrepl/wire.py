@@ -18,7 +18,7 @@ import msgpack
 
 from .errors import ProtocolError
 
-PREFIX = struct.Struct(">II")
+FRAME_HEAD = struct.Struct(">II")
 #: Refuse frames larger than this (a corrupt length must not make us allocate gigabytes).
 MAX_FRAME = 64 << 20
 END = "end"
@@ -26,7 +26,7 @@ END = "end"
 
 def pack(obj: Any) -> bytes:
     payload = msgpack.packb(obj, use_bin_type=True)
-    return PREFIX.pack(len(payload), zlib.crc32(payload)) + payload
+    return FRAME_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 class FrameWriter:
@@ -54,14 +54,14 @@ class FrameReader:
 
     def feed(self, data: bytes) -> Iterator[Any]:
         self._buf += data
-        while len(self._buf) >= PREFIX.size:
-            length, crc = PREFIX.unpack_from(self._buf)
+        while len(self._buf) >= FRAME_HEAD.size:
+            length, crc = FRAME_HEAD.unpack_from(self._buf)
             if length > MAX_FRAME:
                 raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME} limit")
-            if len(self._buf) < PREFIX.size + length:
+            if len(self._buf) < FRAME_HEAD.size + length:
                 return
-            payload = bytes(self._buf[PREFIX.size : PREFIX.size + length])
-            del self._buf[: PREFIX.size + length]
+            payload = bytes(self._buf[FRAME_HEAD.size : FRAME_HEAD.size + length])
+            del self._buf[: FRAME_HEAD.size + length]
             yield self._decode(payload, crc)
 
     def _decode(self, payload: bytes, crc: int) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import apsw
 import pytest
 
+from sqlrepl import apply, capture
+
 from .dump import dump
 from .replica import Replica
 
@@ -169,8 +171,7 @@ def test_row_updated_many_times_ships_once(replica: Replica) -> None:
     app.close()
     data = replica.batch_bytes()
     assert len(data) < 1000
-    apply_ = __import__("sqlrepl.apply", fromlist=["apply_stream"])
-    apply_.apply_stream(replica.follower, data)
+    apply.apply_stream(replica.follower, data)
     assert dump(replica.follower_path)["t"] == [(("int", 1), ("int", 1), ("int", 1000))]
 
 
@@ -189,8 +190,6 @@ def test_follower_refuses_app_writes_naming_the_leader(replica: Replica) -> None
 
 def test_seq_never_goes_back_after_trim(replica: Replica) -> None:
     """After the log is trimmed to its newest entry, new changes get higher seqs."""
-    from sqlrepl import capture
-
     write(replica, "CREATE TABLE t(x)")
     capture.sync_capture(replica.leader)
     write(replica, "INSERT INTO t VALUES(1)")
