@@ -12,12 +12,12 @@ delete when the row is gone. Frames, in order:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apsw
 
-from .capture import SCHEMA_TID, head
+from .capture import head
 from .db import read_meta, schema_version, transaction
 from .errors import SnapshotNeeded
 from .schema import TableInfo, table_info, user_schema
@@ -33,17 +33,41 @@ class SchemaMoved(Exception):
     """The schema changed since capture was synced: sync and build again."""
 
 
-def build(conn: apsw.Connection, after: int, out: FrameWriter) -> int:
+class TableCache:
+    """Table shapes by tid, valid for one synced schema version (introspection is most of
+    the cost of a small batch)."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.names: dict[int, str] = {}
+        self.tables: dict[int, TableInfo] = {}
+
+    def get(self, conn: apsw.Connection, version: int, tids: Iterable[int]) -> dict[int, TableInfo]:
+        if version != self.version:
+            self.version, self.tables = version, {}
+            self.names = {
+                int(t): str(n) for t, n in conn.execute(f"SELECT tid, name FROM {TABLES}")
+            }
+        for tid in tids:
+            if tid not in self.tables and tid in self.names:
+                self.tables[tid] = table_info(conn, self.names[tid])
+        return {tid: self.tables[tid] for tid in tids if tid in self.tables}
+
+
+def build(
+    conn: apsw.Connection, after: int, out: FrameWriter, cache: TableCache | None = None
+) -> int:
     """Write the batch (after, head] to `out`; return head."""
     with transaction(conn, "DEFERRED"):
         meta = read_meta(conn)
-        if schema_version(conn) != meta.get("schema_version"):
+        version = schema_version(conn)
+        if version != meta.get("schema_version"):
             raise SchemaMoved()
         top = head(conn)
         if after < int(meta.get("trimmed", 0)) or after > top:
             raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
         touched = _touched(conn, after, top)
-        tables = _tables(conn, touched)
+        tables = (cache or TableCache()).get(conn, version, touched)
         marked = any(touched.values())
         out.send(
             {
@@ -86,13 +110,6 @@ def _touched(conn: apsw.Connection, after: int, top: int) -> dict[int, bool]:
     return {tid: bool(marked) for tid, marked in rows}
 
 
-def _tables(conn: apsw.Connection, touched: dict[int, bool]) -> dict[int, TableInfo]:
-    names = dict(conn.execute(f"SELECT tid, name FROM {TABLES}"))
-    return {
-        tid: table_info(conn, names[tid]) for tid in touched if tid != SCHEMA_TID and tid in names
-    }
-
-
 def _chunks(rows: Iterator[tuple[Any, ...]], kind: str, tid: int) -> Iterator[list[Any]]:
     chunk: list[Any] = []
     for row in rows:
@@ -129,10 +146,11 @@ def _changes(
     )
     puts: list[Any] = []
     dels: list[Any] = []
+    replace = replace_rows(info)
     for row in rows:
         if row[0]:
             puts.append(row[1 + n :])
-        elif replace_rows(info):
+        elif replace:
             dels.append(row[1 : 1 + n])
         if len(puts) >= CHUNK:
             yield ["put", tid, puts]

@@ -54,6 +54,7 @@ class Leader:
         self.followers: dict[str, tuple[str, int, float]] = capture.remember_followers(conn, {}, 0)
         self.watcher = DatabaseWatcher(config.db)
         self.stopping = False
+        self.tables = batch.TableCache()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
@@ -190,7 +191,7 @@ class Leader:
         while True:
             spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (returned)
             try:
-                batch.build(self.db.conn, after, FrameWriter(spool.write))
+                batch.build(self.db.conn, after, FrameWriter(spool.write), self.tables)
                 spool.seek(0)
                 return spool
             except batch.SchemaMoved:

@@ -54,15 +54,19 @@ class FrameReader:
 
     def feed(self, data: bytes) -> Iterator[Any]:
         self._buf += data
-        while len(self._buf) >= FRAME_HEAD.size:
-            length, crc = FRAME_HEAD.unpack_from(self._buf)
-            if length > MAX_FRAME:
-                raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME} limit")
-            if len(self._buf) < FRAME_HEAD.size + length:
-                return
-            payload = bytes(self._buf[FRAME_HEAD.size : FRAME_HEAD.size + length])
-            del self._buf[: FRAME_HEAD.size + length]
-            yield self._decode(payload, crc)
+        at = 0
+        try:
+            while len(self._buf) - at >= FRAME_HEAD.size:
+                length, crc = FRAME_HEAD.unpack_from(self._buf, at)
+                if length > MAX_FRAME:
+                    raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME} limit")
+                start = at + FRAME_HEAD.size
+                if len(self._buf) < start + length:
+                    return
+                at = start + length
+                yield self._decode(bytes(self._buf[start:at]), crc)
+        finally:
+            del self._buf[:at]
 
     def _decode(self, payload: bytes, crc: int) -> Any:
         if self.ended:

@@ -24,11 +24,13 @@ class Replica:
         snapshot.make_follower(snap, "http://leader.test", "node-1")
         snapshot.place(snap, self.follower_path)
         self.follower = apply.applier_connection(connect(self.follower_path))
+        self.tables = batch.TableCache()
 
     def batch_bytes(self) -> bytes:
         capture.sync_capture(self.leader)
         out = io.BytesIO()
-        batch.build(self.leader, apply.follower_position(self.follower).seq, FrameWriter(out.write))
+        after = apply.follower_position(self.follower).seq
+        batch.build(self.leader, after, FrameWriter(out.write), self.tables)
         return out.getvalue()
 
     def sync(self) -> Position:

@@ -220,3 +220,20 @@ def test_vacuum_renumbering_is_resynced(replica: Replica) -> None:
     write(replica, "VACUUM")
     replica.sync()
     assert dump(replica.leader_path) == dump(replica.follower_path)
+
+
+def test_table_shapes_are_reread_after_a_schema_change(replica: Replica) -> None:
+    """A column added between batches reaches the follower (no stale cached table shape)."""
+    write(replica, "CREATE TABLE t(id INTEGER PRIMARY KEY, a)", "INSERT INTO t(a) VALUES(1)")
+    replica.sync()
+    write(replica, "ALTER TABLE t ADD COLUMN b", "UPDATE t SET b = 'new'")
+    replica.sync()
+    write(replica, "INSERT INTO t(a, b) VALUES(2, 'after')")
+    replica.sync()
+    assert dump(replica.leader_path) == dump(replica.follower_path)
+    assert dump(replica.follower_path)["t"][-1] == (
+        ("int", 2),
+        ("int", 2),
+        ("int", 2),
+        ("str", "after"),
+    )
