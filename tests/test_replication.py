@@ -124,6 +124,15 @@ def test_writes_while_leader_daemon_is_down_are_captured(tmp_path: Path, cluster
     assert dump(db) == dump(tmp_path / "replica.db")
 
 
+def applied_seq(replica: Path) -> int:
+    """The position a follower file holds, read from the file itself."""
+    conn = sqlite3.connect(f"file:{replica}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT value FROM _sqlrepl_meta WHERE key = 'seq'").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def test_kill9_follower_during_catchup_converges(tmp_path: Path, cluster: Cluster) -> None:
     """kill -9 of the follower mid catch-up, again and again: nothing lost, nothing twice."""
     db = make_db(tmp_path / "big.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, v, u UNIQUE)")
@@ -133,17 +142,24 @@ def test_kill9_follower_during_catchup_converges(tmp_path: Path, cluster: Cluste
     follower.stop()
     app = sqlite3.connect(db)
     rnd = random.Random(7)
-    for round_ in range(5):
+    interrupted = 0
+    for round_ in range(3):
         app.executemany(
-            "INSERT OR REPLACE INTO t(id, v, u) VALUES(?, randomblob(100), ?)",
-            [(rnd.randrange(30000), rnd.randrange(10**9)) for _ in range(20000)],
+            "INSERT OR REPLACE INTO t(id, v, u) VALUES(?, randomblob(200), ?)",
+            [(rnd.randrange(300_000), rnd.randrange(10**9)) for _ in range(50_000)],
         )
         app.execute("DELETE FROM t WHERE id % 17 = ?", (round_,))
         app.commit()
+        starts = follower.log().count("following")
         follower.start(ready=False)
-        wait_until(lambda: "following" in follower.log(), "follower to start applying")
-        time.sleep(rnd.uniform(0, 0.4))  # a random instant to kill at, not a wait for replication
+        wait_until(
+            lambda: follower.log().count("following") > starts,  # noqa: B023 (called at once)
+            "follower to open its file",
+        )
+        time.sleep(rnd.uniform(0, 0.5))  # a random instant to kill at, not a wait for replication
         follower.kill9()
+        interrupted += applied_seq(replica) < log_head(db)
+    assert interrupted > 0, "no kill landed during a catch-up"
     follower.start()
     cluster.wait_caught_up(db, follower, deadline=60)
     assert dump(db) == dump(replica)
