@@ -39,13 +39,22 @@ def dump(path: Any) -> dict[str, list[tuple[Any, ...]]]:
         conn.close()
 
 
-def log_head(path: Any) -> int:
-    """The newest seq in a leader's change log."""
+def _scalar(path: Any, sql: str) -> Any:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM _sqlrepl_log").fetchone()[0])
+        return conn.execute(sql).fetchone()[0]
     finally:
         conn.close()
+
+
+def log_head(path: Any) -> int:
+    """The newest seq in a leader's change log."""
+    return int(_scalar(path, "SELECT coalesce(max(seq), 0) FROM _sqlrepl_log"))
+
+
+def applied_seq(path: Any) -> int:
+    """The position a follower file holds, read from the file itself."""
+    return int(_scalar(path, "SELECT value FROM _sqlrepl_meta WHERE key = 'seq'"))
 
 
 def schema(path: Any) -> list[tuple[str, str, str]]:

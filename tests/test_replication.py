@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .daemons import Cluster, wait_until
-from .dump import dump, log_head
+from .dump import applied_seq, dump, log_head
 
 ACCOUNTS = 20
 START = 1000
@@ -122,15 +122,6 @@ def test_writes_while_leader_daemon_is_down_are_captured(tmp_path: Path, cluster
     leader.start()
     cluster.wait_caught_up(db, follower)
     assert dump(db) == dump(tmp_path / "replica.db")
-
-
-def applied_seq(replica: Path) -> int:
-    """The position a follower file holds, read from the file itself."""
-    conn = sqlite3.connect(f"file:{replica}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT value FROM _sqlrepl_meta WHERE key = 'seq'").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def test_kill9_follower_during_catchup_converges(tmp_path: Path, cluster: Cluster) -> None:
