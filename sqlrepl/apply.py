@@ -86,7 +86,7 @@ class Applier:
             return
         if self.reader.ended:
             return
-        if not isinstance(frame, list) or len(frame) < 2 or frame[1] not in self.tables:
+        if not isinstance(frame, tuple) or len(frame) < 2 or frame[1] not in self.tables:
             raise ProtocolError(f"unexpected batch frame {str(frame)[:80]}")
         kind, tid = frame[0], frame[1]
         name, keys, columns, replace = self.tables[tid]

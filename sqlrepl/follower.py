@@ -34,6 +34,8 @@ log = logging.getLogger("sqlrepl.follower")
 POLL_WAIT = 30
 #: Bodies up to this size are read whole and applied in one step.
 SMALL_BATCH = 4 << 20
+#: Larger (or streamed) batches are applied block by block as they arrive.
+STREAM_BLOCK = 1 << 20
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 
 
@@ -222,15 +224,14 @@ class Follower:
         assert self.db is not None
         applier = Applier(self.db.conn)
         try:
-            if (response.content_length or 0) <= SMALL_BATCH:
+            size = response.content_length
+            if size is not None and size <= SMALL_BATCH:
                 body = await response.read()
-                if len(body) != response.content_length:
+                if len(body) != size:
                     raise ProtocolError("batch is truncated")
                 self.progress.position = await self.db.run(_apply_whole, applier, body)
                 return
-            async for block in response.content.iter_chunked(1 << 20):
-                await self.db.run(applier.feed, block)
-            self.progress.position = await self.db.run(applier.finish)
+            await self._apply_streamed(response, applier)
             log.info(
                 "applied a large batch: %d rows, now at %s", applier.rows, self.progress.position
             )
@@ -239,6 +240,22 @@ class Follower:
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise ProtocolError(f"batch transfer broke off: {exc}") from exc
             raise
+
+    async def _apply_streamed(self, response: aiohttp.ClientResponse, applier: Applier) -> None:
+        """Apply each block while the next one arrives; commit at the end."""
+        assert self.db is not None
+        applying: asyncio.Future[None] | None = None
+        try:
+            async for block in response.content.iter_chunked(STREAM_BLOCK):
+                if applying is not None:
+                    await applying
+                applying = asyncio.ensure_future(self.db.run(applier.feed, block))
+            if applying is not None:
+                await applying
+        finally:
+            if applying is not None and not applying.done():
+                await asyncio.wait({applying})
+        self.progress.position = await self.db.run(applier.finish)
 
     async def status(self, request: web.Request) -> web.Response:
         p = self.progress

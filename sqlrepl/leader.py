@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from . import batch, capture
 from .db import connect, read_meta, use_wal
 from .errors import SnapshotNeeded
+from .spool import Spool
 from .watch import DatabaseWatcher
 from .web import Database, auth_middleware, error, int_param, run_server, serve_snapshot
 from .wire import FrameWriter
@@ -26,6 +25,9 @@ log = logging.getLogger("sqlrepl.leader")
 MAX_WAIT = 60.0
 #: Batches up to this size are built in memory; larger ones spill to a temp file.
 SPOOL_MEMORY = 8 << 20
+#: A batch still being built once it reaches this size starts streaming (chunked).
+STREAM_AFTER = 1 << 20
+SEND_SIZE = 1 << 20
 #: A fallback check for changes, for file systems that send no events.
 RECHECK_INTERVAL = 5.0
 
@@ -174,11 +176,19 @@ class Leader:
             await self._wait_past(after, wait)
         if after == self.head:
             return web.Response(status=204, headers=self._headers())
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=204)  # the follower hung up while waiting: build nothing
+        spool = Spool(asyncio.get_running_loop(), SPOOL_MEMORY)
+        build = asyncio.ensure_future(self.db.run(self._build, after, spool))
         try:
-            body = await self.db.run(self._build, after)
+            return await self._send(request, spool, build)
         except SnapshotNeeded as exc:
             return error(410, str(exc))
-        return await self._send(request, body)
+        finally:
+            if build.done():
+                spool.close()
+            else:
+                build.add_done_callback(lambda _: spool.close())
 
     async def _wait_past(self, after: int, wait: float) -> None:
         async with self.changed:
@@ -187,32 +197,43 @@ class Leader:
                     self.changed.wait_for(lambda: self.head != after or self.stopping), wait
                 )
 
-    def _build(self, after: int) -> Any:
-        while True:
-            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (returned)
-            try:
-                batch.build(self.db.conn, after, FrameWriter(spool.write), self.tables)
-                spool.seek(0)
-                return spool
-            except batch.SchemaMoved:
-                spool.close()
-                capture.sync_capture(self.db.conn)
-            except BaseException:
-                spool.close()
-                raise
+    def _build(self, after: int, spool: Spool) -> None:
+        try:
+            while True:
+                try:
+                    batch.build(self.db.conn, after, FrameWriter(spool.write), self.tables)
+                    return
+                except batch.SchemaMoved:
+                    capture.sync_capture(self.db.conn)
+        finally:
+            spool.finish()
 
-    async def _send(self, request: web.Request, body: Any) -> web.StreamResponse:
-        with body:
-            size = body.seek(0, 2)
-            body.seek(0)
-            response = web.StreamResponse(headers=self._headers())
-            response.content_type = "application/x-sqlrepl-batch"
-            response.content_length = size
-            await response.prepare(request)
-            while block := body.read(1 << 20):
+    async def _send(
+        self, request: web.Request, spool: Spool, build: asyncio.Future[None]
+    ) -> web.StreamResponse:
+        """Send the batch while it is being built: small ones whole, large ones streamed."""
+        while not spool.finished and spool.size < STREAM_AFTER:
+            await spool.changed()
+        if spool.finished:
+            await build  # raises what the build raised, before any byte is sent
+        response = web.StreamResponse(headers=self._headers())
+        response.content_type = "application/x-sqlrepl-batch"
+        if spool.finished:
+            response.content_length = spool.size
+        await response.prepare(request)
+        sent = 0
+        while True:
+            finished = spool.finished
+            if block := spool.read(sent, SEND_SIZE):
                 await response.write(block)
-            await response.write_eof()
-            return response
+                sent += len(block)
+            elif finished:
+                break
+            else:
+                await spool.changed()
+        await build  # a build that failed midway aborts the response: the follower sees it cut
+        await response.write_eof()
+        return response
 
     def _headers(self) -> dict[str, str]:
         return {"X-Sqlrepl-Head": str(self.head), "X-Sqlrepl-Epoch": str(self.position.epoch)}
