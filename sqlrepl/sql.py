@@ -28,9 +28,12 @@ def key_column(i: int) -> str:
 
 
 def create_internal_tables(key_columns: int = LOG_KEY_COLUMNS) -> str:
+    # The log's columns carry no type and no NOT NULL on purpose: every app write runs an
+    # insert into it, and `tid INTEGER NOT NULL` alone cost 25 % of bulk-insert throughput
+    # (scripts/bench.py, SQLite 3.40). Only the capture triggers write it.
     keys = ", ".join(key_column(i) for i in range(key_columns))
     return f"""
-CREATE TABLE IF NOT EXISTS {LOG}(seq INTEGER PRIMARY KEY, tid INTEGER NOT NULL, {keys});
+CREATE TABLE IF NOT EXISTS {LOG}(seq INTEGER PRIMARY KEY, tid, {keys});
 CREATE TABLE IF NOT EXISTS {META}(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS {TABLES}(tid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
                                     sql TEXT NOT NULL, capture TEXT NOT NULL);
