@@ -103,19 +103,19 @@ class Node:
         self.log = tmp / f"{args[0]}-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> Node:
+    def start(self, ready=lambda s: s.get("seq") is not None) -> Node:
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sqlrepl", *self.args], stdout=log, stderr=subprocess.STDOUT
             )
-        wait(lambda: self._up(), 60)
+        wait(lambda: ready(self.status()), 60)
         return self
 
-    def _up(self) -> bool:
+    def status(self) -> dict:
         try:
-            return status(self.url).get("seq") is not None
+            return status(self.url)
         except OSError:
-            return False
+            return {}
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -170,6 +170,42 @@ def catchup(tmp: Path, n: int) -> tuple[float, float]:
         return n / (time.perf_counter() - start), raw
     finally:
         follower.stop()
+        leader.stop()
+
+
+def big_database(path: Path, mib: int) -> None:
+    """A database of about `mib` MiB: 1 KiB rows with random bytes (incompressible)."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE blobs(id INTEGER PRIMARY KEY, n INTEGER, name TEXT, data BLOB)")
+    conn.execute(
+        "WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < ?) "
+        "INSERT INTO blobs(n, name, data) SELECT n, 'row-' || n, randomblob(1000) FROM i",
+        (mib * 1024 * 1024 // 1400,),
+    )
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def snapshot_bootstrap(tmp: Path, mib: int) -> tuple[float, float, int]:
+    """Seconds to bootstrap a new follower, seconds to `cp` the file, and its size."""
+    db = tmp / "big.db"
+    big_database(db, mib)
+    leader = Node(tmp, "leader", str(db)).start()
+    try:
+        start = time.perf_counter()
+        subprocess.run(["cp", str(db), str(tmp / "copy.db")], check=True)
+        copy = time.perf_counter() - start
+        (tmp / "copy.db").unlink()
+        follower = Node(tmp, "follower", str(tmp / "big-f.db"), "--leader", leader.url)
+        follower.start(ready=lambda s: True)  # timed from the moment the daemon answers
+        start = time.perf_counter()
+        wait(lambda: follower.status().get("seq") is not None, 3600, every=0.01)
+        boot = time.perf_counter() - start
+        follower.stop()
+        return boot, copy, db.stat().st_size
+    finally:
         leader.stop()
 
 
@@ -231,6 +267,8 @@ def main(quick: bool, as_json: bool) -> None:
         out["capture_ratio_txn"] = capture_ratio(tmp, single, 1_000 if quick else 5_000)
         rate, raw = catchup(tmp, 100_000 if quick else 1_000_000)
         out.update(catchup_rows_per_s=rate, raw_insert_rows_per_s=raw, catchup_ratio=rate / raw)
+        boot, copy, size = snapshot_bootstrap(tmp, 64 if quick else 1024)
+        out.update(snapshot_s=boot, cp_s=copy, snapshot_mib=size / 2**20, snapshot_ratio=boot / copy)
         p50, p99, nodes = lag(tmp, 1000, 3 if quick else 10)
         out.update(lag_p50_ms=p50, lag_p99_ms=p99)
         try:

@@ -50,7 +50,9 @@ def save(
         else:
             where = _copy(Path(source), tmp)
         snapshot.verify(tmp)
+        snapshot.durable(tmp)
         os.replace(tmp, path)
+        snapshot.durable(path)
     finally:
         tmp.unlink(missing_ok=True)
     pruned = prune(path, keep) if keep and dest.is_dir() else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -88,15 +89,27 @@ class Client:
             digest = hashlib.sha256()
             done = 0
             with open(dest, "wb") as f:
+
+                def keep(block: bytes) -> None:  # both release the GIL: runs beside the loop
+                    f.write(block)
+                    digest.update(block)
+
+                writing: asyncio.Future[None] | None = None
                 try:
                     async for block in response.content.iter_chunked(CHUNK):
-                        f.write(block)
-                        digest.update(block)
+                        if writing is not None:
+                            await writing
+                        writing = asyncio.ensure_future(asyncio.to_thread(keep, block))
                         done += len(block)
                         if progress:
                             progress(done, total)
                 except aiohttp.ClientPayloadError as exc:
                     raise ProtocolError(f"snapshot transfer broke off after {done} bytes") from exc
+                finally:
+                    if writing is not None:
+                        await asyncio.wait({writing})
+                if writing is not None:
+                    await writing
             if done != total or digest.hexdigest() != expected:
                 raise ProtocolError(
                     f"snapshot from {self.url} is corrupt or truncated ({done} of {total} bytes, "
