@@ -2,9 +2,12 @@
 
     python scripts/bench.py [--quick] [--json]
 
-Measures (issue #3 extends this): capture overhead (bulk and single-row transactions),
-catch-up of a backlog vs a raw local insert of the same rows, commit-to-visible lag at a
-steady transaction rate, idle CPU of a leader and a follower.
+Measures, each beside its baseline: capture overhead (bulk and single-row transactions
+with capture vs the same writes on a plain file), catch-up of a backlog by a restarted
+follower vs a raw local insert of the same rows, snapshot bootstrap of a new follower vs
+`cp` of the file, peak follower RSS during a large catch-up, commit-to-visible lag at a
+steady transaction rate, idle CPU of a leader and a follower. Times start when a daemon
+answers (process start-up is not counted); no number here is asserted by a test.
 """
 
 from __future__ import annotations
@@ -209,6 +212,30 @@ def snapshot_bootstrap(tmp: Path, mib: int) -> tuple[float, float, int]:
         leader.stop()
 
 
+def follower_rss(tmp: Path, n: int) -> float:
+    """Peak RSS (MiB) of a follower catching up an n-row backlog."""
+    leader_db = tmp / "rss.db"
+    fresh(leader_db, False)
+    leader = Node(tmp, "leader", str(leader_db)).start()
+    follower_db = tmp / "rss-f.db"
+    follower = Node(tmp, "follower", str(follower_db), "--leader", leader.url).start()
+    try:
+        follower.stop()
+        for start in range(0, n, 1_000_000):  # one transaction per million rows
+            bulk(leader_db, min(1_000_000, n - start))
+        target = head(leader_db)
+        follower.start()
+        proc = psutil.Process(follower.proc.pid)
+        peak = 0
+        while applied(follower_db) < target:
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.02)
+        return peak / 2**20
+    finally:
+        follower.stop()
+        leader.stop()
+
+
 def lag(tmp: Path, rate: int, seconds: float) -> tuple[float, float, list[Node]]:
     leader_db = tmp / "lag.db"
     fresh(leader_db, False)
@@ -255,20 +282,35 @@ def idle_cpu(nodes: list[Node], seconds: float) -> float:
     return 100 * (sum(after) - sum(before)) / seconds
 
 
-@click.command()
-@click.option("--quick", is_flag=True, help="A smaller run, under a minute.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def main(quick: bool, as_json: bool) -> None:
-    """Run every measure and print the ratios."""
-    out: dict[str, float] = {}
+UNITS = {"follower_rss_mib": " MiB", "lag_p50_ms": " ms", "lag_p99_ms": " ms", "idle_cpu_pct": " %"}
+TARGETS = {
+    "capture_ratio_bulk": (">=", 0.6),
+    "capture_ratio_txn": (">=", 0.6),
+    "catchup_ratio": (">=", 0.5),
+    "lag_p99_ms": ("<=", 10.0),
+    "snapshot_ratio": ("<=", 1.5),
+    "follower_rss_mib": ("<=", 150.0),
+    "idle_cpu_pct": ("<=", 1.0),
+}
+
+
+def measure(quick: bool) -> dict[str, float]:
+    out: dict[str, float] = {
+        "bulk_rows": 50_000 if quick else 200_000,
+        "txn_count": 1_000 if quick else 5_000,
+        "catchup_rows": 100_000 if quick else 1_000_000,
+    }
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        out["capture_ratio_bulk"] = capture_ratio(tmp, bulk, 50_000 if quick else 200_000)
-        out["capture_ratio_txn"] = capture_ratio(tmp, single, 1_000 if quick else 5_000)
-        rate, raw = catchup(tmp, 100_000 if quick else 1_000_000)
+        out["capture_ratio_bulk"] = capture_ratio(tmp, bulk, int(out["bulk_rows"]))
+        out["capture_ratio_txn"] = capture_ratio(tmp, single, int(out["txn_count"]))
+        rate, raw = catchup(tmp, int(out["catchup_rows"]))
         out.update(catchup_rows_per_s=rate, raw_insert_rows_per_s=raw, catchup_ratio=rate / raw)
         boot, copy, size = snapshot_bootstrap(tmp, 64 if quick else 1024)
-        out.update(snapshot_s=boot, cp_s=copy, snapshot_mib=size / 2**20, snapshot_ratio=boot / copy)
+        out.update(snapshot_s=boot, cp_s=copy, snapshot_mib=size / 2**20)
+        out["snapshot_ratio"] = boot / copy
+        rss_rows = 1_000_000 if quick else 10_000_000
+        out.update(follower_rss_mib=follower_rss(tmp, rss_rows), follower_rss_rows=rss_rows)
         p50, p99, nodes = lag(tmp, 1000, 3 if quick else 10)
         out.update(lag_p50_ms=p50, lag_p99_ms=p99)
         try:
@@ -276,15 +318,51 @@ def main(quick: bool, as_json: bool) -> None:
         finally:
             for n in nodes:
                 n.stop()
+    return out
+
+
+def render(out: dict[str, float], quick: bool) -> None:
+    table = Table(title="sqlrepl benchmark" + (" (quick: smaller sizes)" if quick else ""))
+    for col in ("measure", "sqlrepl", "baseline", "result", "target"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    rows = [
+        (f"capture, {out['bulk_rows']:,.0f}-row bulk insert", "", "", "capture_ratio_bulk"),
+        (f"capture, {out['txn_count']:,.0f} single-row txns", "", "", "capture_ratio_txn"),
+        (
+            f"catch-up of a {out['catchup_rows']:,.0f}-row backlog",
+            f"{out['catchup_rows_per_s']:,.0f} rows/s",
+            f"{out['raw_insert_rows_per_s']:,.0f} rows/s",
+            "catchup_ratio",
+        ),
+        (
+            f"bootstrap of a {out['snapshot_mib']:,.0f} MiB database",
+            f"{out['snapshot_s']:.2f} s",
+            f"cp {out['cp_s']:.2f} s",
+            "snapshot_ratio",
+        ),
+        (f"follower RSS, {out['follower_rss_rows']:,.0f}-row backlog", "", "", "follower_rss_mib"),
+        ("lag at 1,000 txn/s, p50", "", "", "lag_p50_ms"),
+        ("lag at 1,000 txn/s, p99", "", "", "lag_p99_ms"),
+        ("idle CPU, leader + follower", "", "", "idle_cpu_pct"),
+    ]
+    for label, ours, base, key in rows:
+        op, goal = TARGETS.get(key, ("", None))
+        met = goal is None or (out[key] >= goal if op == ">=" else out[key] <= goal)
+        result = f"[{'green' if met else 'red'}]{out[key]:,.2f}{UNITS.get(key, '×')}[/]"
+        table.add_row(label, ours, base, result, f"{op} {goal}" if goal is not None else "")
+    Console().print(table)
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Smaller sizes, under a minute: a smoke test.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def main(quick: bool, as_json: bool) -> None:
+    """Run every measure beside its baseline and print the ratios."""
+    out = measure(quick)
     if as_json:
         print(json.dumps({k: round(v, 3) for k, v in out.items()}))
-        return
-    table = Table(title="sqlrepl benchmark" + (" (quick)" if quick else ""))
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for k, v in out.items():
-        table.add_row(k, f"{v:,.3f}")
-    Console().print(table)
+    else:
+        render(out, quick)
 
 
 if __name__ == "__main__":

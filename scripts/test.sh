@@ -11,3 +11,7 @@ fi
 .venv/bin/ruff check sqlrepl tests scripts
 .venv/bin/mypy sqlrepl
 .venv/bin/python -m pytest -q "$@"
+if [ $# -eq 0 ]; then
+  # The benchmark is a smoke test here (it completes); no test asserts a duration.
+  .venv/bin/python scripts/bench.py --quick --json >/dev/null && echo "bench --quick: ok"
+fi
