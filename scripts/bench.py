@@ -12,6 +12,7 @@ answers (process start-up is not counted); no number here is asserted by a test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -154,26 +155,36 @@ def head(path: Path) -> int:
         c.close()
 
 
+@contextlib.contextmanager
+def backlog(tmp: Path, name: str, n: int):
+    """A leader whose stopped follower is n rows behind (one transaction per million rows).
+
+    Yields (follower Node, follower file, leader head); both daemons are stopped after.
+    """
+    leader_db = tmp / f"{name}.db"
+    fresh(leader_db, False)
+    leader = Node(tmp, "leader", str(leader_db)).start()
+    follower_db = tmp / f"{name}-f.db"
+    follower = Node(tmp, "follower", str(follower_db), "--leader", leader.url).start()
+    try:
+        follower.stop()
+        for start in range(0, n, 1_000_000):
+            bulk(leader_db, min(1_000_000, n - start))
+        yield follower, follower_db, head(leader_db)
+    finally:
+        follower.stop()
+        leader.stop()
+
+
 def catchup(tmp: Path, n: int) -> tuple[float, float]:
     raw_path = tmp / "raw.db"
     fresh(raw_path, False)
     raw = bulk(raw_path, n)
-    leader_db = tmp / "catchup.db"
-    fresh(leader_db, False)
-    leader = Node(tmp, "leader", str(leader_db)).start()
-    follower_db = tmp / "catchup-f.db"
-    follower = Node(tmp, "follower", str(follower_db), "--leader", leader.url).start()
-    try:
-        follower.stop()
-        bulk(leader_db, n)
-        target = head(leader_db)
+    with backlog(tmp, "catchup", n) as (follower, follower_db, target):
         follower.start()  # timed from the moment the restarted daemon answers: no start-up cost
         start = time.perf_counter()
         wait(lambda: applied(follower_db) >= target, 3600, every=0.01)
         return n / (time.perf_counter() - start), raw
-    finally:
-        follower.stop()
-        leader.stop()
 
 
 def big_database(path: Path, mib: int) -> None:
@@ -214,16 +225,7 @@ def snapshot_bootstrap(tmp: Path, mib: int) -> tuple[float, float, int]:
 
 def follower_rss(tmp: Path, n: int) -> float:
     """Peak RSS (MiB) of a follower catching up an n-row backlog."""
-    leader_db = tmp / "rss.db"
-    fresh(leader_db, False)
-    leader = Node(tmp, "leader", str(leader_db)).start()
-    follower_db = tmp / "rss-f.db"
-    follower = Node(tmp, "follower", str(follower_db), "--leader", leader.url).start()
-    try:
-        follower.stop()
-        for start in range(0, n, 1_000_000):  # one transaction per million rows
-            bulk(leader_db, min(1_000_000, n - start))
-        target = head(leader_db)
+    with backlog(tmp, "rss", n) as (follower, follower_db, target):
         follower.start()
         proc = psutil.Process(follower.proc.pid)
         peak = 0
@@ -231,9 +233,6 @@ def follower_rss(tmp: Path, n: int) -> float:
             peak = max(peak, proc.memory_info().rss)
             time.sleep(0.02)
         return peak / 2**20
-    finally:
-        follower.stop()
-        leader.stop()
 
 
 def lag(tmp: Path, rate: int, seconds: float) -> tuple[float, float, list[Node]]:
