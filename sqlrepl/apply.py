@@ -12,9 +12,9 @@ from typing import Any
 import apsw
 
 from .db import Position, read_meta, write_meta
-from .errors import DatabaseError, ProtocolError, StaleEpochError
+from .errors import ApplyError, DatabaseError, ProtocolError, StaleEpochError
 from .schema import SchemaObject, user_schema, user_tables
-from .sql import delete_key, guard_triggers, insert_row, quote
+from .sql import GUARD_PREFIX, delete_key, guard_triggers, insert_row, literal, quote
 from .wire import FrameReader
 
 DROP_ORDER = {"trigger": 0, "view": 1, "index": 2, "table": 3}
@@ -38,6 +38,18 @@ def install_guards(conn: apsw.Connection, leader: str, tables: list[str] | None 
             conn.execute(stmt)
 
 
+def unguarded_tables(conn: apsw.Connection) -> list[str]:
+    """User tables (FTS shadow tables included) that have no write guard yet."""
+    guarded = {
+        str(t)
+        for (t,) in conn.execute(
+            "SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = "
+            f"{literal(GUARD_PREFIX)} || 'i_' || tbl_name"
+        )
+    }
+    return [t for t in user_tables(conn) if t not in guarded]
+
+
 def follower_position(conn: apsw.Connection) -> Position:
     meta = read_meta(conn)
     if meta.get("role") != "follower":
@@ -54,11 +66,16 @@ class Applier:
         self.header: dict[str, Any] | None = None
         self.tables: dict[int, list[Any]] = {}
         self.rows = 0
+        self.leader = ""
+        self.schema: list[SchemaObject] | None = None
 
     def feed(self, data: bytes) -> None:
         try:
             for frame in self.reader.feed(data):
                 self._frame(frame)
+        except apsw.Error as exc:
+            self.abort()
+            raise ApplyError(f"batch could not be applied: {exc}") from exc
         except BaseException:
             self.abort()
             raise
@@ -69,9 +86,16 @@ class Applier:
             self.reader.close()
             assert self.header is not None
             new = Position(int(self.header["epoch"]), int(self.header["head"]))
+            if self.schema is not None:
+                schema_after_rows(self.conn, self.schema)
+                install_guards(self.conn, self.leader, unguarded_tables(self.conn))
+            apply_sequences(self.conn, self.header.get("sequences"))
             write_meta(self.conn, epoch=new.epoch, seq=new.seq)
             self.conn.execute("COMMIT")
             return new
+        except apsw.Error as exc:
+            self.abort()
+            raise ApplyError(f"batch could not be applied: {exc}") from exc
         except BaseException:
             self.abort()
             raise
@@ -121,26 +145,65 @@ class Applier:
             )
         self.header = header
         self.tables = {int(tid): desc for tid, desc in header["tables"].items()}
+        self.leader = str(meta.get("leader"))
         if header["schema"] is not None:
-            created = apply_schema(self.conn, [SchemaObject(*o) for o in header["schema"]])
-            install_guards(self.conn, str(meta.get("leader")), created)
+            self.schema = [SchemaObject(*o) for o in header["schema"]]
+            schema_before_rows(self.conn, self.schema)
 
 
-def apply_schema(conn: apsw.Connection, desired: list[SchemaObject]) -> list[str]:
-    """Make the user schema equal `desired`; return the tables (re)created."""
+def schema_before_rows(conn: apsw.Connection, desired: list[SchemaObject]) -> list[str]:
+    """Drop what `desired` no longer has (or has changed), create its missing tables.
+
+    Indexes, views and triggers wait for `schema_after_rows`: a UNIQUE index the leader
+    created after fixing duplicates must be built on the batch's rows, not the old ones.
+    Returns the tables created (their rows arrive in full in the same batch).
+    """
     have = {(o.type, o.name): o for o in user_schema(conn)}
     want = {(o.type, o.name): o for o in desired}
     stale = [o for k, o in have.items() if k not in want or want[k].sql != o.sql]
     for obj in sorted(stale, key=lambda o: DROP_ORDER.get(o.type, 9)):
         conn.execute(f"DROP {obj.type.upper()} IF EXISTS {quote(obj.name)}")
-    current = {(o.type, o.name) for o in user_schema(conn)}
+    return _create_missing(conn, [o for o in desired if o.type == "table"])
+
+
+def schema_after_rows(conn: apsw.Connection, desired: list[SchemaObject]) -> None:
+    """Create the indexes, views and triggers of `desired` that are missing."""
+    _create_missing(conn, [o for o in desired if o.type != "table"])
+
+
+def _create_missing(conn: apsw.Connection, objects: list[SchemaObject]) -> list[str]:
     created = []
-    for obj in desired:
-        if (obj.type, obj.name) not in current:
+    for obj in objects:
+        # Checked one by one: a virtual table creates its shadow tables itself.
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = ? AND name = ?", (obj.type, obj.name)
+        ).fetchall()
+        if exists:
+            continue
+        try:
             conn.execute(obj.sql)
-            if obj.type == "table":
-                created.append(obj.name)
+        except apsw.Error as exc:
+            message = f"cannot apply the leader's schema change {obj.sql!r}: {exc}"
+            raise ApplyError(message) from exc
+        if obj.type == "table":
+            created.append(obj.name)
     return created
+
+
+def apply_sequences(conn: apsw.Connection, sequences: list[Any] | None) -> None:
+    """Make sqlite_sequence (AUTOINCREMENT counters) equal the leader's."""
+    if sequences is None or not _has_sequence_table(conn):
+        return
+    wanted = sorted((str(name), int(seq)) for name, seq in sequences)
+    if sorted(conn.execute("SELECT name, seq FROM sqlite_sequence")) != wanted:
+        conn.execute("DELETE FROM sqlite_sequence")
+        conn.executemany("INSERT INTO sqlite_sequence(name, seq) VALUES(?, ?)", wanted)
+
+
+def _has_sequence_table(conn: apsw.Connection) -> bool:
+    return bool(
+        conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'").fetchall()
+    )
 
 
 def apply_stream(conn: apsw.Connection, data: bytes) -> Position:
@@ -153,7 +216,9 @@ def apply_stream(conn: apsw.Connection, data: bytes) -> Position:
 __all__ = [
     "Applier",
     "applier_connection",
-    "apply_schema",
+    "apply_sequences",
+    "schema_after_rows",
+    "schema_before_rows",
     "apply_stream",
     "follower_position",
     "install_guards",

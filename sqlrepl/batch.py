@@ -4,7 +4,7 @@ A batch moves a follower from the leader's state at `after` to its state at `hea
 every key logged in (after, head] ships once, with the row's *current* image, or as a
 delete when the row is gone. Frames, in order:
 
-    {"v", "cluster", "epoch", "after", "head", "schema", "tables"}   header
+    {"v", "cluster", "epoch", "after", "head", "schema", "tables", "sequences"}   header
     ["clear", tid]            empty the table (a full resend of it follows)
     ["del", tid, [key, …]]    delete these keys
     ["put", tid, [row, …]]    insert these images (keys first), OR REPLACE if the table says so
@@ -25,7 +25,7 @@ import apsw
 from .capture import head
 from .db import read_meta, schema_version, transaction
 from .errors import SnapshotNeeded
-from .schema import TableInfo, table_info, user_schema
+from .schema import TableInfo, fts5_fingerprints, fts5_tables, table_info, user_schema
 from .sql import LOG, TABLES, key_column, quote
 from .wire import FrameWriter
 
@@ -58,11 +58,24 @@ class TableCache:
                 self.tables[tid] = table_info(conn, self.names[tid])
         return {tid: self.tables[tid] for tid in tids if tid in self.tables}
 
+    def tid(self, conn: apsw.Connection, version: int, name: str) -> int | None:
+        self.get(conn, version, ())
+        return next((tid for tid, n in self.names.items() if n == name), None)
+
 
 def build(
-    conn: apsw.Connection, after: int, out: FrameWriter, cache: TableCache | None = None
+    conn: apsw.Connection,
+    after: int,
+    out: FrameWriter,
+    cache: TableCache | None = None,
+    fts5: dict[str, str] | None = None,
 ) -> int:
-    """Write the batch (after, head] to `out`; return head."""
+    """Write the batch (after, head] to `out`; return head.
+
+    `fts5` holds the follower's FTS5 fingerprints (`schema.fts5_fingerprints`): an FTS5
+    table whose fingerprint differs here is resent whole (its shadow tables carry no
+    triggers), so the batch still equals the leader's state at head.
+    """
     with transaction(conn, "DEFERRED"):
         meta = read_meta(conn)
         version = schema_version(conn)
@@ -71,8 +84,13 @@ def build(
         top = head(conn)
         if after < int(meta.get("trimmed", 0)) or after > top:
             raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
+        cache = cache or TableCache()
         touched = _touched(conn, after, top)
-        tables = (cache or TableCache()).get(conn, version, touched)
+        for shadow in _stale_fts5(conn, fts5 or {}):
+            tid = cache.tid(conn, version, shadow)
+            if tid is not None:
+                touched[tid] = True
+        tables = cache.get(conn, version, touched)
         marked = any(touched.values())
         out.send(
             {
@@ -85,6 +103,7 @@ def build(
                 if marked
                 else None,
                 "tables": {tid: _describe(t) for tid, t in tables.items()},
+                "sequences": _sequences(conn),
             }
         )
         for tid, info in tables.items():
@@ -95,6 +114,21 @@ def build(
                 out.send(frame)
         out.end()
         return top
+
+
+def _stale_fts5(conn: apsw.Connection, theirs: dict[str, str]) -> list[str]:
+    """Shadow tables of the FTS5 tables whose fingerprint differs from the follower's."""
+    ours = fts5_fingerprints(conn)
+    groups = fts5_tables(conn)
+    return [s for name, fp in ours.items() if theirs.get(name) != fp for s in groups[name]]
+
+
+def _sequences(conn: apsw.Connection) -> list[list[Any]] | None:
+    """The AUTOINCREMENT counters (sqlite_sequence takes no triggers: it ships whole)."""
+    try:
+        return [list(r) for r in conn.execute("SELECT name, seq FROM sqlite_sequence")]
+    except apsw.SQLError:
+        return None  # no AUTOINCREMENT table was ever created
 
 
 def replace_rows(info: TableInfo) -> bool:

@@ -7,6 +7,7 @@ in the log is a marker: the whole table (or, with tid 0, the schema) must be res
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from typing import Any
 
@@ -14,8 +15,17 @@ import apsw
 
 from .db import Position, read_meta, scalar, schema_version, transaction, write_meta
 from .errors import DatabaseError
-from .schema import ROWID_ALIASES, TableInfo, table_info, user_schema, user_tables
+from .schema import (
+    ROWID_ALIASES,
+    TableInfo,
+    fts5_tables,
+    table_info,
+    unreplicated_virtual_tables,
+    user_schema,
+    user_tables,
+)
 from .sql import (
+    CAPTURE_PREFIX,
     FOLLOWERS,
     LOG,
     TABLES,
@@ -23,10 +33,13 @@ from .sql import (
     capture_triggers,
     create_internal_tables,
     key_column,
+    like_prefix,
     quote,
 )
 
 SCHEMA_TID = 0
+#: The `capture` of a table that has no triggers: an FTS5 shadow table.
+SHADOW = "shadow"
 
 
 def install(conn: apsw.Connection) -> Position:
@@ -65,17 +78,38 @@ def _sync(conn: apsw.Connection) -> bool:
     recorded = {
         row[1]: row for row in conn.execute(f"SELECT tid, name, sql, capture FROM {TABLES}")
     }
+    shadows = [s for group in fts5_tables(conn).values() for s in group]
+    problems = [
+        f"virtual table {v!r} is not replicated: sqlrepl follows the content of FTS5 tables only"
+        for v in unreplicated_virtual_tables(conn)
+    ]
     current = user_tables(conn)
     for name, (tid, *_rest) in recorded.items():
-        if name not in current:
+        if name not in current and name not in shadows:
             conn.execute(f"DELETE FROM {TABLES} WHERE tid = ?", (tid,))
             _mark(conn, tid)
     for name in current:
-        _sync_table(conn, name, recorded.get(name), vacuumed)
+        try:
+            _sync_table(conn, name, recorded.get(name), vacuumed)
+        except ValueError as exc:
+            problems.append(f"table {name!r} is not replicated: {exc}")
+    for name in shadows:
+        _sync_shadow(conn, name, recorded.get(name))
+    _drop_strays(conn)
     if digest != meta.get("schema_hash"):
         _mark(conn, SCHEMA_TID)
-    write_meta(conn, schema_version=schema_version(conn), schema_hash=digest)
+    write_meta(
+        conn,
+        schema_version=schema_version(conn),
+        schema_hash=digest,
+        problems=json.dumps(problems),
+    )
     return True
+
+
+def problems(conn: apsw.Connection) -> list[str]:
+    """What the last capture sync could not replicate (reported in the log and in status)."""
+    return list(json.loads(read_meta(conn).get("problems") or "[]"))
 
 
 def _sync_table(conn: apsw.Connection, name: str, recorded: tuple | None, vacuumed: bool) -> None:
@@ -84,23 +118,39 @@ def _sync_table(conn: apsw.Connection, name: str, recorded: tuple | None, vacuum
     info = table_info(conn, name)
     signature = repr((info.keys, info.unique_indexes))
     if recorded is None:
-        tid = int(
-            scalar(
-                conn,
-                f"INSERT INTO {TABLES}(name, sql, capture) VALUES(?, ?, ?) RETURNING tid",
-                (name, sql, signature),
-            )
+        tid = _next_tid(conn)
+        conn.execute(
+            f"INSERT INTO {TABLES}(tid, name, sql, capture) VALUES(?, ?, ?, ?)",
+            (tid, name, sql, signature),
         )
         _install_triggers(conn, tid, info)
         _mark(conn, tid)
         return
     tid, _name, old_sql, old_signature = recorded
-    intact = _has_triggers(conn, tid)
+    intact = _has_triggers(conn, tid, name)
     if not intact or old_signature != signature:
         _install_triggers(conn, tid, info)
     if not intact or old_sql != sql or (vacuumed and not _stable_rowids(info)):
         _mark(conn, tid)
     conn.execute(f"UPDATE {TABLES} SET sql = ?, capture = ? WHERE tid = ?", (sql, signature, tid))
+
+
+def _sync_shadow(conn: apsw.Connection, name: str, recorded: tuple | None) -> None:
+    """An FTS5 shadow table: no triggers (SQLite can crash when its module writes through
+    them), resent whole when the FTS5 table changes; see batch.build."""
+    sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (name,)).fetchall()[0][0]
+    if recorded is None:
+        tid = _next_tid(conn)
+        conn.execute(
+            f"INSERT INTO {TABLES}(tid, name, sql, capture) VALUES(?, ?, ?, ?)",
+            (tid, name, sql, SHADOW),
+        )
+        _mark(conn, tid)
+        return
+    tid, _name, old_sql, old_capture = recorded
+    if old_sql != sql or old_capture != SHADOW:
+        conn.execute(f"UPDATE {TABLES} SET sql = ?, capture = ? WHERE tid = ?", (sql, SHADOW, tid))
+        _mark(conn, tid)
 
 
 def _stable_rowids(info: TableInfo) -> bool:
@@ -113,12 +163,50 @@ def schema_digest(conn: apsw.Connection) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _has_triggers(conn: apsw.Connection, tid: int) -> bool:
+def _next_tid(conn: apsw.Connection) -> int:
+    """A table id never used before in this file: old log rows can't be misread as a new table's."""
+    meta = read_meta(conn)
+    if "next_tid" in meta:
+        tid = int(meta["next_tid"])
+    else:  # files from before next_tid: look at everything ever logged (once)
+        tid = 1 + int(
+            scalar(
+                conn,
+                f"SELECT max(coalesce((SELECT max(tid) FROM {TABLES}), 0), "
+                f"coalesce((SELECT max(tid) FROM {LOG}), 0))",
+            )
+        )
+    write_meta(conn, next_tid=tid + 1)
+    return tid
+
+
+def _has_triggers(conn: apsw.Connection, tid: int, table: str) -> bool:
+    """Are `tid`'s capture triggers in place, on `table` (a rename carries triggers along)?"""
     row = conn.execute(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name IN (?, ?, ?)",
-        tuple(capture_trigger_name(op, tid) for op in "iud"),
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name IN (?, ?, ?) "
+        "AND tbl_name = ?",
+        (*(capture_trigger_name(op, tid) for op in "iud"), table),
     ).fetchall()
     return bool(row[0][0] == 3)
+
+
+def _drop_strays(conn: apsw.Connection) -> None:
+    """Drop capture triggers of tables that are gone, or that a rename left on another table."""
+    owners = {
+        int(tid): str(name)
+        for tid, name in conn.execute(
+            f"SELECT tid, name FROM {TABLES} WHERE capture != ?", (SHADOW,)
+        )
+    }
+    triggers = conn.execute(
+        "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'trigger' "
+        "AND name LIKE ? ESCAPE '\\'",
+        (like_prefix(CAPTURE_PREFIX),),
+    ).fetchall()
+    for name, table in triggers:
+        tid = int(str(name).rsplit("_", 1)[1])
+        if owners.get(tid) != table:
+            conn.execute(f"DROP TRIGGER {quote(str(name))}")
 
 
 def _install_triggers(conn: apsw.Connection, tid: int, info: TableInfo) -> None:

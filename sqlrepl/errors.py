@@ -3,6 +3,7 @@
     SqlreplError                 anything sqlrepl reports on purpose
     ├── ConfigError              bad options, token, listen address
     ├── DatabaseError            a file is not SQLite, belongs elsewhere, or is the wrong role
+    │   └── ApplyError           a batch could not be applied here (nothing of it was kept)
     ├── ProtocolError            a peer answered with something malformed, corrupt or truncated
     │   └── AuthError            the peer refused our token (401)
     ├── StaleEpochError          a batch from an older epoch than we already accepted
@@ -25,6 +26,13 @@ class ConfigError(SqlreplError):
 
 class DatabaseError(SqlreplError):
     """A database file is unusable for what was asked (not SQLite, wrong cluster, wrong role)."""
+
+
+class ApplyError(DatabaseError):
+    """A batch could not be applied (e.g. a schema change this SQLite cannot run).
+
+    The batch is rolled back whole; the follower keeps retrying and reports the error.
+    """
 
 
 class ProtocolError(SqlreplError):

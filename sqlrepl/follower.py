@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ from .apply import Applier, applier_connection, follower_position
 from .client import Client, expect_ok
 from .db import Position, connect, read_meta
 from .errors import (
+    ApplyError,
     AuthError,
     DatabaseError,
     PeerUnavailable,
@@ -26,6 +28,7 @@ from .errors import (
     SqlreplError,
     StaleEpochError,
 )
+from .schema import fts5_fingerprints
 from .web import Database, auth_middleware, run_server, serve_snapshot
 
 log = logging.getLogger("sqlrepl.follower")
@@ -99,6 +102,8 @@ class Follower:
         self.client = Client(config.leader, config.token)
         #: Set when the leader's log no longer covers our position.
         self.need_snapshot = False
+        #: Our FTS5 tables' fingerprints, sent with each pull (None: read them again).
+        self.fts5: dict[str, str] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
@@ -140,6 +145,9 @@ class Follower:
                 log.warning("%s: re-bootstrapping from a snapshot", exc)
                 self.need_snapshot = True
                 continue
+            except ApplyError as exc:
+                log.error("%s", exc)  # nothing of the batch was kept; retried with backoff
+                self._failed(exc)
             except (AuthError, DatabaseError):
                 raise
             except (PeerUnavailable, ProtocolError, StaleEpochError) as exc:
@@ -190,6 +198,7 @@ class Follower:
         finally:
             tmp.unlink(missing_ok=True)
         log.info("bootstrapped %s from a snapshot at %s", db, where)
+        self.fts5 = None
         self.meta = check_existing(db)
         if self.db is None:
             self._open()
@@ -205,18 +214,22 @@ class Follower:
     async def _pull(self) -> None:
         assert self.db is not None and self.progress.position is not None
         where = self.progress.position
+        if self.fts5 is None:
+            self.fts5 = await self.db.run(fts5_fingerprints, self.db.conn)
         params = {
             "after": where.seq,
             "epoch": where.epoch,
             "wait": self.config.wait,
             "node": self.node,
             "url": self.url,
+            "fts5": json.dumps(self.fts5),
         }
         async with self.client.get("/batch", params, timeout=self.config.wait + 30) as response:
             await expect_ok(response)
             head = int(response.headers.get("X-Sqlrepl-Head", where.seq))
             self.progress.state = "streaming"
             if response.status == 200:
+                self.fts5 = None  # the batch may have changed them
                 await self._apply(response)
             self.progress.saw_leader(head)
 

@@ -16,7 +16,15 @@ from .db import connect, read_meta, use_wal
 from .errors import SnapshotNeeded
 from .spool import Spool
 from .watch import DatabaseWatcher
-from .web import Database, auth_middleware, error, int_param, run_server, serve_snapshot
+from .web import (
+    Database,
+    auth_middleware,
+    error,
+    int_param,
+    json_param,
+    run_server,
+    serve_snapshot,
+)
 from .wire import FrameWriter
 
 log = logging.getLogger("sqlrepl.leader")
@@ -57,6 +65,8 @@ class Leader:
         self.watcher = DatabaseWatcher(config.db)
         self.stopping = False
         self.tables = batch.TableCache()
+        #: What the schema holds that sqlrepl cannot replicate (logged and in /status).
+        self.problems: list[str] = []
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
@@ -66,6 +76,7 @@ class Leader:
         return app
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self.db.run(self._report_problems)
         log.info(
             "leading %s on %s: cluster %s, epoch %s, seq %s",
             self.config.db,
@@ -116,7 +127,14 @@ class Leader:
     def _sync_and_head(self) -> int:
         if capture.sync_capture(self.db.conn):
             log.info("schema changed: capture re-synced")
+            self._report_problems()
         return capture.head(self.db.conn)
+
+    def _report_problems(self) -> None:
+        """Say loudly, after every schema sync, what cannot be replicated."""
+        self.problems = capture.problems(self.db.conn)
+        for problem in self.problems:
+            log.error("%s", problem)
 
     async def _trim_loop(self) -> None:
         while True:
@@ -159,6 +177,8 @@ class Leader:
                 "epoch": self.position.epoch,
                 "seq": self.head,
                 "followers": followers,
+                "problems": self.problems,
+                "error": "; ".join(self.problems) or None,
             }
         )
 
@@ -178,8 +198,9 @@ class Leader:
             return web.Response(status=204, headers=self._headers())
         if request.transport is None or request.transport.is_closing():
             return web.Response(status=204)  # the follower hung up while waiting: build nothing
+        fts5 = json_param(request, "fts5")
         spool = Spool(asyncio.get_running_loop(), SPOOL_MEMORY)
-        build = asyncio.ensure_future(self.db.run(self._build, after, spool))
+        build = asyncio.ensure_future(self.db.run(self._build, after, spool, fts5))
         try:
             return await self._send(request, spool, build)
         except SnapshotNeeded as exc:
@@ -197,14 +218,16 @@ class Leader:
                     self.changed.wait_for(lambda: self.head != after or self.stopping), wait
                 )
 
-    def _build(self, after: int, spool: Spool) -> None:
+    def _build(self, after: int, spool: Spool, fts5: dict[str, str]) -> None:
         try:
             while True:
                 try:
-                    batch.build(self.db.conn, after, FrameWriter(spool.write), self.tables)
+                    out = FrameWriter(spool.write)
+                    batch.build(self.db.conn, after, out, self.tables, fts5)
                     return
                 except batch.SchemaMoved:
                     capture.sync_capture(self.db.conn)
+                    self._report_problems()
         finally:
             spool.finish()
 

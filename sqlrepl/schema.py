@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +45,60 @@ def is_internal(name: str) -> bool:
     return name.startswith(PREFIX) or name.startswith("sqlite_")
 
 
+def table_kinds(conn: apsw.Connection) -> dict[str, str]:
+    """Every table of the main schema: name -> 'table', 'virtual', 'shadow' or 'view'."""
+    return {
+        str(name): str(kind)
+        for schema, name, kind, *_rest in conn.execute("PRAGMA main.table_list")
+        if schema == "main"
+    }
+
+
 def user_tables(conn: apsw.Connection) -> list[str]:
-    """Names of ordinary user tables (no virtual tables, no sqlrepl or sqlite tables)."""
-    rows = conn.execute(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' "
-        "AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name"
+    """Names of ordinary user tables: no virtual tables or their shadow tables (a virtual
+    table's module owns those), no sqlrepl or sqlite tables."""
+    kinds = table_kinds(conn)
+    return sorted(n for n, k in kinds.items() if k == "table" and not is_internal(n))
+
+
+#: The shadow tables an FTS5 table may have (contentless and external-content ones have fewer).
+FTS5_SHADOWS = ("data", "idx", "content", "docsize", "config")
+
+
+def fts5_tables(conn: apsw.Connection) -> dict[str, list[str]]:
+    """FTS5 virtual tables -> their shadow tables (replicated as data, without triggers)."""
+    kinds = table_kinds(conn)
+    out = {}
+    for name, sql in conn.execute(
+        "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL%'"
+    ):
+        if re.search(r"\bUSING\s+fts5\b", str(sql), re.IGNORECASE):
+            out[str(name)] = [f"{name}_{s}" for s in FTS5_SHADOWS if f"{name}_{s}" in kinds]
+    return out
+
+
+def unreplicated_virtual_tables(conn: apsw.Connection) -> list[str]:
+    """Virtual tables that keep their content in shadow tables sqlrepl does not follow."""
+    kinds = table_kinds(conn)
+    fts5 = fts5_tables(conn)
+    shadowed = {n for n, k in kinds.items() if k == "shadow"}
+    return sorted(
+        v
+        for v, k in kinds.items()
+        if k == "virtual" and v not in fts5 and any(s.startswith(v + "_") for s in shadowed)
     )
-    return [name for (name,) in rows if not is_internal(name)]
+
+
+def fts5_fingerprints(conn: apsw.Connection) -> dict[str, str]:
+    """A digest per FTS5 table that changes with every write to it: its structure record
+    (segments, write counter, config cookie) and its averages record."""
+    out = {}
+    for name in fts5_tables(conn):
+        rows = conn.execute(
+            f"SELECT id, block FROM {quote(name + '_data')} WHERE id IN (1, 10) ORDER BY id"
+        ).fetchall()
+        out[name] = hashlib.sha1(repr(rows).encode()).hexdigest()[:16]
+    return out
 
 
 def user_schema(conn: apsw.Connection) -> list[SchemaObject]:

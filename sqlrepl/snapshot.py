@@ -14,7 +14,7 @@ from .apply import install_guards
 from .capture import head
 from .db import Position, connect, read_meta, transaction, use_wal, write_meta
 from .errors import DatabaseError
-from .sql import FOLLOWERS, LOG, PREFIX, quote
+from .sql import FOLLOWERS, LOG, PREFIX, like_prefix, quote
 
 Progress = Callable[[int, int], None]
 READ_SIZE = 1 << 20
@@ -91,7 +91,7 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
             meta = read_meta(conn)
             for (name,) in conn.execute(
                 "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE ? ESCAPE '\\'",
-                (PREFIX.replace("_", "\\_") + "%",),
+                (like_prefix(PREFIX),),
             ).fetchall():
                 conn.execute(f"DROP TRIGGER {quote(str(name))}")
             conn.execute(f"DELETE FROM {LOG}")

@@ -8,6 +8,8 @@ PREFIX = "_sqlrepl_"
 LOG = "_sqlrepl_log"
 META = "_sqlrepl_meta"
 TABLES = "_sqlrepl_tables"
+GUARD_PREFIX = "_sqlrepl_g"
+CAPTURE_PREFIX = "_sqlrepl_c"
 FOLLOWERS = "_sqlrepl_followers"
 #: Key columns the log starts with; WITHOUT ROWID tables with wider keys add more.
 LOG_KEY_COLUMNS = 4
@@ -21,6 +23,11 @@ def quote(name: str) -> str:
 def literal(text: str) -> str:
     """Quote an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern (with ESCAPE '\\') matching names that start with `prefix`."""
+    return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
 
 
 def key_column(i: int) -> str:
@@ -51,7 +58,7 @@ def _log_insert(tid: int, exprs: Sequence[str], where: str = "", source: str = "
 
 
 def capture_trigger_name(op: str, tid: int) -> str:
-    return f"{PREFIX}c{op}_{tid}"
+    return f"{CAPTURE_PREFIX}{op}_{tid}"
 
 
 def capture_triggers(
@@ -106,7 +113,7 @@ def guard_triggers(table: str, message: str) -> list[str]:
     raise_ = f"SELECT RAISE(ABORT, {literal(message)});"
     stmts = []
     for op, event in (("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE")):
-        name = quote(f"{PREFIX}g{op}_{table}")
+        name = quote(f"{GUARD_PREFIX}{op}_{table}")
         stmts.append(f"DROP TRIGGER IF EXISTS {name}")
         stmts.append(f"CREATE TRIGGER {name} BEFORE {event} ON {t} BEGIN {raise_} END")
     return stmts

@@ -6,7 +6,7 @@ import io
 import uuid
 from pathlib import Path
 
-from sqlrepl import apply, batch, capture, snapshot
+from sqlrepl import apply, batch, capture, schema, snapshot
 from sqlrepl.db import Position, connect
 from sqlrepl.wire import FrameWriter
 
@@ -30,7 +30,8 @@ class Replica:
         capture.sync_capture(self.leader)
         out = io.BytesIO()
         after = apply.follower_position(self.follower).seq
-        batch.build(self.leader, after, FrameWriter(out.write), self.tables)
+        fts5 = schema.fts5_fingerprints(self.follower)
+        batch.build(self.leader, after, FrameWriter(out.write), self.tables, fts5)
         return out.getvalue()
 
     def sync(self) -> Position:
