@@ -46,10 +46,11 @@ class TableCache:
         self.version: int | None = None
         self.names: dict[int, str] = {}
         self.tables: dict[int, TableInfo] = {}
+        self.fts5_groups: dict[str, list[str]] | None = None
 
     def get(self, conn: apsw.Connection, version: int, tids: Iterable[int]) -> dict[int, TableInfo]:
         if version != self.version:
-            self.version, self.tables = version, {}
+            self.version, self.tables, self.fts5_groups = version, {}, None
             self.names = {
                 int(t): str(n) for t, n in conn.execute(f"SELECT tid, name FROM {TABLES}")
             }
@@ -57,6 +58,12 @@ class TableCache:
             if tid not in self.tables and tid in self.names:
                 self.tables[tid] = table_info(conn, self.names[tid])
         return {tid: self.tables[tid] for tid in tids if tid in self.tables}
+
+    def fts5(self, conn: apsw.Connection, version: int) -> dict[str, list[str]]:
+        self.get(conn, version, ())
+        if self.fts5_groups is None:
+            self.fts5_groups = fts5_tables(conn)
+        return self.fts5_groups
 
     def tid(self, conn: apsw.Connection, version: int, name: str) -> int | None:
         self.get(conn, version, ())
@@ -86,7 +93,7 @@ def build(
             raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
         cache = cache or TableCache()
         touched = _touched(conn, after, top)
-        for shadow in _stale_fts5(conn, fts5 or {}):
+        for shadow in _stale_fts5(conn, cache.fts5(conn, version), fts5 or {}):
             tid = cache.tid(conn, version, shadow)
             if tid is not None:
                 touched[tid] = True
@@ -116,10 +123,11 @@ def build(
         return top
 
 
-def _stale_fts5(conn: apsw.Connection, theirs: dict[str, str]) -> list[str]:
+def _stale_fts5(
+    conn: apsw.Connection, groups: dict[str, list[str]], theirs: dict[str, str]
+) -> list[str]:
     """Shadow tables of the FTS5 tables whose fingerprint differs from the follower's."""
-    ours = fts5_fingerprints(conn)
-    groups = fts5_tables(conn)
+    ours = fts5_fingerprints(conn, groups)
     return [s for name, fp in ours.items() if theirs.get(name) != fp for s in groups[name]]
 
 

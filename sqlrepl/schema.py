@@ -89,11 +89,13 @@ def unreplicated_virtual_tables(conn: apsw.Connection) -> list[str]:
     )
 
 
-def fts5_fingerprints(conn: apsw.Connection) -> dict[str, str]:
+def fts5_fingerprints(
+    conn: apsw.Connection, groups: dict[str, list[str]] | None = None
+) -> dict[str, str]:
     """A digest per FTS5 table that changes with every write to it: its structure record
     (segments, write counter, config cookie) and its averages record."""
     out = {}
-    for name in fts5_tables(conn):
+    for name in fts5_tables(conn) if groups is None else groups:
         rows = conn.execute(
             f"SELECT id, block FROM {quote(name + '_data')} WHERE id IN (1, 10) ORDER BY id"
         ).fetchall()

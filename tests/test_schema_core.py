@@ -166,7 +166,7 @@ def _dml(app: apsw.Connection, kind: str, key: int, value: object) -> None:
         app.execute("DELETE FROM t WHERE id = ?", (key,))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(ddl, dml), max_size=25))
 def test_random_ddl_and_dml_replicate_exactly(operations: list[tuple]) -> None:
     """Any interleaving of schema changes, writes and syncs: same schema, same content."""
