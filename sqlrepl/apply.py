@@ -90,6 +90,8 @@ class Applier:
                 schema_after_rows(self.conn, self.schema)
                 install_guards(self.conn, self.leader, unguarded_tables(self.conn))
             apply_sequences(self.conn, self.header.get("sequences"))
+            if self.header.get("history"):
+                write_meta(self.conn, history=self.header["history"])
             write_meta(self.conn, epoch=new.epoch, seq=new.seq)
             self.conn.execute("COMMIT")
             return new

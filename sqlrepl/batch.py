@@ -111,6 +111,7 @@ def build(
                 else None,
                 "tables": {tid: _describe(t) for tid, t in tables.items()},
                 "sequences": _sequences(conn),
+                "history": meta.get("history"),
             }
         )
         for tid, info in tables.items():

@@ -42,10 +42,12 @@ SCHEMA_TID = 0
 SHADOW = "shadow"
 
 
-def install(conn: apsw.Connection) -> Position:
+def install(conn: apsw.Connection, *, resend_new: bool = True) -> Position:
     """Make `conn`'s file a leader: internal tables, identity, capture on every table.
 
-    Idempotent. Refuses a file that is a follower.
+    Idempotent. Refuses a file that is a follower. With `resend_new=False` (a promoted
+    follower, whose followers already hold every row) new tables are not marked for a
+    full resend.
     """
     with transaction(conn):
         meta = read_meta(conn)
@@ -57,7 +59,7 @@ def install(conn: apsw.Connection) -> Position:
         conn.execute(create_internal_tables())
         if "cluster" not in meta:
             write_meta(conn, cluster=uuid.uuid4().hex, epoch=1, role="leader", trimmed=0)
-        _sync(conn)
+        _sync(conn, resend_new)
     return position(conn)
 
 
@@ -69,8 +71,10 @@ def sync_capture(conn: apsw.Connection) -> bool:
         return _sync(conn)
 
 
-def _sync(conn: apsw.Connection) -> bool:
+def _sync(conn: apsw.Connection, resend_new: bool = True) -> bool:
     meta = read_meta(conn)
+    if meta.get("role") != "leader":
+        return False  # a demoted leader's file: capture must not come back
     if schema_version(conn) == meta.get("schema_version"):
         return False
     digest = schema_digest(conn)
@@ -90,11 +94,11 @@ def _sync(conn: apsw.Connection) -> bool:
             _mark(conn, tid)
     for name in current:
         try:
-            _sync_table(conn, name, recorded.get(name), vacuumed)
+            _sync_table(conn, name, recorded.get(name), vacuumed, resend_new)
         except ValueError as exc:
             problems.append(f"table {name!r} is not replicated: {exc}")
     for name in shadows:
-        _sync_shadow(conn, name, recorded.get(name))
+        _sync_shadow(conn, name, recorded.get(name), resend_new)
     _drop_strays(conn)
     if digest != meta.get("schema_hash"):
         _mark(conn, SCHEMA_TID)
@@ -112,7 +116,9 @@ def problems(conn: apsw.Connection) -> list[str]:
     return list(json.loads(read_meta(conn).get("problems") or "[]"))
 
 
-def _sync_table(conn: apsw.Connection, name: str, recorded: tuple | None, vacuumed: bool) -> None:
+def _sync_table(
+    conn: apsw.Connection, name: str, recorded: tuple | None, vacuumed: bool, resend_new: bool
+) -> None:
     """Install or refresh capture on one table; mark it for a full resend when needed."""
     sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (name,)).fetchall()[0][0]
     info = table_info(conn, name)
@@ -124,7 +130,8 @@ def _sync_table(conn: apsw.Connection, name: str, recorded: tuple | None, vacuum
             (tid, name, sql, signature),
         )
         _install_triggers(conn, tid, info)
-        _mark(conn, tid)
+        if resend_new:
+            _mark(conn, tid)
         return
     tid, _name, old_sql, old_signature = recorded
     intact = _has_triggers(conn, tid, name)
@@ -135,7 +142,9 @@ def _sync_table(conn: apsw.Connection, name: str, recorded: tuple | None, vacuum
     conn.execute(f"UPDATE {TABLES} SET sql = ?, capture = ? WHERE tid = ?", (sql, signature, tid))
 
 
-def _sync_shadow(conn: apsw.Connection, name: str, recorded: tuple | None) -> None:
+def _sync_shadow(
+    conn: apsw.Connection, name: str, recorded: tuple | None, resend_new: bool
+) -> None:
     """An FTS5 shadow table: no triggers (SQLite can crash when its module writes through
     them), resent whole when the FTS5 table changes; see batch.build."""
     sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (name,)).fetchall()[0][0]
@@ -145,7 +154,8 @@ def _sync_shadow(conn: apsw.Connection, name: str, recorded: tuple | None) -> No
             f"INSERT INTO {TABLES}(tid, name, sql, capture) VALUES(?, ?, ?, ?)",
             (tid, name, sql, SHADOW),
         )
-        _mark(conn, tid)
+        if resend_new:
+            _mark(conn, tid)
         return
     tid, _name, old_sql, old_capture = recorded
     if old_sql != sql or old_capture != SHADOW:

@@ -105,16 +105,40 @@ def leader(
     help="Address to serve status and snapshots on.",
 )
 @token_option
-def follower(db: Path, leader_url: str, listen: tuple[str, int], token_file: Path | None) -> None:
+@click.option(
+    "--candidate/--no-candidate",
+    default=True,
+    show_default=True,
+    help="May this follower be promoted (promote, switchover, automatic failover)?",
+)
+@click.option(
+    "--max-lag",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Most changes it may lag its leader by and still be promoted without --force.",
+)
+def follower(
+    db: Path,
+    leader_url: str,
+    listen: tuple[str, int],
+    token_file: Path | None,
+    candidate: bool,
+    max_lag: int,
+) -> None:
     """Keep DB a read-only replica of the leader.
 
     A missing or empty DB is bootstrapped from a snapshot; an existing DB must be a
-    follower of the same cluster. Apps read DB with read-only connections.
+    follower of the same cluster. Apps read DB with read-only connections. When
+    promoted, the same process goes on as the leader.
     """
     from .follower import FollowerConfig
     from .nodes import run_follower
 
-    run_follower(FollowerConfig(db, leader_url, *listen, config.load_token(token_file)))
+    token = config.load_token(token_file)
+    run_follower(
+        FollowerConfig(db, leader_url, *listen, token, candidate=candidate, max_lag=max_lag)
+    )
 
 
 @cli.command(cls=Command)
@@ -135,6 +159,53 @@ def status(urls: tuple[str, ...], as_json: bool, token_file: Path | None) -> Non
         render.print_status(nodes)
     if not all(n["ok"] for n in nodes):
         sys.exit(1)
+
+
+@cli.command(cls=Command)
+@click.argument("url")
+@click.option("--force", is_flag=True, help="Promote even a lagging or non-candidate node.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@token_option
+def promote(url: str, force: bool, as_json: bool, token_file: Path | None) -> None:
+    """Make the follower at URL the leader of a new epoch.
+
+    Refused (exit 1, with the reason) if URL is unknown, not a candidate or behind its
+    leader, unless --force. The old leader, if it still answers, is told to close its
+    write gate and rejoin as a follower; point other followers at URL.
+    """
+    from .nodes import promote as promote_node
+
+    result = promote_node(url, force, config.load_token(token_file))
+    render.print_json(result) if as_json else render.promoted(result)
+
+
+@cli.command(cls=Command)
+@click.option("--to", "target", required=True, help="URL of the follower to hand over to.")
+@click.option("--force", is_flag=True, help="Hand over even to a lagging or non-candidate node.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@token_option
+def switchover(target: str, force: bool, as_json: bool, token_file: Path | None) -> None:
+    """Planned handover to the follower at --to, losing nothing.
+
+    The leader closes its write gate, waits (bounded) until the target applied every
+    change, promotes it, and rejoins as its follower without a snapshot.
+    """
+    from .nodes import switchover as switch
+
+    result = switch(target, force, config.load_token(token_file))
+    render.print_json(result) if as_json else render.switched(result)
+
+
+@cli.command(cls=Command)
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of epochs.")
+@token_option
+def history(url: str, as_json: bool, token_file: Path | None) -> None:
+    """Show the epochs of the cluster as the node at URL knows them."""
+    from .nodes import epochs
+
+    rows = epochs(url, config.load_token(token_file))
+    render.print_json(rows) if as_json else render.history_table(rows)
 
 
 @cli.command(cls=Command)

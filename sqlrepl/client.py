@@ -12,7 +12,14 @@ from typing import Any
 import aiohttp
 
 from .db import Position
-from .errors import AuthError, PeerUnavailable, ProtocolError, SnapshotNeeded, StaleEpochError
+from .errors import (
+    AuthError,
+    PeerUnavailable,
+    ProtocolError,
+    Refused,
+    SnapshotNeeded,
+    StaleEpochError,
+)
 
 CONNECT_TIMEOUT = 5.0
 CHUNK = 1 << 20
@@ -37,13 +44,28 @@ class Client:
     async def close(self) -> None:
         await self._session.close()
 
-    @asynccontextmanager
-    async def get(
-        self, path: str, params: dict[str, Any] | None = None, timeout: float = 30.0
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    def get(self, path: str, params: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
         """GET `path`; connection failures become PeerUnavailable, 401 AuthError."""
+        return self._request("GET", path, params, timeout)
+
+    async def post(
+        self, path: str, params: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """POST an action; return its JSON answer. A refusal (409) raises Refused."""
+        async with self._request("POST", path, params, timeout) as response:
+            if response.status == 409:
+                raise Refused(await _error_message(response))
+            await expect_ok(response)
+            body: dict[str, Any] = await response.json(content_type=None)
+            return body
+
+    @asynccontextmanager
+    async def _request(
+        self, method: str, path: str, params: dict[str, Any] | None, timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         try:
-            async with self._session.get(
+            async with self._session.request(
+                method,
                 self.url + path,
                 params={k: str(v) for k, v in (params or {}).items()},
                 timeout=aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT),
@@ -118,15 +140,19 @@ class Client:
             return where
 
 
-async def expect_ok(response: aiohttp.ClientResponse) -> None:
-    """Turn an error answer into the matching SqlreplError."""
-    if response.status in (200, 204):
-        return
+async def _error_message(response: aiohttp.ClientResponse) -> str:
     try:
         message = (await response.json(content_type=None)).get("error", "")
     except (ValueError, AttributeError, aiohttp.ClientError):
         message = ""
-    message = message or f"HTTP {response.status}"
+    return str(message or f"HTTP {response.status}")
+
+
+async def expect_ok(response: aiohttp.ClientResponse) -> None:
+    """Turn an error answer into the matching SqlreplError."""
+    if response.status in (200, 204):
+        return
+    message = await _error_message(response)
     if response.status == 410:
         raise SnapshotNeeded(message)
     if response.status == 409:

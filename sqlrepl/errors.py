@@ -7,6 +7,7 @@
     ├── ProtocolError            a peer answered with something malformed, corrupt or truncated
     │   └── AuthError            the peer refused our token (401)
     ├── StaleEpochError          a batch from an older epoch than we already accepted
+    ├── Refused                  a node refused an action (promote, switchover) and said why
     ├── SnapshotNeeded           the leader trimmed past our position: re-bootstrap
     └── PeerUnavailable          a peer could not be reached (retry later)
 
@@ -45,6 +46,10 @@ class AuthError(ProtocolError):
 
 class StaleEpochError(SqlreplError):
     """A batch carries an epoch older than the one this node already accepted."""
+
+
+class Refused(SqlreplError):
+    """A node refused an action (promote, switchover), with the reason."""
 
 
 class SnapshotNeeded(SqlreplError):

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import snapshot
+from . import rejoin, roles, snapshot
 from .apply import Applier, applier_connection, follower_position
 from .client import Client, expect_ok
 from .db import Position, connect, read_meta
@@ -29,7 +29,7 @@ from .errors import (
     StaleEpochError,
 )
 from .schema import fts5_fingerprints
-from .web import Database, auth_middleware, run_server, serve_snapshot
+from .web import Database, auth_middleware, forward_event, run_server, serve_snapshot
 
 log = logging.getLogger("sqlrepl.follower")
 
@@ -50,6 +50,10 @@ class FollowerConfig:
     port: int
     token: str | None = None
     wait: int = POLL_WAIT
+    #: May this node be promoted (by `promote`, `switchover` or the coordinator)?
+    candidate: bool = True
+    #: Most changes a candidate may lag its leader by and still be promoted.
+    max_lag: int = 0
 
 
 @dataclass
@@ -74,13 +78,16 @@ class Progress:
             self.behind_since = None
 
 
-def check_existing(path: Path) -> dict[str, Any] | None:
-    """Meta of an existing follower file; None if there is none yet; refuse anything else."""
+def check_existing(path: Path, rejoin: bool = False) -> dict[str, Any] | None:
+    """Meta of an existing follower file (with `rejoin`, also a leader's: it may rejoin a
+    newer leader); None if there is none yet; refuse anything else."""
     if not path.exists() or path.stat().st_size == 0:
         return None
     conn = connect(path, readonly=True)
     try:
         meta = read_meta(conn)
+        if meta.get("role") == "leader" and rejoin:
+            return meta
         if meta.get("role") != "follower":
             raise DatabaseError(
                 f"{path} exists and is not a sqlrepl follower; refusing to overwrite it "
@@ -95,8 +102,8 @@ class Follower:
     def __init__(self, config: FollowerConfig) -> None:
         self.config = config
         self.url = f"http://{config.host}:{config.port}"
-        self.meta = check_existing(config.db)
-        self.node = str(self.meta["node"]) if self.meta else uuid.uuid4().hex[:12]
+        self.meta = check_existing(config.db, rejoin=True)
+        self.node = str((self.meta or {}).get("node") or uuid.uuid4().hex[:12])
         self.progress = Progress()
         self.db: Database | None = None
         self.client = Client(config.leader, config.token)
@@ -104,32 +111,86 @@ class Follower:
         self.need_snapshot = False
         #: Our FTS5 tables' fingerprints, sent with each pull (None: read them again).
         self.fts5: dict[str, str] | None = None
+        self.history: list[dict[str, Any]] = []
+        #: The rollback file written when this node rejoined with divergent changes.
+        self.rollback: str | None = None
+        self.done = asyncio.Event()
+        self.transition: roles.Transition | None = None
+        self.replicating: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
         app.router.add_get("/status", self.status)
         app.router.add_get("/snapshot", self.snapshot)
+        app.router.add_post("/promote", self.promote)
         return app
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> roles.Transition | None:
+        """Follow until `stop` (returns None) or until promoted (returns the transition)."""
+        forward = asyncio.create_task(forward_event(stop, self.done))
         server = asyncio.create_task(
-            run_server(self.app(), self.config.host, self.config.port, stop)
+            run_server(self.app(), self.config.host, self.config.port, self.done)
         )
-        replicate = asyncio.create_task(self._replicate(stop))
+        self.replicating = replicate = asyncio.create_task(self._replicate(self.done))
         try:
             done, _ = await asyncio.wait({server, replicate}, return_when=asyncio.FIRST_COMPLETED)
-            stop.set()
-            replicate.cancel()
-            for task in done:
-                task.result()
+            if replicate in done and not replicate.cancelled():
+                replicate.result()
             await server
         finally:
+            forward.cancel()
             replicate.cancel()
             await asyncio.gather(replicate, return_exceptions=True)
             await self.client.close()
             if self.db:
                 self.db.close()
-            log.info("follower stopped")
+            log.info("follower stopped" if self.transition is None else "follower role ended")
+        return None if stop.is_set() else self.transition
+
+    def eligibility(self) -> tuple[bool, str | None]:
+        """May this node be promoted now, and if not, why not."""
+        p = self.progress
+        if not self.config.candidate:
+            return False, "not a candidate (started with --no-candidate)"
+        if self.db is None or p.position is None:
+            return False, "not bootstrapped yet"
+        lag = max((p.leader_head or 0) - p.position.seq, 0)
+        if lag > self.config.max_lag:
+            return False, f"lagging {lag} changes behind its leader (max {self.config.max_lag})"
+        return True, None
+
+    async def promote(self, request: web.Request) -> web.Response:
+        """Become the leader of a new epoch, continuing seq from what was applied."""
+        force = request.query.get("force") == "1"
+        why = request.query.get("why") or "promoted by an operator"
+        ok, why_not = self.eligibility()
+        if self.db is None or self.progress.position is None:
+            return web.json_response({"error": "promote refused: not bootstrapped"}, status=409)
+        if not ok and not force:
+            return web.json_response({"error": f"promote refused: {why_not}"}, status=409)
+        expect = request.query.get("expect_seq")
+        if expect is not None and int(expect) != self.progress.position.seq:
+            message = f"promote refused: at seq {self.progress.position.seq}, expected {expect}"
+            return web.json_response({"error": message}, status=409)
+        if self.replicating is not None:
+            self.replicating.cancel()
+            await asyncio.gather(self.replicating, return_exceptions=True)
+        where = await self.db.run(roles.promote, self.db.conn, self.node, self.url, why)
+        log.warning("promoted to leader of epoch %s from seq %s: %s", where.epoch, where.seq, why)
+        if not why.startswith("switchover"):
+            await self._fence(where)
+        self.transition = roles.Transition("leader", None, why)
+        asyncio.get_running_loop().call_later(0.05, self.done.set)
+        return web.json_response({"url": self.url, "epoch": where.epoch, "seq": where.seq})
+
+    async def _fence(self, where: Position) -> None:
+        """Best effort: tell the old leader, if it still runs, to close its gate and rejoin."""
+        try:
+            params = {"leader": self.url, "epoch": where.epoch}
+            await self.client.post("/demote", params, timeout=2.0)
+            log.info("old leader %s demoted itself", self.config.leader)
+        except SqlreplError as exc:
+            log.info("old leader %s not fenced (%s)", self.config.leader, exc)
 
     async def _replicate(self, stop: asyncio.Event) -> None:
         delay = BACKOFF_MIN
@@ -174,6 +235,15 @@ class Follower:
                 f"{self.config.db} belongs to cluster {self.meta.get('cluster')}, but "
                 f"{self.config.leader} leads cluster {info.get('cluster')}; refusing to touch it"
             )
+        self.history = list(info.get("history") or [])
+        if self.meta and self.meta.get("role") == "leader":
+            if int(info.get("epoch") or 0) <= int(self.meta["epoch"]):
+                raise DatabaseError(
+                    f"{self.config.db} is the leader of epoch {self.meta['epoch']}; "
+                    f"{self.config.leader} leads epoch {info.get('epoch')}, not a newer one: "
+                    "refusing to turn it into a follower"
+                )
+            await self._rejoin()
         if self.meta and self.db is None and not self.need_snapshot:
             self._open()
             return
@@ -205,6 +275,28 @@ class Follower:
         else:
             self.progress.position = await self.db.run(follower_position, self.db.conn)
 
+    async def _rejoin(self) -> None:
+        """A deposed leader's file: save what diverged to a rollback file, then follow."""
+        conn = connect(self.config.db)
+        try:
+            mine = await asyncio.to_thread(rejoin.position, conn)
+            if roles.diverged(self.history, mine):
+                path = await asyncio.to_thread(rejoin.save_divergence, conn, self.history, mine)
+                self.rollback = str(path)
+                self.need_snapshot = True
+                log.error(
+                    "this node diverged at %s: its changes after the fork are in %s; "
+                    "resyncing from %s",
+                    mine,
+                    path,
+                    self.config.leader,
+                )
+            await asyncio.to_thread(roles.demote, conn, self.config.leader)
+        finally:
+            conn.close()
+        self.meta = check_existing(self.config.db)
+        log.info("rejoined as a follower of %s", self.config.leader)
+
     def _open(self) -> None:
         conn = applier_connection(connect(self.config.db))
         self.db = Database(conn)
@@ -228,10 +320,11 @@ class Follower:
             await expect_ok(response)
             head = int(response.headers.get("X-Sqlrepl-Head", where.seq))
             self.progress.state = "streaming"
+            self.progress.saw_leader(head)  # known before applying: lag shows while we apply
             if response.status == 200:
                 self.fts5 = None  # the batch may have changed them
                 await self._apply(response)
-            self.progress.saw_leader(head)
+                self.progress.saw_leader(head)
 
     async def _apply(self, response: aiohttp.ClientResponse) -> None:
         assert self.db is not None
@@ -243,8 +336,10 @@ class Follower:
                 if len(body) != size:
                     raise ProtocolError("batch is truncated")
                 self.progress.position = await self.db.run(_apply_whole, applier, body)
+                self._saw_history(applier)
                 return
             await self._apply_streamed(response, applier)
+            self._saw_history(applier)
             log.info(
                 "applied a large batch: %d rows, now at %s", applier.rows, self.progress.position
             )
@@ -253,6 +348,10 @@ class Follower:
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise ProtocolError(f"batch transfer broke off: {exc}") from exc
             raise
+
+    def _saw_history(self, applier: Applier) -> None:
+        if applier.header and applier.header.get("history"):
+            self.history = json.loads(applier.header["history"])
 
     async def _apply_streamed(self, response: aiohttp.ClientResponse, applier: Applier) -> None:
         """Apply each block while the next one arrives; commit at the end."""
@@ -272,6 +371,7 @@ class Follower:
 
     async def status(self, request: web.Request) -> web.Response:
         p = self.progress
+        eligible, why_not = self.eligibility()
         now = time.time()
         return web.json_response(
             {
@@ -291,6 +391,12 @@ class Follower:
                 "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
                 "state": p.state,
                 "error": p.error,
+                "candidate": self.config.candidate,
+                "eligible": eligible,
+                "why_not": why_not,
+                "gate": "closed",
+                "history": self.history,
+                "rollback": self.rollback,
             }
         )
 

@@ -11,15 +11,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import batch, capture
-from .db import connect, read_meta, use_wal
-from .errors import SnapshotNeeded
+from . import batch, capture, roles
+from .client import Client
+from .db import Position, connect, read_meta, use_wal
+from .errors import SnapshotNeeded, SqlreplError
 from .spool import Spool
 from .watch import DatabaseWatcher
 from .web import (
     Database,
     auth_middleware,
     error,
+    forward_event,
     int_param,
     json_param,
     run_server,
@@ -36,6 +38,8 @@ SPOOL_MEMORY = 8 << 20
 #: A batch still being built once it reaches this size starts streaming (chunked).
 STREAM_AFTER = 1 << 20
 SEND_SIZE = 1 << 20
+#: A switchover target further behind than this is refused (without --force).
+SWITCHOVER_MAX_LAG = 10_000
 #: A fallback check for changes, for file systems that send no events.
 RECHECK_INTERVAL = 5.0
 
@@ -48,6 +52,8 @@ class LeaderConfig:
     token: str | None = None
     trim_interval: float = 10.0
     retention: float = 24 * 3600.0
+    #: Longest a switchover waits for its target to apply everything.
+    switchover_timeout: float = 10.0
 
 
 class Leader:
@@ -67,16 +73,27 @@ class Leader:
         self.tables = batch.TableCache()
         #: What the schema holds that sqlrepl cannot replicate (logged and in /status).
         self.problems: list[str] = []
+        self.history = roles.history(conn)
+        self.gate_open = roles.gate_open(conn)
+        #: Set when this role ends: on SIGTERM, or when the node hands over leadership.
+        self.done = asyncio.Event()
+        self.transition: roles.Transition | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
         app.router.add_get("/status", self.status)
         app.router.add_get("/batch", self.batch)
         app.router.add_get("/snapshot", self.snapshot)
+        app.router.add_post("/switchover", self.switchover)
+        app.router.add_post("/demote", self.demote)
         return app
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> roles.Transition | None:
+        """Lead until `stop` (returns None) or until leadership passes on (returns where to)."""
         await self.db.run(self._report_problems)
+        if not self.gate_open:
+            log.warning("write gate was closed: reopening it, this node is the leader")
+            await self.set_gate(True)
         log.info(
             "leading %s on %s: cluster %s, epoch %s, seq %s",
             self.config.db,
@@ -88,22 +105,38 @@ class Leader:
         self.watcher.start()
         tasks = [
             asyncio.create_task(self._follow_changes()),
-            asyncio.create_task(self._release_waiters(stop)),
+            asyncio.create_task(self._release_waiters()),
+            asyncio.create_task(forward_event(stop, self.done)),
         ]
         if self.config.trim_interval > 0:
             tasks.append(asyncio.create_task(self._trim_loop()))
         try:
-            await run_server(self.app(), self.config.host, self.config.port, stop)
+            await run_server(self.app(), self.config.host, self.config.port, self.done)
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.watcher.stop()
             self.db.close()
-            log.info("leader stopped")
+            log.info("leader stopped" if self.transition is None else "leader role ended")
+        return None if stop.is_set() else self.transition
 
-    async def _release_waiters(self, stop: asyncio.Event) -> None:
+    async def set_gate(self, open_: bool, reason: str = "") -> None:
+        if open_:
+            await self.db.run(roles.open_gate, self.db.conn)
+        else:
+            await self.db.run(roles.close_gate, self.db.conn, reason)
+        self.gate_open = open_
+        log.warning("write gate %s%s", "opened" if open_ else "closed: ", reason)
+
+    def hand_over(self, transition: roles.Transition) -> None:
+        """End this role shortly (after the current response is sent)."""
+        self.transition = transition
+        asyncio.get_running_loop().call_later(0.05, self.done.set)
+
+    async def _release_waiters(self) -> None:
         """On shutdown, answer every held batch request at once."""
-        await stop.wait()
+        await self.done.wait()
         self.stopping = True
         async with self.changed:
             self.changed.notify_all()
@@ -111,8 +144,11 @@ class Leader:
     async def _follow_changes(self) -> None:
         """On every file event: keep capture in step with the schema, publish the new head."""
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that lands as the event fires, and this loop would then never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.watcher.dirty.wait(), RECHECK_INTERVAL)
+                async with asyncio.timeout(RECHECK_INTERVAL):
+                    await self.watcher.dirty.wait()
             self.watcher.dirty.clear()
             await self.refresh()
 
@@ -179,6 +215,8 @@ class Leader:
                 "followers": followers,
                 "problems": self.problems,
                 "error": "; ".join(self.problems) or None,
+                "gate": "open" if self.gate_open else "closed",
+                "history": self.history,
             }
         )
 
@@ -190,6 +228,13 @@ class Leader:
             return error(
                 409,
                 f"follower accepted epoch {epoch}, newer than this leader's {self.position.epoch}",
+            )
+        if epoch < self.position.epoch and roles.diverged(self.history, Position(epoch, after)):
+            start = roles.start_of_next_epoch(self.history, epoch)
+            return error(
+                410,
+                f"follower at {epoch}/{after} diverged: epoch {epoch} ended at seq {start} "
+                "on this timeline",
             )
         self._register(request, after)
         if after == self.head and wait > 0:
@@ -214,9 +259,8 @@ class Leader:
     async def _wait_past(self, after: int, wait: float) -> None:
         async with self.changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self.head != after or self.stopping), wait
-                )
+                async with asyncio.timeout(wait):
+                    await self.changed.wait_for(lambda: self.head != after or self.stopping)
 
     def _build(self, after: int, spool: Spool, fts5: dict[str, str]) -> None:
         try:
@@ -265,3 +309,59 @@ class Leader:
         return await serve_snapshot(
             request, self.db, self.config.db, lambda where: self._register(request, where.seq)
         )
+
+    async def switchover(self, request: web.Request) -> web.Response:
+        """Hand leadership to a follower with zero loss: close the gate, wait until the
+        target applied everything, promote it, follow it."""
+        to = request.query.get("to", "")
+        force = request.query.get("force") == "1"
+        try:
+            async with Client(to, self.config.token) as client:
+                target = await client.status()
+        except SqlreplError as exc:
+            return error(409, f"switchover refused: {to} is unknown or unreachable: {exc}")
+        if target.get("role") != "follower" or target.get("cluster") != self.meta["cluster"]:
+            return error(409, f"switchover refused: {to} is not a follower of this cluster")
+        lag = int((target.get("lag") or {}).get("changes") or 0)
+        if not force and not target.get("candidate"):
+            return error(409, f"switchover refused: {to} is not a candidate (--no-candidate)")
+        if not force and lag > SWITCHOVER_MAX_LAG:
+            return error(409, f"switchover refused: {to} is lagging {lag} changes behind")
+        started = time.monotonic()
+        await self.set_gate(False, f"switchover to {to} in progress; retry on the new leader")
+        top = await self.refresh()
+        if not await self._caught_up(str(target.get("url")), top):
+            await self.set_gate(True)
+            return error(409, f"switchover abandoned: {to} did not reach seq {top} in time")
+        try:
+            async with Client(to, self.config.token) as client:
+                params = {"expect_seq": top, "why": f"switchover from {self.url}", "force": 1}
+                promoted = await client.post("/promote", params)
+        except SqlreplError as exc:
+            await self.set_gate(True)
+            return error(409, f"switchover abandoned: {to} did not take over: {exc}")
+        await self.db.run(roles.demote, self.db.conn, to)
+        self.hand_over(roles.Transition("follower", to, f"switchover to {to}"))
+        log.warning("switchover: %s leads epoch %s from seq %s", to, promoted["epoch"], top)
+        return web.json_response(
+            {**promoted, "leader": to, "unavailable_s": round(time.monotonic() - started, 3)}
+        )
+
+    async def _caught_up(self, url: str, top: int) -> bool:
+        deadline = time.monotonic() + self.config.switchover_timeout
+        while time.monotonic() < deadline:
+            if any(u == url and seq >= top for u, seq, _seen in self.followers.values()):
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def demote(self, request: web.Request) -> web.Response:
+        """A newer leader fences this one: close the gate, then rejoin as its follower."""
+        new_leader = request.query.get("leader", "")
+        epoch = int_param(request, "epoch")
+        if epoch <= self.position.epoch:
+            mine = self.position.epoch
+            return error(409, f"epoch {epoch} is not newer than this leader's {mine}")
+        await self.set_gate(False, f"deposed by {new_leader} (epoch {epoch})")
+        self.hand_over(roles.Transition("follower", new_leader, f"deposed by {new_leader}"))
+        return web.json_response({"demoted": self.url, "epoch": self.position.epoch})

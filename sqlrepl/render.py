@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one line: scripts grep it
 
 
 def print_json(data: Any) -> None:
@@ -75,6 +75,36 @@ def print_status(nodes: list[dict[str, Any]]) -> None:
     for n in nodes:
         if n.get("error"):
             console.print(f"[yellow]{n['url']}[/]: {n['error']}", highlight=False)
+
+
+def promoted(result: dict[str, Any]) -> None:
+    console.print(
+        f"[bold green]{result['url']}[/] leads epoch {result['epoch']} from seq {result['seq']}",
+        highlight=False,
+    )
+
+
+def switched(result: dict[str, Any]) -> None:
+    console.print(
+        f"[bold green]{result['leader']}[/] leads epoch {result['epoch']} from seq "
+        f"{result['seq']}; writes were refused for {result['unavailable_s']} s",
+        highlight=False,
+    )
+
+
+def history_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="epochs")
+    for column in ("epoch", "start seq", "when (UTC)", "why", "node"):
+        table.add_column(column, justify="right" if column in ("epoch", "start seq") else "left")
+    for h in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(h.get("at") or 0)))
+        table.add_row(
+            str(h["epoch"]), str(h["start_seq"]), when, str(h.get("why")), str(h.get("url"))
+        )
+    if not rows:
+        console.print("epoch 1 since the cluster began: no promotion yet")
+        return
+    console.print(table)
 
 
 def snapshot_written(result: dict[str, Any]) -> None:

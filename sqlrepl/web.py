@@ -119,11 +119,21 @@ async def serve_snapshot(
         return response
 
 
-async def run_server(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
-    """Serve `app` until SIGTERM/SIGINT or `stop` is set."""
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (once per process: roles come and go, the node stays)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+
+async def forward_event(source: asyncio.Event, target: asyncio.Event) -> None:
+    """Set `target` once `source` is set (a node's stop ends its current role)."""
+    await source.wait()
+    target.set()
+
+
+async def run_server(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve `app` until `stop` is set."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -70,6 +70,13 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         return get_json(self.url + "/status", self.token)
 
+    def role(self) -> str | None:
+        """The node's role, or None while it does not answer (e.g. between two roles)."""
+        try:
+            return self.status().get("role")
+        except (OSError, urllib.error.URLError):
+            return None
+
     def wait_ready(self) -> None:
         def up() -> bool:
             assert self.proc and self.proc.poll() is None, f"{self.name} exited:\n{self.log()}"

@@ -1,0 +1,200 @@
+"""Promotion and handover with static coordination: epochs, the write gate, switchover,
+refusals, divergence (real daemons on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .daemons import Cluster, Daemon, free_port, sqlrepl, wait_until
+from .dump import dump, log_head
+
+
+def app_db(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.commit()
+    conn.close()
+    return path
+
+
+def insert(db: Path, value: str) -> int:
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        cur = conn.execute("INSERT INTO t(v) VALUES(?)", (value,))
+        conn.commit()
+        return int(cur.lastrowid or 0)
+    finally:
+        conn.close()
+
+
+class Writer:
+    """Inserts rows, one transaction each, into whichever file is the leader's; remembers
+    every insert that committed (acknowledged) and every refusal."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.acked: list[str] = []
+        self.refused: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            try:
+                insert(self.db, f"w{i}")
+                self.acked.append(f"w{i}")
+            except sqlite3.DatabaseError as exc:
+                self.refused.append(str(exc))
+            time.sleep(0.002)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def values(db: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {v for (v,) in conn.execute("SELECT v FROM t")}
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def trio(tmp_path: Path, cluster: Cluster) -> Iterator[tuple[Path, Daemon, Path, Daemon]]:
+    db = app_db(tmp_path / "a.db")
+    leader = cluster.leader(db)
+    b = tmp_path / "b.db"
+    follower = cluster.follower(b, leader)
+    yield db, leader, b, follower
+
+
+def said(result) -> str:
+    return " ".join(result.stderr.split())
+
+
+def run_cli(*args: str) -> dict:
+    result = sqlrepl(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_switchover_under_write_load_loses_nothing(
+    trio: tuple[Path, Daemon, Path, Daemon], cluster: Cluster
+) -> None:
+    """Planned handover while an app writes: every acknowledged write is on the new leader,
+    apps are refused only briefly, and the old leader rejoins without a snapshot."""
+    db, leader, b, follower = trio
+    snapshots_before = leader.log().count("downloading a snapshot")
+    with Writer(db) as writer:
+        wait_until(lambda: len(writer.acked) > 50, "writes before the switchover")
+        result = run_cli("switchover", "--to", follower.url)
+        assert result["leader"] == follower.url and result["epoch"] == 2
+        assert result["unavailable_s"] < 2
+        wait_until(lambda: bool(writer.refused), "the old leader to refuse a write")
+        assert "writes refused" in writer.refused[0]
+    with Writer(b) as writer2:
+        wait_until(lambda: len(writer2.acked) > 20, "writes on the new leader")
+    assert set(writer.acked) <= values(b)
+    wait_until(lambda: leader.role() == "follower", "old leader to follow")
+    cluster.wait_caught_up(b, leader)
+    assert dump(db) == dump(b)
+    assert leader.log().count("downloading a snapshot") == snapshots_before
+    assert follower.status()["history"][-1]["epoch"] == 2
+    hist = run_cli("history", leader.url)
+    assert [h["epoch"] for h in hist] == [2] and hist[0]["start_seq"] > 0
+
+
+def test_promote_fences_a_live_old_leader(
+    trio: tuple[Path, Daemon, Path, Daemon], cluster: Cluster
+) -> None:
+    """Promote while the old leader still runs: it closes its gate and follows the new one."""
+    db, leader, b, follower = trio
+    insert(db, "before")
+    cluster.wait_caught_up(db, follower)
+    result = run_cli("promote", follower.url)
+    assert result["epoch"] == 2
+    wait_until(lambda: leader.role() == "follower", "old leader to rejoin")
+    with pytest.raises(sqlite3.DatabaseError, match="read-only follower|writes refused"):
+        insert(db, "after, on the old leader")
+    insert(b, "after, on the new leader")
+    cluster.wait_caught_up(b, leader)
+    assert dump(db) == dump(b)
+    assert "after, on the new leader" in values(db)
+
+
+def test_promote_and_switchover_refusals(
+    trio: tuple[Path, Daemon, Path, Daemon], cluster: Cluster, tmp_path: Path
+) -> None:
+    """Lagging, unknown and non-candidate targets are refused with the reason, unless --force."""
+    db, leader, b, follower = trio
+    shy = cluster.follower(tmp_path / "c.db", leader, "--no-candidate")
+    for cmd in (["promote", shy.url], ["switchover", "--to", shy.url]):
+        result = sqlrepl(*cmd)
+        assert result.returncode == 1 and "not a candidate" in said(result), result.stderr
+    unknown = f"http://127.0.0.1:{free_port()}"
+    for cmd in (["promote", unknown], ["switchover", "--to", unknown]):
+        result = sqlrepl(*cmd)
+        assert result.returncode == 1 and "unreachable" in said(result), result.stderr
+    lock = sqlite3.connect(b, isolation_level=None, timeout=1)
+    lock.execute("BEGIN IMMEDIATE")  # the follower can't apply: it lags while it knows the head
+    try:
+        insert(db, "unapplied")
+        wait_until(lambda: follower.status()["lag"]["changes"] > 0, "the follower to lag")
+        result = sqlrepl("promote", follower.url)
+        assert result.returncode == 1 and "lagging" in said(result), result.stderr
+        assert not follower.status()["eligible"]
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    cluster.wait_caught_up(db, follower)
+    assert run_cli("promote", shy.url, "--force")["epoch"] == 2
+
+
+def test_deposed_leader_with_divergent_writes_rejoins(
+    trio: tuple[Path, Daemon, Path, Daemon], cluster: Cluster
+) -> None:
+    """Writes the new leader never got go to a rollback file, exactly; then the old leader
+    equals the new one."""
+    db, leader, b, follower = trio
+    insert(db, "shared")
+    cluster.wait_caught_up(db, follower)
+    assert follower.proc is not None
+    os.kill(follower.proc.pid, signal.SIGSTOP)
+    try:
+        lost = {insert(db, f"lost-{i}"): f"lost-{i}" for i in range(5)}
+        wait_until(lambda: leader.status()["seq"] == log_head(db), "leader to see them")
+        leader.kill9()
+    finally:
+        os.kill(follower.proc.pid, signal.SIGCONT)
+    # --force: the stopped follower may know of changes it never got (the leader is gone).
+    assert run_cli("promote", follower.url, "--force")["epoch"] == 2
+    # It may also have received the first of them (its socket did while it was stopped).
+    lost = {k: v for k, v in lost.items() if v not in values(b)}
+    assert lost, "no write diverged"
+    insert(b, "new timeline")
+    rejoined = cluster.follower(db, follower, port=leader.port)
+    cluster.wait_caught_up(b, rejoined)
+    assert dump(db) == dump(b)
+    rollback = rejoined.status()["rollback"]
+    assert rollback and Path(rollback).exists()
+    changes = [json.loads(line) for line in Path(rollback).read_text().splitlines()]
+    assert {c["key"]["id"]: c["row"]["v"] for c in changes} == lost
+    assert all(c["op"] == "upsert" and c["table"] == "t" for c in changes)
+    assert "diverged" in rejoined.log()
