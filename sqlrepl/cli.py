@@ -44,6 +44,29 @@ token_option = click.option(
 )
 
 
+def coordinator_options(fn: Any) -> Any:
+    fn = click.option(
+        "--ttl",
+        type=int,
+        default=10,
+        show_default=True,
+        help="etcd: seconds the leader lease lasts; failover takes about this long.",
+    )(fn)
+    return click.option(
+        "--coordinator",
+        metavar="etcd://HOST:PORT[,HOST:PORT]/CLUSTER",
+        help="Automatic failover through etcd (default: static, promote by hand).",
+    )(fn)
+
+
+def etcd_from(url: str | None, ttl: int) -> Any:
+    if url is None:
+        return None
+    from .coordinator import Etcd, parse
+
+    return Etcd(parse(url, ttl))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs and full tracebacks.")
 @click.version_option(package_name="sqlrepl")
@@ -76,12 +99,15 @@ def cli(verbose: bool) -> None:
     show_default=True,
     help="Seconds a silent follower is remembered; after that it re-bootstraps.",
 )
+@coordinator_options
 def leader(
     db: Path,
     listen: tuple[str, int],
     token_file: Path | None,
     trim_interval: float,
     retention: float,
+    coordinator: str | None,
+    ttl: int,
 ) -> None:
     """Capture every committed write to DB and serve it to followers.
 
@@ -91,7 +117,9 @@ def leader(
     from .leader import LeaderConfig
     from .nodes import run_leader
 
-    run_leader(LeaderConfig(db, *listen, config.load_token(token_file), trim_interval, retention))
+    token = config.load_token(token_file)
+    etcd = etcd_from(coordinator, ttl)
+    run_leader(LeaderConfig(db, *listen, token, trim_interval, retention, etcd=etcd))
 
 
 @cli.command(cls=Command)
@@ -118,6 +146,7 @@ def leader(
     show_default=True,
     help="Most changes it may lag its leader by and still be promoted without --force.",
 )
+@coordinator_options
 def follower(
     db: Path,
     leader_url: str,
@@ -125,6 +154,8 @@ def follower(
     token_file: Path | None,
     candidate: bool,
     max_lag: int,
+    coordinator: str | None,
+    ttl: int,
 ) -> None:
     """Keep DB a read-only replica of the leader.
 
@@ -136,8 +167,11 @@ def follower(
     from .nodes import run_follower
 
     token = config.load_token(token_file)
+    etcd = etcd_from(coordinator, ttl)
     run_follower(
-        FollowerConfig(db, leader_url, *listen, token, candidate=candidate, max_lag=max_lag)
+        FollowerConfig(
+            db, leader_url, *listen, token, candidate=candidate, max_lag=max_lag, etcd=etcd
+        )
     )
 
 

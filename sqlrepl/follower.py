@@ -14,9 +14,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import rejoin, roles, snapshot
+from . import ha, rejoin, roles, snapshot
 from .apply import Applier, applier_connection, follower_position
 from .client import Client, expect_ok
+from .coordinator import Etcd
 from .db import Position, connect, read_meta
 from .errors import (
     ApplyError,
@@ -54,6 +55,8 @@ class FollowerConfig:
     candidate: bool = True
     #: Most changes a candidate may lag its leader by and still be promoted.
     max_lag: int = 0
+    #: Automatic failover: the etcd coordinator (None: static coordination).
+    etcd: Etcd | None = None
 
 
 @dataclass
@@ -132,6 +135,12 @@ class Follower:
             run_server(self.app(), self.config.host, self.config.port, self.done)
         )
         self.replicating = replicate = asyncio.create_task(self._replicate(self.done))
+        etcd = self.config.etcd
+        checks = (
+            asyncio.create_task(ha.run(ha.follower_cycle, self, etcd.settings.loop_wait))
+            if etcd is not None
+            else None
+        )
         try:
             done, _ = await asyncio.wait({server, replicate}, return_when=asyncio.FIRST_COMPLETED)
             if replicate in done and not replicate.cancelled():
@@ -139,6 +148,9 @@ class Follower:
             await server
         finally:
             forward.cancel()
+            if checks is not None:
+                checks.cancel()
+                await asyncio.gather(checks, return_exceptions=True)
             replicate.cancel()
             await asyncio.gather(replicate, return_exceptions=True)
             await self.client.close()
@@ -159,6 +171,29 @@ class Follower:
             return False, f"lagging {lag} changes behind its leader (max {self.config.max_lag})"
         return True, None
 
+    @property
+    def cluster(self) -> str | None:
+        return (self.meta or {}).get("cluster")
+
+    def repoint(self, url: str) -> None:
+        """Follow another leader from now on (etcd named it)."""
+        log.warning("now following %s (was %s)", url, self.config.leader)
+        old, self.config.leader = self.client, url
+        self.client = Client(url, self.config.token)
+        asyncio.create_task(old.close())  # an in-flight long poll fails and is retried
+
+    async def become_leader(self, why: str, epoch: int | None = None) -> Position:
+        """Stop replicating and promote this file; the node goes on as the leader."""
+        assert self.db is not None
+        if self.replicating is not None:
+            self.replicating.cancel()
+            await asyncio.gather(self.replicating, return_exceptions=True)
+        where = await self.db.run(roles.promote, self.db.conn, self.node, self.url, why, epoch)
+        log.warning("promoted to leader of epoch %s from seq %s: %s", where.epoch, where.seq, why)
+        self.transition = roles.Transition("leader", None, why)
+        asyncio.get_running_loop().call_later(0.05, self.done.set)
+        return where
+
     async def promote(self, request: web.Request) -> web.Response:
         """Become the leader of a new epoch, continuing seq from what was applied."""
         force = request.query.get("force") == "1"
@@ -172,15 +207,17 @@ class Follower:
         if expect is not None and int(expect) != self.progress.position.seq:
             message = f"promote refused: at seq {self.progress.position.seq}, expected {expect}"
             return web.json_response({"error": message}, status=409)
-        if self.replicating is not None:
-            self.replicating.cancel()
-            await asyncio.gather(self.replicating, return_exceptions=True)
-        where = await self.db.run(roles.promote, self.db.conn, self.node, self.url, why)
-        log.warning("promoted to leader of epoch %s from seq %s: %s", where.epoch, where.seq, why)
-        if not why.startswith("switchover"):
+        epoch = None
+        if self.config.etcd is not None:
+            info = {"url": self.url, "node": self.node, "cluster": self.cluster}
+            floor = self.progress.position.epoch
+            epoch = await asyncio.to_thread(self.config.etcd.acquire, info, floor)
+            if epoch is None:
+                message = "promote refused: another node holds the leader key in etcd"
+                return web.json_response({"error": message}, status=409)
+        where = await self.become_leader(why, epoch)
+        if not why.startswith("switchover") and self.config.etcd is None:
             await self._fence(where)
-        self.transition = roles.Transition("leader", None, why)
-        asyncio.get_running_loop().call_later(0.05, self.done.set)
         return web.json_response({"url": self.url, "epoch": where.epoch, "seq": where.seq})
 
     async def _fence(self, where: Position) -> None:
@@ -319,6 +356,9 @@ class Follower:
         async with self.client.get("/batch", params, timeout=self.config.wait + 30) as response:
             await expect_ok(response)
             head = int(response.headers.get("X-Sqlrepl-Head", where.seq))
+            epoch = int(response.headers.get("X-Sqlrepl-Epoch", where.epoch))
+            if epoch > where.epoch and self.config.etcd is not None:
+                await self._confirm_epoch(epoch)
             self.progress.state = "streaming"
             self.progress.saw_leader(head)  # known before applying: lag shows while we apply
             if response.status == 200:
@@ -348,6 +388,15 @@ class Follower:
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise ProtocolError(f"batch transfer broke off: {exc}") from exc
             raise
+
+    async def _confirm_epoch(self, epoch: int) -> None:
+        """Accept a newer epoch only if etcd says this leader holds it."""
+        assert self.config.etcd is not None
+        holder = await asyncio.to_thread(self.config.etcd.leader)
+        if not holder or holder.get("epoch") != epoch or holder.get("url") != self.config.leader:
+            raise StaleEpochError(
+                f"{self.config.leader} claims epoch {epoch}, which etcd does not confirm"
+            )
 
     def _saw_history(self, applier: Applier) -> None:
         if applier.header and applier.header.get("history"):

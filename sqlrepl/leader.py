@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from . import batch, capture, roles
+from . import batch, capture, ha, roles
 from .client import Client
+from .coordinator import Etcd
 from .db import Position, connect, read_meta, use_wal
 from .errors import SnapshotNeeded, SqlreplError
 from .spool import Spool
@@ -54,6 +56,8 @@ class LeaderConfig:
     retention: float = 24 * 3600.0
     #: Longest a switchover waits for its target to apply everything.
     switchover_timeout: float = 10.0
+    #: Automatic failover: the etcd coordinator (None: static coordination).
+    etcd: Etcd | None = None
 
 
 class Leader:
@@ -78,6 +82,9 @@ class Leader:
         #: Set when this role ends: on SIGTERM, or when the node hands over leadership.
         self.done = asyncio.Event()
         self.transition: roles.Transition | None = None
+        self.node = str(self.meta.get("node") or uuid.uuid4().hex[:12])
+        #: False once this node stepped down: it ships nothing more.
+        self.leading = True
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
@@ -91,7 +98,10 @@ class Leader:
     async def run(self, stop: asyncio.Event) -> roles.Transition | None:
         """Lead until `stop` (returns None) or until leadership passes on (returns where to)."""
         await self.db.run(self._report_problems)
-        if not self.gate_open:
+        etcd = self.config.etcd
+        if etcd is not None and etcd.lease_id is None and self.gate_open:
+            await self.set_gate(False, "waiting for the leader lease in etcd")
+        elif etcd is None and not self.gate_open:
             log.warning("write gate was closed: reopening it, this node is the leader")
             await self.set_gate(True)
         log.info(
@@ -110,6 +120,9 @@ class Leader:
         ]
         if self.config.trim_interval > 0:
             tasks.append(asyncio.create_task(self._trim_loop()))
+        if etcd is not None:
+            every = etcd.settings.loop_wait
+            tasks.append(asyncio.create_task(ha.run(ha.leader_cycle, self, every)))
         try:
             await run_server(self.app(), self.config.host, self.config.port, self.done)
         finally:
@@ -118,6 +131,9 @@ class Leader:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.watcher.stop()
             self.db.close()
+            if etcd is not None and self.transition is None:
+                with contextlib.suppress(SqlreplError):
+                    await asyncio.to_thread(etcd.release)  # others need not wait for the TTL
             log.info("leader stopped" if self.transition is None else "leader role ended")
         return None if stop.is_set() else self.transition
 
@@ -128,6 +144,29 @@ class Leader:
             await self.db.run(roles.close_gate, self.db.conn, reason)
         self.gate_open = open_
         log.warning("write gate %s%s", "opened" if open_ else "closed: ", reason)
+
+    def _lease_doubtful(self) -> bool:
+        """etcd mode: the lease may have expired (e.g. just after a freeze): the gate is as
+        good as closed, and the HA cycle is about to close it."""
+        etcd = self.config.etcd
+        return etcd is not None and (etcd.lease_id is None or etcd.lease_may_have_expired())
+
+    async def step_down(self, reason: str) -> None:
+        """Close the gate and ship nothing more; the HA cycle decides what comes next."""
+        if self.gate_open:
+            await self.set_gate(False, f"this node is no longer the leader: {reason}")
+        if self.leading:
+            log.warning("stepped down: %s", reason)
+        self.leading = False
+        if self.config.etcd is not None:
+            with contextlib.suppress(SqlreplError):
+                await asyncio.to_thread(self.config.etcd.release)
+
+    async def take_epoch(self, epoch: int, why: str) -> None:
+        """Lead a new epoch from the current head (re-elected after stepping down)."""
+        self.position = await self.db.run(roles.new_epoch, self.db.conn, epoch, why, self.url)
+        self.history = await self.db.run(roles.history, self.db.conn)
+        self.leading = True
 
     def hand_over(self, transition: roles.Transition) -> None:
         """End this role shortly (after the current response is sent)."""
@@ -215,7 +254,10 @@ class Leader:
                 "followers": followers,
                 "problems": self.problems,
                 "error": "; ".join(self.problems) or None,
-                "gate": "open" if self.gate_open else "closed",
+                "gate": "open" if self.gate_open and not self._lease_doubtful() else "closed",
+                "leading": self.leading,
+                "coordinator": "etcd" if self.config.etcd else "static",
+                "node": self.node,
                 "history": self.history,
             }
         )
@@ -224,6 +266,8 @@ class Leader:
         after = int_param(request, "after")
         epoch = int_param(request, "epoch", 0)
         wait = min(max(float(int_param(request, "wait", 0)), 0.0), MAX_WAIT)
+        if not self.leading or self._lease_doubtful():
+            return error(503, "this node is not the leader now (no valid lease)")
         if epoch > self.position.epoch:
             return error(
                 409,
@@ -333,6 +377,9 @@ class Leader:
         if not await self._caught_up(str(target.get("url")), top):
             await self.set_gate(True)
             return error(409, f"switchover abandoned: {to} did not reach seq {top} in time")
+        if self.config.etcd is not None:
+            self.leading = False
+            await asyncio.to_thread(self.config.etcd.release)  # the target takes the key
         try:
             async with Client(to, self.config.token) as client:
                 params = {"expect_seq": top, "why": f"switchover from {self.url}", "force": 1}

@@ -37,6 +37,11 @@ async def _run_node(
     """One daemon, one file, one port: the role changes, the process stays."""
     stop = asyncio.Event()
     stop_on_signals(stop)
+    base = leader or follower
+    assert base is not None
+    etcd = base.etcd
+    if etcd is not None:
+        await asyncio.to_thread(etcd.check_config)
     while True:
         if role == "leader":
             assert leader is not None
@@ -52,13 +57,12 @@ async def _run_node(
             f" of {transition.leader}" if transition.leader else "",
             transition.reason,
         )
-        base = leader or follower
-        assert base is not None
         if transition.role == "leader":
-            leader = leader or LeaderConfig(base.db, base.host, base.port, base.token)
+            leader = leader or LeaderConfig(base.db, base.host, base.port, base.token, etcd=etcd)
         else:
             follower = replace(
-                follower or FollowerConfig(base.db, "", base.host, base.port, base.token),
+                follower
+                or FollowerConfig(base.db, "", base.host, base.port, base.token, etcd=etcd),
                 leader=str(transition.leader),
             )
         role = transition.role

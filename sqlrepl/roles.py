@@ -129,6 +129,17 @@ def promote(
     return Position(new, seq)
 
 
+def new_epoch(conn: apsw.Connection, epoch: int, why: str, url: str) -> Position:
+    """A leader file starts a new epoch at its head (re-elected after stepping down)."""
+    with transaction(conn):
+        meta = read_meta(conn)
+        top = capture.head(conn)
+        hist = json.loads(meta.get("history") or "[]")
+        hist.append({"epoch": epoch, "start_seq": top, "at": time.time(), "why": why, "url": url})
+        write_meta(conn, epoch=epoch, history=json.dumps(hist))
+        return Position(epoch, top)
+
+
 def demote(conn: apsw.Connection, leader_url: str) -> Position:
     """Turn a leader file into a follower at its own head (no divergence checked here).
 

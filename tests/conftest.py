@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from .daemons import Cluster
+from .etcd import EtcdServer
 from .replica import Replica
 
 
@@ -23,3 +24,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    server = EtcdServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,166 @@
+"""etcd coordination: the leader key bound to a lease, member keys, and the settings check.
+
+    --coordinator etcd://HOST:PORT[,HOST:PORT]/NAME
+
+Keys live under /sqlrepl/NAME/: `leader` ({"url", "node", "cluster", "epoch"}, bound to
+the leader's lease), `members/NODE` (each node's position, bound to its own lease), and
+`config` ({"ttl"}, written once: every node must agree). All calls go through etcd3gw's
+HTTP gateway client with a request timeout and try each endpoint in turn; the watch
+threads of etcd3gw are never used (a lost lease is judged by our own clock).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import etcd3gw
+
+from .errors import ConfigError, PeerUnavailable
+
+DEFAULT_TTL = 10
+
+
+@dataclass
+class Settings:
+    endpoints: list[tuple[str, int]]
+    name: str
+    ttl: int = DEFAULT_TTL
+
+    @property
+    def loop_wait(self) -> float:
+        """How often the HA loop runs (and the lease is renewed)."""
+        return self.ttl / 5
+
+    @property
+    def request_timeout(self) -> float:
+        return min(2.0, self.ttl / 5)
+
+    @property
+    def step_down_after(self) -> float:
+        """A leader closes its gate this long after the send time of its last good renewal:
+        before the lease (which etcd counts from a later instant) can expire."""
+        return self.ttl - 2 * self.request_timeout
+
+
+def parse(url: str, ttl: int = DEFAULT_TTL) -> Settings:
+    """etcd://HOST:PORT[,HOST:PORT]/NAME -> Settings, checked for consistency."""
+    parsed = urlparse(url)
+    name = parsed.path.strip("/")
+    if parsed.scheme != "etcd" or not parsed.netloc or not name or "/" in name:
+        raise ConfigError(f"{url!r} is not etcd://HOST:PORT[,HOST:PORT]/CLUSTER")
+    endpoints = []
+    for part in parsed.netloc.split(","):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{part!r} in {url!r} is not HOST:PORT")
+        endpoints.append((host.strip("[]"), int(port)))
+    settings = Settings(endpoints, name, ttl)
+    if ttl < 3:
+        raise ConfigError(f"--ttl {ttl} is too short: at least 3 seconds")
+    if settings.loop_wait + 2 * settings.request_timeout >= ttl:
+        raise ConfigError(f"--ttl {ttl}: renewals and their timeouts do not fit in it")
+    return settings
+
+
+@dataclass
+class Etcd:
+    """One node's view of the cluster in etcd. Blocking calls: run them in a thread."""
+
+    settings: Settings
+    lease_id: int | None = None
+    #: time.monotonic() at which the last successful renewal (or grant) was *sent*.
+    last_good_send: float = 0.0
+    _clients: list[Any] = field(default_factory=list)
+    _member_lease: int | None = None
+
+    def __post_init__(self) -> None:
+        timeout = self.settings.request_timeout
+        self._clients = [
+            etcd3gw.client(host=h, port=p, timeout=timeout) for h, p in self.settings.endpoints
+        ]
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(["", "sqlrepl", self.settings.name, *parts])
+
+    def _call(self, fn: Any) -> Any:
+        errors = []
+        for client in self._clients:
+            try:
+                return fn(client)
+            except Exception as exc:  # etcd3gw raises requests' and its own errors
+                errors.append(f"{client.host}:{client.port}: {exc}")
+        raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
+
+    def check_config(self) -> None:
+        """Every node of a cluster must use the same TTL: the first one records it."""
+        key = self._key("config")
+        mine = json.dumps({"ttl": self.settings.ttl})
+        self._call(lambda c: c.create(key, mine))
+        theirs = json.loads(self._call(lambda c: c.get(key))[0])
+        if theirs.get("ttl") != self.settings.ttl:
+            raise ConfigError(
+                f"--ttl {self.settings.ttl} differs from the cluster's {theirs.get('ttl')}"
+            )
+
+    def leader(self) -> dict[str, Any] | None:
+        """The leader key's value (with its create revision), or None if there is none."""
+        found = self._call(lambda c: c.get(self._key("leader"), metadata=True))
+        if not found:
+            return None
+        value, meta = found[0]
+        return {**json.loads(value), "revision": int(meta["create_revision"])}
+
+    def acquire(self, info: dict[str, Any], floor: int) -> int | None:
+        """Take the leader key if nobody holds it; return the new epoch (the key's create
+        revision, or floor + 1 if that is higher), or None if someone else leads."""
+        sent = time.monotonic()
+        lease = self._call(lambda c: c.lease(self.settings.ttl))
+        key = self._key("leader")
+        if not self._call(lambda c: c.create(key, json.dumps(info), lease=lease)):
+            self._call(lambda c: lease.revoke())
+            return None
+        self.lease_id, self.last_good_send = lease.id, sent
+        revision = int(self._call(lambda c: c.get(key, metadata=True))[0][1]["create_revision"])
+        epoch = max(revision, floor + 1)
+        self._call(lambda c: c.put(key, json.dumps({**info, "epoch": epoch}), lease=lease))
+        return epoch
+
+    def renew(self) -> bool:
+        """Refresh the leader lease; True if it is still alive."""
+        if self.lease_id is None:
+            return False
+        sent = time.monotonic()
+        lease_id = self.lease_id
+        ttl = self._call(lambda c: etcd3gw.Lease(lease_id, c).refresh())
+        if ttl > 0:
+            self.last_good_send = sent
+            return True
+        self.lease_id = None
+        return False
+
+    def lease_may_have_expired(self) -> bool:
+        return time.monotonic() - self.last_good_send >= self.settings.step_down_after
+
+    def release(self) -> None:
+        """Give the leader key up at once (clean shutdown, handover)."""
+        if self.lease_id is not None:
+            lease_id, self.lease_id = self.lease_id, None
+            self._call(lambda c: etcd3gw.Lease(lease_id, c).revoke())
+
+    def publish(self, node: str, info: dict[str, Any]) -> None:
+        """This node's URL and position, for candidates comparing themselves (the key
+        expires with the TTL when the node stops publishing)."""
+        member = self._member_lease
+        if member is None or self._call(lambda c: etcd3gw.Lease(member, c).refresh()) <= 0:
+            member = self._member_lease = self._call(lambda c: c.lease(self.settings.ttl)).id
+        lease = etcd3gw.Lease(member, self._clients[0])
+        key = self._key("members", node)
+        self._call(lambda c: c.put(key, json.dumps(info), lease=lease))
+
+    def members(self) -> list[dict[str, Any]]:
+        prefix = self._key("members", "")
+        return [json.loads(v) for v, _meta in self._call(lambda c: c.get_prefix(prefix))]
