@@ -64,8 +64,10 @@ def install(conn: apsw.Connection, *, resend_new: bool = True) -> Position:
 
 
 def sync_capture(conn: apsw.Connection) -> bool:
-    """Bring capture in step with the schema if it changed. True if it did anything."""
-    if schema_version(conn) == read_meta(conn).get("schema_version"):
+    """Bring capture in step with the schema if it changed. True if it did anything
+    (never on a file that is no longer a leader's)."""
+    meta = read_meta(conn)
+    if meta.get("role") != "leader" or schema_version(conn) == meta.get("schema_version"):
         return False
     with transaction(conn):
         return _sync(conn)

@@ -60,6 +60,10 @@ class LeaderConfig:
     etcd: Etcd | None = None
 
 
+class NotLeading(SqlreplError):
+    """A batch was asked of a node that is no longer the leader."""
+
+
 class Leader:
     def __init__(self, config: LeaderConfig) -> None:
         self.config = config
@@ -294,6 +298,8 @@ class Leader:
             return await self._send(request, spool, build)
         except SnapshotNeeded as exc:
             return error(410, str(exc))
+        except NotLeading as exc:
+            return error(503, str(exc))
         finally:
             if build.done():
                 spool.close()
@@ -314,7 +320,8 @@ class Leader:
                     batch.build(self.db.conn, after, out, self.tables, fts5)
                     return
                 except batch.SchemaMoved:
-                    capture.sync_capture(self.db.conn)
+                    if not capture.sync_capture(self.db.conn):
+                        raise NotLeading("this node handed over its leadership") from None
                     self._report_problems()
         finally:
             spool.finish()
@@ -387,6 +394,7 @@ class Leader:
         except SqlreplError as exc:
             await self.set_gate(True)
             return error(409, f"switchover abandoned: {to} did not take over: {exc}")
+        self.leading = False
         await self.db.run(roles.demote, self.db.conn, to)
         self.hand_over(roles.Transition("follower", to, f"switchover to {to}"))
         log.warning("switchover: %s leads epoch %s from seq %s", to, promoted["epoch"], top)
@@ -409,6 +417,7 @@ class Leader:
         if epoch <= self.position.epoch:
             mine = self.position.epoch
             return error(409, f"epoch {epoch} is not newer than this leader's {mine}")
+        self.leading = False
         await self.set_gate(False, f"deposed by {new_leader} (epoch {epoch})")
         self.hand_over(roles.Transition("follower", new_leader, f"deposed by {new_leader}"))
         return web.json_response({"demoted": self.url, "epoch": self.position.epoch})

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -176,3 +177,37 @@ class Cluster:
 
         wait_until(done, f"followers to reach seq {target}", deadline)
         return target
+
+
+class Sampler:
+    """Every 100 ms, how many nodes say they lead with the write gate open."""
+
+    def __init__(self, nodes: list[Daemon]) -> None:
+        self.nodes = nodes
+        self.worst = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _open_leaders(self) -> int:
+        count = 0
+        for node in list(self.nodes):
+            try:
+                status = get_json(node.url + "/status")
+            except (OSError, urllib.error.URLError):
+                continue
+            count += status.get("role") == "leader" and status.get("gate") == "open"
+        return count
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.worst = max(self.worst, self._open_leaders())
+            time.sleep(0.1)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        assert self.worst <= 1, "two nodes led with their write gates open at once"

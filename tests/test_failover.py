@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import Cluster, Daemon, free_port, sqlrepl, wait_until
+from .daemons import Cluster, Daemon, Sampler, free_port, sqlrepl, wait_until
 from .dump import dump, log_head
 
 
@@ -102,11 +102,12 @@ def test_switchover_under_write_load_loses_nothing(
     apps are refused only briefly, and the old leader rejoins without a snapshot."""
     db, leader, b, follower = trio
     snapshots_before = leader.log().count("downloading a snapshot")
-    with Writer(db) as writer:
+    with Sampler([leader, follower]), Writer(db) as writer:
         wait_until(lambda: len(writer.acked) > 50, "writes before the switchover")
         result = run_cli("switchover", "--to", follower.url)
         assert result["leader"] == follower.url and result["epoch"] == 2
         assert result["unavailable_s"] < 2
+        print(f"switchover: writes refused for {result['unavailable_s']}s")
         wait_until(lambda: bool(writer.refused), "the old leader to refuse a write")
         assert "writes refused" in writer.refused[0]
     with Writer(b) as writer2:
@@ -128,9 +129,10 @@ def test_promote_fences_a_live_old_leader(
     db, leader, b, follower = trio
     insert(db, "before")
     cluster.wait_caught_up(db, follower)
-    result = run_cli("promote", follower.url)
-    assert result["epoch"] == 2
-    wait_until(lambda: leader.role() == "follower", "old leader to rejoin")
+    with Sampler([leader, follower]):
+        result = run_cli("promote", follower.url)
+        assert result["epoch"] == 2
+        wait_until(lambda: leader.role() == "follower", "old leader to rejoin")
     with pytest.raises(sqlite3.DatabaseError, match="read-only follower|writes refused"):
         insert(db, "after, on the old leader")
     insert(b, "after, on the new leader")
