@@ -21,7 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console()
+# Piped output (logs, CI, grep) is not cut to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)  # one line: scripts grep it
 
 
@@ -44,13 +45,14 @@ def _host(url: str) -> str:
 def status_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(title="sqlrepl cluster")
     table.add_column("node", no_wrap=True)
-    for column in ("role", "state", "epoch", "seq", "lag", "lag s", "last contact"):
+    columns = ("role", "state", "epoch", "seq", "lag", "lag s", "last contact", "writes")
+    for column in (*columns, "promotable"):
         table.add_column(
             column, justify="right" if column in ("epoch", "seq", "lag", "lag s") else "left"
         )
     for n in nodes:
         if not n["ok"]:
-            table.add_row(_host(n["url"]), "[red]unreachable[/]", "", "", "", "", "", "")
+            table.add_row(_host(n["url"]), "[red]unreachable[/]", *[""] * len(columns))
             continue
         lag = n.get("lag") or {}
         role = "[bold green]leader[/]" if n["role"] == "leader" else "follower"
@@ -66,8 +68,22 @@ def status_table(nodes: list[dict[str, Any]]) -> Table:
             _fmt(lag.get("changes")),
             _fmt(lag.get("seconds")),
             _fmt(n.get("last_contact"), "s"),
+            _writes(n),
+            _promotable(n),
         )
     return table
+
+
+def _writes(n: dict[str, Any]) -> str:
+    if n["role"] != "leader":
+        return "refused"
+    return "[green]open[/]" if n.get("gate") == "open" else "[red]closed[/]"
+
+
+def _promotable(n: dict[str, Any]) -> str:
+    if n["role"] != "follower":
+        return ""
+    return "[green]yes[/]" if n.get("eligible") else f"no: {n.get('why_not')}"
 
 
 def print_status(nodes: list[dict[str, Any]]) -> None:
