@@ -120,6 +120,8 @@ class Follower:
         self.done = asyncio.Event()
         self.transition: roles.Transition | None = None
         self.replicating: asyncio.Task[None] | None = None
+        #: The leader answered as a leader of our cluster (checked before any pull).
+        self.leader_checked = False
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
@@ -178,6 +180,7 @@ class Follower:
     def repoint(self, url: str) -> None:
         """Follow another leader from now on (etcd named it)."""
         log.warning("now following %s (was %s)", url, self.config.leader)
+        self.leader_checked = False
         old, self.config.leader = self.client, url
         self.client = Client(url, self.config.token)
         asyncio.create_task(old.close())  # an in-flight long poll fails and is retried
@@ -233,7 +236,7 @@ class Follower:
         delay = BACKOFF_MIN
         while not stop.is_set():
             try:
-                if self.db is None or self.need_snapshot:
+                if self.db is None or self.need_snapshot or not self.leader_checked:
                     await self._bootstrap()
                 await self._pull()
                 delay = BACKOFF_MIN
@@ -263,7 +266,12 @@ class Follower:
         self.progress.state = "retrying"
 
     async def _bootstrap(self) -> None:
-        self.progress.state = "bootstrapping"
+        follows = self.meta is not None and self.meta.get("role") == "follower"
+        if follows and self.db is None and not self.need_snapshot:
+            # Our position is ours to know: open before reaching the leader, so that a
+            # follower restarted while its leader is down reports where it is and can be
+            # promoted. Nothing is pulled until the leader passed the checks below.
+            self._open()
         info = await self.client.status()
         if info.get("role") != "leader":
             raise ProtocolError(f"{self.config.leader} is not a leader (role {info.get('role')})")
@@ -281,9 +289,12 @@ class Follower:
                     "refusing to turn it into a follower"
                 )
             await self._rejoin()
-        if self.meta and self.db is None and not self.need_snapshot:
-            self._open()
+        self.leader_checked = True
+        if self.meta and not self.need_snapshot:
+            if self.db is None:
+                self._open()
             return
+        self.progress.state = "bootstrapping"
         await self._install_snapshot()
         self.need_snapshot = False
 

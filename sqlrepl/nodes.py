@@ -96,30 +96,37 @@ async def _one_status(url: str, token: str | None) -> dict[str, Any]:
 
 
 def promote(url: str, force: bool, token: str | None) -> dict[str, Any]:
-    return asyncio.run(_promote(url, force, token))
+    """Ask the follower at `url` to take over (see Follower.promote)."""
 
+    async def go() -> dict[str, Any]:
+        await _follower_at(url, token, "promote")
+        return await _post(url, "/promote", {"force": 1} if force else {}, token)
 
-async def _promote(url: str, force: bool, token: str | None) -> dict[str, Any]:
-    async with Client(url, token) as client:
-        info = await client.status()
-        if info.get("role") != "follower":
-            raise Refused(f"promote refused: {url} is a {info.get('role')}, not a follower")
-        params = {"force": 1} if force else {}
-        return await client.post("/promote", params)
+    return asyncio.run(go())
 
 
 def switchover(target: str, force: bool, token: str | None) -> dict[str, Any]:
-    return asyncio.run(_switchover(target, force, token))
+    """Ask the leader of the follower at `target` to hand over to it (Leader.switchover)."""
+
+    async def go() -> dict[str, Any]:
+        info = await _follower_at(target, token, "switchover")
+        params = {"to": target, **({"force": 1} if force else {})}
+        return await _post(str(info["leader"]), "/switchover", params, token)
+
+    return asyncio.run(go())
 
 
-async def _switchover(target: str, force: bool, token: str | None) -> dict[str, Any]:
-    async with Client(target, token) as client:
+async def _follower_at(url: str, token: str | None, action: str) -> dict[str, Any]:
+    async with Client(url, token) as client:
         info = await client.status()
     if info.get("role") != "follower":
-        raise Refused(f"switchover refused: {target} is a {info.get('role')}, not a follower")
-    async with Client(str(info["leader"]), token) as client:
-        params = {"to": target, **({"force": 1} if force else {})}
-        return await client.post("/switchover", params, timeout=60)
+        raise Refused(f"{action} refused: {url} is a {info.get('role')}, not a follower")
+    return info
+
+
+async def _post(url: str, path: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+    async with Client(url, token) as client:
+        return await client.post(path, params, timeout=60)
 
 
 def epochs(url: str, token: str | None) -> list[dict[str, Any]]:
