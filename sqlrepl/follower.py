@@ -81,15 +81,15 @@ class Progress:
             self.behind_since = None
 
 
-def check_existing(path: Path, rejoin: bool = False) -> dict[str, Any] | None:
-    """Meta of an existing follower file (with `rejoin`, also a leader's: it may rejoin a
-    newer leader); None if there is none yet; refuse anything else."""
+def check_existing(path: Path, leaders_too: bool = False) -> dict[str, Any] | None:
+    """Meta of an existing follower file (with `leaders_too`, also a leader's: it may rejoin
+    a newer leader); None if there is none yet; refuse anything else."""
     if not path.exists() or path.stat().st_size == 0:
         return None
     conn = connect(path, readonly=True)
     try:
         meta = read_meta(conn)
-        if meta.get("role") == "leader" and rejoin:
+        if meta.get("role") == "leader" and leaders_too:
             return meta
         if meta.get("role") != "follower":
             raise DatabaseError(
@@ -105,7 +105,7 @@ class Follower:
     def __init__(self, config: FollowerConfig) -> None:
         self.config = config
         self.url = f"http://{config.host}:{config.port}"
-        self.meta = check_existing(config.db, rejoin=True)
+        self.meta = check_existing(config.db, leaders_too=True)
         self.node = str((self.meta or {}).get("node") or uuid.uuid4().hex[:12])
         self.progress = Progress()
         self.db: Database | None = None

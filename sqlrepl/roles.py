@@ -27,7 +27,16 @@ from .apply import install_guards
 from .db import Position, read_meta, transaction, write_meta
 from .errors import DatabaseError
 from .schema import table_info, user_tables
-from .sql import CAPTURE_PREFIX, FOLLOWERS, GUARD_PREFIX, LOG, TABLES, like_prefix, quote
+from .sql import (
+    CAPTURE_PREFIX,
+    FOLLOWERS,
+    GUARD_PREFIX,
+    LOG,
+    TABLES,
+    guard_triggers,
+    like_prefix,
+    quote,
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,6 @@ def close_gate(conn: apsw.Connection, reason: str) -> None:
 
 
 def _guards(table: str, reason: str) -> list[str]:
-    from .sql import guard_triggers
-
     return guard_triggers(table, f"sqlrepl: writes refused: {reason}")
 
 
@@ -124,7 +131,8 @@ def promote(
         )
         _drop_triggers(conn, GUARD_PREFIX)
         conn.execute(f"DELETE FROM {TABLES}")
-        write_meta(conn, schema_version=-1)  # capture.install re-syncs every table
+        # capture.install re-registers every table; followers already hold this schema.
+        write_meta(conn, schema_version=-1, schema_hash=capture.schema_digest(conn))
     capture.install(conn, resend_new=False)
     return Position(new, seq)
 
