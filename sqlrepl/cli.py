@@ -142,7 +142,7 @@ def leader(
 @click.option(
     "--max-lag",
     type=click.IntRange(min=0),
-    default=0,
+    default=1000,
     show_default=True,
     help="Most changes it may lag its leader by and still be promoted without --force.",
 )

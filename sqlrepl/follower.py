@@ -41,6 +41,10 @@ SMALL_BATCH = 4 << 20
 #: Larger (or streamed) batches are applied block by block as they arrive.
 STREAM_BLOCK = 1 << 20
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+#: Most changes a candidate may lag behind what it knows of its leader and still be promoted
+#: (automatically, or without --force). 0 would leave a cluster leaderless whenever the
+#: leader dies while every follower is a few changes behind (Patroni: maximum_lag_on_failover).
+DEFAULT_MAX_LAG = 1000
 
 
 @dataclass
@@ -54,7 +58,7 @@ class FollowerConfig:
     #: May this node be promoted (by `promote`, `switchover` or the coordinator)?
     candidate: bool = True
     #: Most changes a candidate may lag its leader by and still be promoted.
-    max_lag: int = 0
+    max_lag: int = DEFAULT_MAX_LAG
     #: Automatic failover: the etcd coordinator (None: static coordination).
     etcd: Etcd | None = None
 

@@ -155,18 +155,15 @@ def test_promote_and_switchover_refusals(
     lock = sqlite3.connect(b, isolation_level=None, timeout=1)
     lock.execute("BEGIN IMMEDIATE")  # the follower can't apply: it lags while it knows the head
     try:
-        insert(db, "unapplied")
-        wait_until(lambda: follower.status()["lag"]["changes"] > 0, "the follower to lag")
-        result = sqlrepl("promote", follower.url)
-        assert result.returncode == 1 and "lagging" in said(result), result.stderr
-        assert not follower.status()["eligible"]
         app = sqlite3.connect(db)
         app.executemany("INSERT INTO t(v) VALUES(?)", [("bulk",)] * 10_001)
         app.commit()
         app.close()
         wait_until(lambda: follower.status()["lag"]["changes"] > 10_000, "a lag past 10,000")
-        result = sqlrepl("switchover", "--to", follower.url)
-        assert result.returncode == 1 and "lagging" in said(result), result.stderr
+        assert not follower.status()["eligible"]
+        for cmd in (["promote", follower.url], ["switchover", "--to", follower.url]):
+            result = sqlrepl(*cmd)
+            assert result.returncode == 1 and "lagging" in said(result), result.stderr
         assert leader.status()["gate"] == "open"
     finally:
         lock.execute("ROLLBACK")
