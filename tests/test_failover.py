@@ -187,8 +187,10 @@ def test_deposed_leader_with_divergent_writes_rejoins(
     follower.start()
     assert run_cli("promote", follower.url)["epoch"] == 2
     insert(b, "new timeline")
-    rejoined = cluster.follower(db, follower, port=leader.port)
-    cluster.wait_caught_up(b, rejoined)
+    with Sampler([follower]) as sampler:
+        rejoined = cluster.follower(db, follower, port=leader.port)
+        sampler.nodes.append(rejoined)
+        cluster.wait_caught_up(b, rejoined)
     assert dump(db) == dump(b)
     rollback = rejoined.status()["rollback"]
     assert rollback and Path(rollback).exists()
