@@ -30,7 +30,15 @@ from .errors import (
     StaleEpochError,
 )
 from .schema import fts5_fingerprints
-from .web import Database, auth_middleware, forward_event, run_server, serve_snapshot
+from .web import (
+    Database,
+    auth_middleware,
+    error,
+    forward_event,
+    int_param,
+    run_server,
+    serve_snapshot,
+)
 
 log = logging.getLogger("sqlrepl.follower")
 
@@ -126,6 +134,7 @@ class Follower:
         self.replicating: asyncio.Task[None] | None = None
         #: The leader answered as a leader of our cluster (checked before any pull).
         self.leader_checked = False
+        self.fatal: BaseException | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[auth_middleware(self.config.token)])
@@ -140,7 +149,7 @@ class Follower:
         server = asyncio.create_task(
             run_server(self.app(), self.config.host, self.config.port, self.done)
         )
-        self.replicating = replicate = asyncio.create_task(self._replicate(self.done))
+        self._start_replicating()
         etcd = self.config.etcd
         checks = (
             asyncio.create_task(ha.run(ha.follower_cycle, self, etcd.settings.loop_wait))
@@ -148,22 +157,31 @@ class Follower:
             else None
         )
         try:
-            done, _ = await asyncio.wait({server, replicate}, return_when=asyncio.FIRST_COMPLETED)
-            if replicate in done and not replicate.cancelled():
-                replicate.result()
-            await server
+            await server  # until done: stop, promotion, or a fatal replication error
+            if self.fatal is not None:
+                raise self.fatal
         finally:
             forward.cancel()
             if checks is not None:
                 checks.cancel()
                 await asyncio.gather(checks, return_exceptions=True)
-            replicate.cancel()
-            await asyncio.gather(replicate, return_exceptions=True)
+            if self.replicating is not None:
+                self.replicating.cancel()
+                await asyncio.gather(self.replicating, return_exceptions=True)
             await self.client.close()
             if self.db:
                 self.db.close()
             log.info("follower stopped" if self.transition is None else "follower role ended")
         return None if stop.is_set() else self.transition
+
+    def _start_replicating(self) -> None:
+        self.replicating = asyncio.create_task(self._replicate(self.done))
+        self.replicating.add_done_callback(self._replication_ended)
+
+    def _replication_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.fatal = task.exception()  # a wrong file or token: the daemon stops
+            self.done.set()
 
     def eligibility(self) -> tuple[bool, str | None]:
         """May this node be promoted now, and if not, why not."""
@@ -192,12 +210,17 @@ class Follower:
     async def become_leader(self, why: str, epoch: int | None = None) -> Position:
         """Stop replicating and promote this file; the node goes on as the leader."""
         assert self.db is not None
+        self.transition = roles.Transition("leader", None, why)  # one promotion at a time
         if self.replicating is not None:
             self.replicating.cancel()
             await asyncio.gather(self.replicating, return_exceptions=True)
-        where = await self.db.run(roles.promote, self.db.conn, self.node, self.url, why, epoch)
+        try:
+            where = await self.db.run(roles.promote, self.db.conn, self.node, self.url, why, epoch)
+        except BaseException:
+            self.transition = None  # still a follower: go on replicating
+            self._start_replicating()
+            raise
         log.warning("promoted to leader of epoch %s from seq %s: %s", where.epoch, where.seq, why)
-        self.transition = roles.Transition("leader", None, why)
         asyncio.get_running_loop().call_later(0.05, self.done.set)
         return where
 
@@ -205,23 +228,23 @@ class Follower:
         """Become the leader of a new epoch, continuing seq from what was applied."""
         force = request.query.get("force") == "1"
         why = request.query.get("why") or "promoted by an operator"
+        expect = int_param(request, "expect_seq", -1)
         ok, why_not = self.eligibility()
-        if self.db is None or self.progress.position is None:
-            return web.json_response({"error": "promote refused: not bootstrapped"}, status=409)
+        where = self.progress.position
+        if self.db is None or where is None:
+            return error(409, "promote refused: not bootstrapped")
+        if self.transition is not None:
+            return error(409, "promote refused: already handing over")
         if not ok and not force:
-            return web.json_response({"error": f"promote refused: {why_not}"}, status=409)
-        expect = request.query.get("expect_seq")
-        if expect is not None and int(expect) != self.progress.position.seq:
-            message = f"promote refused: at seq {self.progress.position.seq}, expected {expect}"
-            return web.json_response({"error": message}, status=409)
+            return error(409, f"promote refused: {why_not}")
+        if expect >= 0 and expect != where.seq:
+            return error(409, f"promote refused: at seq {where.seq}, expected {expect}")
         epoch = None
         if self.config.etcd is not None:
             info = {"url": self.url, "node": self.node, "cluster": self.cluster}
-            floor = self.progress.position.epoch
-            epoch = await asyncio.to_thread(self.config.etcd.acquire, info, floor)
+            epoch = await asyncio.to_thread(self.config.etcd.acquire, info, where.epoch)
             if epoch is None:
-                message = "promote refused: another node holds the leader key in etcd"
-                return web.json_response({"error": message}, status=409)
+                return error(409, "promote refused: another node holds the leader key in etcd")
         where = await self.become_leader(why, epoch)
         if not why.startswith("switchover") and self.config.etcd is None:
             await self._fence(where)

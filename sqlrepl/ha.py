@@ -88,6 +88,8 @@ async def follower_cycle(follower: Follower) -> str:
             follower.repoint(str(holder["url"]))
             return f"following {holder['url']} (epoch {holder.get('epoch')})"
         return f"following {holder['url']}"
+    if follower.transition is not None:
+        return "handing over"
     if not eligible or where is None:
         return f"no leader, and this node may not run: {why_not}"
     better = await _better_peer(follower, where)
