@@ -123,10 +123,14 @@ class Etcd:
         if not self._call(lambda c: c.create(key, json.dumps(info), lease=lease)):
             self._call(lambda c: lease.revoke())
             return None
+        try:
+            found = self._call(lambda c: c.get(key, metadata=True))
+            epoch = max(int(found[0][1]["create_revision"]), floor + 1)
+            self._call(lambda c: c.put(key, json.dumps({**info, "epoch": epoch}), lease=lease))
+        except Exception:
+            self._call(lambda c: lease.revoke())  # give the half-taken key back
+            raise
         self.lease_id, self.last_good_send = lease.id, sent
-        revision = int(self._call(lambda c: c.get(key, metadata=True))[0][1]["create_revision"])
-        epoch = max(revision, floor + 1)
-        self._call(lambda c: c.put(key, json.dumps({**info, "epoch": epoch}), lease=lease))
         return epoch
 
     def renew(self) -> bool:

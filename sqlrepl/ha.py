@@ -84,6 +84,8 @@ async def follower_cycle(follower: Follower) -> str:
     await asyncio.to_thread(etcd.publish, follower.node, _member(follower, eligible))
     holder = await asyncio.to_thread(etcd.leader)
     if holder is not None:
+        if holder.get("url") == follower.url:
+            return "etcd names this node the leader: waiting for its promotion"
         if holder.get("url") != follower.config.leader:
             follower.repoint(str(holder["url"]))
             return f"following {holder['url']} (epoch {holder.get('epoch')})"
