@@ -18,7 +18,7 @@ from .daemons import Cluster, free_port, sqlrepl
 from .dump import dump
 from .test_replication import make_db
 
-COMMANDS = ["leader", "follower", "status", "snapshot", "demo"]
+COMMANDS = sorted(cli.commands)  # every command, so a new one without help fails here
 
 
 @pytest.mark.parametrize("command", COMMANDS)
