@@ -7,16 +7,19 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import apsw
 from aiohttp import web
 
 from . import batch, capture, ha, roles
 from .client import Client
 from .coordinator import Etcd
 from .db import Position, connect, read_meta, use_wal
-from .errors import SnapshotNeeded, SqlreplError
+from .errors import DatabaseError, SnapshotNeeded, SqlreplError
 from .spool import Spool
 from .watch import DatabaseWatcher
 from .web import (
@@ -32,6 +35,7 @@ from .web import (
 from .wire import FrameWriter
 
 log = logging.getLogger("sqlrepl.leader")
+T = TypeVar("T")
 
 #: Longest a follower may hold a batch request open waiting for changes.
 MAX_WAIT = 60.0
@@ -60,6 +64,22 @@ class LeaderConfig:
     etcd: Etcd | None = None
 
 
+#: Attempts (each waiting the busy timeout) before a leader gives up on a locked file.
+BUSY_ATTEMPTS = 6
+
+
+def _patiently(fn: Callable[[], T], db: Path) -> T:
+    """Run `fn`, retrying while apps keep the file's write lock (they do let go eventually)."""
+    for attempt in range(1, BUSY_ATTEMPTS + 1):
+        try:
+            return fn()
+        except apsw.BusyError:
+            if attempt == BUSY_ATTEMPTS:
+                raise DatabaseError(f"{db} stayed locked by other writers; try again") from None
+            log.warning("%s is busy (attempt %d of %d); retrying", db, attempt, BUSY_ATTEMPTS)
+    raise AssertionError("unreachable")
+
+
 class NotLeading(SqlreplError):
     """A batch was asked of a node that is no longer the leader."""
 
@@ -70,7 +90,7 @@ class Leader:
         self.url = f"http://{config.host}:{config.port}"
         conn = connect(config.db)
         use_wal(conn)
-        self.position = capture.install(conn)
+        self.position = _patiently(lambda: capture.install(conn), config.db)
         self.meta = read_meta(conn)
         self.db = Database(conn)
         self.head = self.position.seq
@@ -193,7 +213,12 @@ class Leader:
                 async with asyncio.timeout(RECHECK_INTERVAL):
                     await self.watcher.dirty.wait()
             self.watcher.dirty.clear()
-            await self.refresh()
+            try:
+                await self.refresh()
+            except apsw.BusyError:
+                # Apps held the write lock for the whole busy timeout: look again soon.
+                log.warning("database busy: capture sync postponed")
+                self.watcher.dirty.set()
 
     async def refresh(self) -> int:
         top = await self.db.run(self._sync_and_head)

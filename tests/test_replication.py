@@ -168,6 +168,7 @@ def test_kill9_leader_during_writes_converges(tmp_path: Path, cluster: Cluster) 
         while not stop.is_set():
             conn.execute("INSERT INTO t(v) VALUES(randomblob(16))")
             conn.commit()
+            time.sleep(0.0005)  # a busy app, not a lock never let go (SQLite has no fair queue)
         conn.close()
 
     writer = threading.Thread(target=write)
