@@ -11,7 +11,7 @@ from typing import Any
 
 import apsw
 
-from .db import Position, read_meta, write_meta
+from .db import Position, read_meta, transaction, write_meta
 from .errors import ApplyError, DatabaseError, ProtocolError, StaleEpochError
 from .schema import SchemaObject, user_schema, user_tables
 from .sql import GUARD_PREFIX, delete_key, guard_triggers, insert_row, literal, quote
@@ -36,6 +36,16 @@ def install_guards(conn: apsw.Connection, leader: str, tables: list[str] | None 
     for table in user_tables(conn) if tables is None else tables:
         for stmt in guard_triggers(table, guard_message(leader)):
             conn.execute(stmt)
+
+
+def adopt_epoch(conn: apsw.Connection, epoch: int) -> Position:
+    """Accept a newer epoch at the current seq (its leader has nothing newer to send)."""
+    with transaction(conn):
+        where = follower_position(conn)
+        if epoch > where.epoch:
+            write_meta(conn, epoch=epoch)
+            where = Position(epoch, where.seq)
+        return where
 
 
 def unguarded_tables(conn: apsw.Connection) -> list[str]:
@@ -217,6 +227,7 @@ def apply_stream(conn: apsw.Connection, data: bytes) -> Position:
 
 __all__ = [
     "Applier",
+    "adopt_epoch",
     "applier_connection",
     "apply_sequences",
     "schema_after_rows",

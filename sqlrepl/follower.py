@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from . import ha, rejoin, roles, snapshot
-from .apply import Applier, applier_connection, follower_position
+from .apply import Applier, adopt_epoch, applier_connection, follower_position
 from .client import Client, expect_ok
 from .coordinator import Etcd
 from .db import Position, connect, read_meta
@@ -403,6 +403,11 @@ class Follower:
                 self.fts5 = None  # the batch may have changed them
                 await self._apply(response)
                 self.progress.saw_leader(head)
+            elif epoch > where.epoch:
+                # Nothing new, but a newer leader: accept its epoch now (the fencing token),
+                # not only with its next change.
+                self.progress.position = await self.db.run(adopt_epoch, self.db.conn, epoch)
+                log.info("accepted epoch %s from %s", epoch, self.config.leader)
 
     async def _apply(self, response: aiohttp.ClientResponse) -> None:
         assert self.db is not None
