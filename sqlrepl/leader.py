@@ -310,7 +310,9 @@ class Leader:
                 "on this timeline",
             )
         self._register(request, after)
-        if after == self.head and wait > 0:
+        if after == self.head and wait > 0 and epoch >= self.position.epoch:
+            # (A follower still on an older epoch gets its answer at once: it accepts
+            # this leader's epoch without waiting for the next change.)
             await self._wait_past(after, wait)
         if after == self.head:
             return web.Response(status=204, headers=self._headers())
