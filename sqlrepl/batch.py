@@ -47,10 +47,16 @@ class TableCache:
         self.names: dict[int, str] = {}
         self.tables: dict[int, TableInfo] = {}
         self.fts5_groups: dict[str, list[str]] | None = None
+        self.has_sequences = False
 
     def get(self, conn: apsw.Connection, version: int, tids: Iterable[int]) -> dict[int, TableInfo]:
         if version != self.version:
             self.version, self.tables, self.fts5_groups = version, {}, None
+            self.has_sequences = bool(
+                conn.execute(
+                    "SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'"
+                ).fetchall()
+            )
             self.names = {
                 int(t): str(n) for t, n in conn.execute(f"SELECT tid, name FROM {TABLES}")
             }
@@ -110,7 +116,7 @@ def build(
                 if marked
                 else None,
                 "tables": {tid: _describe(t) for tid, t in tables.items()},
-                "sequences": _sequences(conn),
+                "sequences": _sequences(conn) if cache.has_sequences else None,
                 "history": meta.get("history"),
             }
         )
@@ -132,12 +138,9 @@ def _stale_fts5(
     return [s for name, fp in ours.items() if theirs.get(name) != fp for s in groups[name]]
 
 
-def _sequences(conn: apsw.Connection) -> list[list[Any]] | None:
+def _sequences(conn: apsw.Connection) -> list[list[Any]]:
     """The AUTOINCREMENT counters (sqlite_sequence takes no triggers: it ships whole)."""
-    try:
-        return [list(r) for r in conn.execute("SELECT name, seq FROM sqlite_sequence")]
-    except apsw.SQLError:
-        return None  # no AUTOINCREMENT table was ever created
+    return [list(r) for r in conn.execute("SELECT name, seq FROM sqlite_sequence")]
 
 
 def replace_rows(info: TableInfo) -> bool:

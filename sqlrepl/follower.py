@@ -400,7 +400,6 @@ class Follower:
             self.progress.state = "streaming"
             self.progress.saw_leader(head)  # known before applying: lag shows while we apply
             if response.status == 200:
-                self.fts5 = None  # the batch may have changed them
                 await self._apply(response)
                 self.progress.saw_leader(head)
             elif epoch > where.epoch:
@@ -442,8 +441,15 @@ class Follower:
             )
 
     def _saw_history(self, applier: Applier) -> None:
-        if applier.header and applier.header.get("history"):
-            self.history = json.loads(applier.header["history"])
+        """Take what an applied batch tells: the history; whether FTS5 indexes moved."""
+        header = applier.header or {}
+        if header.get("history"):
+            self.history = json.loads(header["history"])
+        names = {str(desc[0]) for desc in applier.tables.values()}
+        if header.get("schema") is not None or any(
+            n.rsplit("_", 1)[0] in (self.fts5 or {}) for n in names
+        ):
+            self.fts5 = None  # read the fingerprints again before the next pull
 
     async def _apply_streamed(self, response: aiohttp.ClientResponse, applier: Applier) -> None:
         """Apply each block while the next one arrives; commit at the end."""
