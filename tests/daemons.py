@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -179,16 +180,41 @@ class Cluster:
         return target
 
 
-class Sampler:
-    """Every 100 ms, how many nodes say they lead with the write gate open."""
+class Background:
+    """A loop in a thread, from `with` to the end of the block: `step()` every `every` s."""
 
-    def __init__(self, nodes: list[Daemon]) -> None:
-        self.nodes = nodes
-        self.worst = 0
+    every = 0.1
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run)
 
-    def _open_leaders(self) -> int:
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.step()
+            time.sleep(self.every)
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Sampler(Background):
+    """Every 100 ms, how many nodes say they lead with the write gate open."""
+
+    def __init__(self, nodes: list[Daemon]) -> None:
+        super().__init__()
+        self.nodes = nodes
+        self.worst = 0
+
+    def step(self) -> None:
         count = 0
         for node in list(self.nodes):
             try:
@@ -196,18 +222,40 @@ class Sampler:
             except (OSError, urllib.error.URLError):
                 continue
             count += status.get("role") == "leader" and status.get("gate") == "open"
-        return count
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.worst = max(self.worst, self._open_leaders())
-            time.sleep(0.1)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
+        self.worst = max(self.worst, count)
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__exit__(*exc)
         assert self.worst <= 1, "two nodes led with their write gates open at once"
+
+
+def insert(db: Path, value: Any) -> int:
+    """One app write, in its own transaction, with the stdlib driver."""
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        cur = conn.execute("INSERT INTO t(v) VALUES(?)", (value,))
+        conn.commit()
+        return int(cur.lastrowid or 0)
+    finally:
+        conn.close()
+
+
+class Writer(Background):
+    """An app inserting rows into t(v), one transaction each, into whichever file is the
+    leader's; remembers every insert that committed (acknowledged) and every refusal."""
+
+    every = 0.002
+
+    def __init__(self, db: Path) -> None:
+        super().__init__()
+        self.db = db
+        self.acked: list[str] = []
+        self.refused: list[str] = []
+
+    def step(self) -> None:
+        value = f"w{len(self.acked) + len(self.refused) + 1}"
+        try:
+            insert(self.db, value)
+            self.acked.append(value)
+        except sqlite3.DatabaseError as exc:
+            self.refused.append(str(exc))

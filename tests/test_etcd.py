@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import Cluster, Daemon, Sampler, wait_until
+from .daemons import Cluster, Daemon, Sampler, Writer, insert, wait_until
 from .etcd import EtcdServer
-from .test_failover import Writer, app_db, insert, run_cli, values
+from .test_failover import app_db, run_cli, values
 
 TTL = 4
 

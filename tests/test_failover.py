@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .daemons import Cluster, Daemon, Sampler, free_port, sqlrepl, wait_until
+from .daemons import Cluster, Daemon, Sampler, Writer, free_port, insert, sqlrepl, wait_until
 from .dump import dump, log_head
 
 
@@ -23,47 +21,6 @@ def app_db(path: Path) -> Path:
     conn.commit()
     conn.close()
     return path
-
-
-def insert(db: Path, value: str) -> int:
-    conn = sqlite3.connect(db, timeout=10)
-    try:
-        cur = conn.execute("INSERT INTO t(v) VALUES(?)", (value,))
-        conn.commit()
-        return int(cur.lastrowid or 0)
-    finally:
-        conn.close()
-
-
-class Writer:
-    """Inserts rows, one transaction each, into whichever file is the leader's; remembers
-    every insert that committed (acknowledged) and every refusal."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        self.acked: list[str] = []
-        self.refused: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            i += 1
-            try:
-                insert(self.db, f"w{i}")
-                self.acked.append(f"w{i}")
-            except sqlite3.DatabaseError as exc:
-                self.refused.append(str(exc))
-            time.sleep(0.002)
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def values(db: Path) -> set[str]:

@@ -6,11 +6,10 @@ import random
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from .daemons import Cluster, wait_until
+from .daemons import Cluster, Writer, wait_until
 from .dump import applied_seq, dump, log_head
 
 ACCOUNTS = 20
@@ -161,19 +160,7 @@ def test_kill9_leader_during_writes_converges(tmp_path: Path, cluster: Cluster) 
     db = make_db(tmp_path / "app.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     leader = cluster.leader(db)
     follower = cluster.follower(tmp_path / "replica.db", leader)
-    stop = threading.Event()
-
-    def write() -> None:
-        conn = sqlite3.connect(db, timeout=30)
-        while not stop.is_set():
-            conn.execute("INSERT INTO t(v) VALUES(randomblob(16))")
-            conn.commit()
-            time.sleep(0.0005)  # a busy app, not a lock never let go (SQLite has no fair queue)
-        conn.close()
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
+    with Writer(db) as writer:  # an app writing all along, 2 ms between commits
         for _ in range(4):
             start = log_head(db)
             wait_until(
@@ -182,9 +169,7 @@ def test_kill9_leader_during_writes_converges(tmp_path: Path, cluster: Cluster) 
             )
             leader.kill9()
             leader.start()
-    finally:
-        stop.set()
-        writer.join()
+    assert not writer.refused and writer.acked
     cluster.wait_caught_up(db, follower)
     assert dump(db) == dump(tmp_path / "replica.db")
 
