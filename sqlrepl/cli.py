@@ -48,7 +48,7 @@ def coordinator_options(fn: Any) -> Any:
     fn = click.option(
         "--ttl",
         type=int,
-        default=10,
+        default=config.DEFAULT_TTL,
         show_default=True,
         help="etcd: seconds the leader lease lasts; failover takes about this long.",
     )(fn)
@@ -142,7 +142,7 @@ def leader(
 @click.option(
     "--max-lag",
     type=click.IntRange(min=0),
-    default=1000,
+    default=config.DEFAULT_MAX_LAG,
     show_default=True,
     help="Most changes it may lag its leader by and still be promoted without --force.",
 )

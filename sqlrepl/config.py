@@ -11,6 +11,12 @@ from .errors import ConfigError
 TOKEN_ENV = "SQLREPL_TOKEN"
 DEFAULT_LEADER_LISTEN = "127.0.0.1:7300"
 DEFAULT_FOLLOWER_LISTEN = "127.0.0.1:7301"
+#: etcd: seconds the leader lease lasts.
+DEFAULT_TTL = 10
+#: Most changes a candidate may lag behind what it knows of its leader and still be promoted
+#: (automatically, or without --force). 0 would leave a cluster leaderless whenever the
+#: leader dies while every follower is a few changes behind (Patroni: maximum_lag_on_failover).
+DEFAULT_MAX_LAG = 1000
 
 
 def parse_listen(value: str) -> tuple[str, int]:

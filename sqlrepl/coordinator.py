@@ -19,9 +19,8 @@ from urllib.parse import urlparse
 
 import etcd3gw
 
+from .config import DEFAULT_TTL
 from .errors import ConfigError, PeerUnavailable
-
-DEFAULT_TTL = 10
 
 
 @dataclass

@@ -17,6 +17,7 @@ from aiohttp import web
 from . import ha, rejoin, roles, snapshot
 from .apply import Applier, adopt_epoch, applier_connection, follower_position
 from .client import Client, expect_ok
+from .config import DEFAULT_MAX_LAG
 from .coordinator import Etcd
 from .db import Position, connect, read_meta
 from .errors import (
@@ -49,10 +50,6 @@ SMALL_BATCH = 4 << 20
 #: Larger (or streamed) batches are applied block by block as they arrive.
 STREAM_BLOCK = 1 << 20
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
-#: Most changes a candidate may lag behind what it knows of its leader and still be promoted
-#: (automatically, or without --force). 0 would leave a cluster leaderless whenever the
-#: leader dies while every follower is a few changes behind (Patroni: maximum_lag_on_failover).
-DEFAULT_MAX_LAG = 1000
 
 
 @dataclass
