@@ -48,7 +48,7 @@ def fresh(path: Path, captured: bool) -> None:
     if captured:
         import apsw
 
-        from sqlrepl import capture
+        from sqlrepl.core import capture
 
         c = apsw.Connection(str(path))
         capture.install(c)

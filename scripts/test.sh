@@ -7,7 +7,7 @@ if ! command -v etcd >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 .venv/bin/ruff check sqlrepl tests scripts
 .venv/bin/mypy sqlrepl
 .venv/bin/python -m pytest -q "$@"

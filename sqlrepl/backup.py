@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import snapshot
-from .client import Client
-from .db import Position, connect
+from .core import snapshot
+from .core.db import connect, durable
+from .core.positions import Position
+from .node.client import Client
 
 Progress = snapshot.Progress
 
@@ -50,9 +51,9 @@ def save(
         else:
             where = _copy(Path(source), tmp)
         snapshot.verify(tmp)
-        snapshot.durable(tmp)
+        durable(tmp)
         os.replace(tmp, path)
-        snapshot.durable(path)
+        durable(path)
     finally:
         tmp.unlink(missing_ok=True)
     pruned = prune(path, keep) if keep and dest.is_dir() else []
@@ -73,7 +74,7 @@ async def _download(url: str, tmp: Path, token: str | None, progress: Progress |
 def _copy(source: Path, tmp: Path) -> Position:
     conn = connect(source, readonly=True)
     try:
-        return snapshot.take(conn, tmp)
+        return snapshot.take(conn, tmp, time.time())
     finally:
         conn.close()
 

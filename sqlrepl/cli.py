@@ -59,12 +59,11 @@ def coordinator_options(fn: Any) -> Any:
     )(fn)
 
 
-def etcd_from(url: str | None, ttl: int) -> Any:
-    if url is None:
-        return None
-    from .coordinator import Etcd, parse
+def check_coordinator(url: str | None, ttl: int) -> None:
+    """Refuse a bad coordinator URL or TTL before anything starts."""
+    from .coord import from_url
 
-    return Etcd(parse(url, ttl))
+    from_url(url, ttl)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,14 +87,14 @@ def cli(verbose: bool) -> None:
 @click.option(
     "--trim-interval",
     type=click.FloatRange(min=0),
-    default=10.0,
+    default=config.DEFAULT_TRIM_INTERVAL,
     show_default=True,
     help="Seconds between log trims (0: never trim).",
 )
 @click.option(
     "--retention",
     type=click.FloatRange(min=0),
-    default=24 * 3600.0,
+    default=config.DEFAULT_RETENTION,
     show_default=True,
     help="Seconds a silent follower is remembered; after that it re-bootstraps.",
 )
@@ -114,12 +113,14 @@ def leader(
     Installs capture triggers on every table (idempotently) and switches DB to WAL mode.
     Apps keep writing to DB with any SQLite driver, also while this daemon is down.
     """
-    from .leader import LeaderConfig
-    from .nodes import run_leader
+    from .node.daemon import run_leader
+    from .node.leader import LeaderConfig
 
     token = config.load_token(token_file)
-    etcd = etcd_from(coordinator, ttl)
-    run_leader(LeaderConfig(db, *listen, token, trim_interval, retention, etcd=etcd))
+    check_coordinator(coordinator, ttl)
+    run_leader(
+        LeaderConfig(db, *listen, token, trim_interval, retention, coordinator=coordinator, ttl=ttl)
+    )
 
 
 @cli.command(cls=Command)
@@ -163,14 +164,21 @@ def follower(
     follower of the same cluster. Apps read DB with read-only connections. When
     promoted, the same process goes on as the leader.
     """
-    from .follower import FollowerConfig
-    from .nodes import run_follower
+    from .node.daemon import run_follower
+    from .node.follower import FollowerConfig
 
     token = config.load_token(token_file)
-    etcd = etcd_from(coordinator, ttl)
+    check_coordinator(coordinator, ttl)
     run_follower(
         FollowerConfig(
-            db, leader_url, *listen, token, candidate=candidate, max_lag=max_lag, etcd=etcd
+            db,
+            leader_url,
+            *listen,
+            token,
+            candidate=candidate,
+            max_lag=max_lag,
+            coordinator=coordinator,
+            ttl=ttl,
         )
     )
 
@@ -184,7 +192,7 @@ def status(urls: tuple[str, ...], as_json: bool, token_file: Path | None) -> Non
 
     Exits 1 when a node is unreachable.
     """
-    from .nodes import cluster_status
+    from .admin import cluster_status
 
     nodes = cluster_status(list(urls), config.load_token(token_file))
     if as_json:
@@ -207,7 +215,7 @@ def promote(url: str, force: bool, as_json: bool, token_file: Path | None) -> No
     leader, unless --force. The old leader, if it still answers, is told to close its
     write gate and rejoin as a follower; point other followers at URL.
     """
-    from .nodes import promote as promote_node
+    from .admin import promote as promote_node
 
     result = promote_node(url, force, config.load_token(token_file))
     render.print_json(result) if as_json else render.promoted(result)
@@ -224,7 +232,7 @@ def switchover(target: str, force: bool, as_json: bool, token_file: Path | None)
     The leader closes its write gate, waits (bounded) until the target applied every
     change, promotes it, and rejoins as its follower without a snapshot.
     """
-    from .nodes import switchover as switch
+    from .admin import switchover as switch
 
     result = switch(target, force, config.load_token(token_file))
     render.print_json(result) if as_json else render.switched(result)
@@ -236,7 +244,7 @@ def switchover(target: str, force: bool, as_json: bool, token_file: Path | None)
 @token_option
 def history(url: str, as_json: bool, token_file: Path | None) -> None:
     """Show the epochs of the cluster as the node at URL knows them."""
-    from .nodes import epochs
+    from .admin import epochs
 
     rows = epochs(url, config.load_token(token_file))
     render.print_json(rows) if as_json else render.history_table(rows)
@@ -285,7 +293,7 @@ def snapshot(
     "--sample",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Sample database to replicate (default: sample_db/shop.db).",
+    help="Database to replicate (default: a sample shop database built on the fly).",
 )
 def demo(duration: float, sample: Path | None) -> None:
     """Run a leader and two followers on loopback with a live writer, then check them."""

@@ -1,4 +1,8 @@
-"""Options from flags, files and the environment. Only this module reads env and token files."""
+"""Every setting's default, and options from flags, files and the environment.
+
+Only this module reads the environment and token files; every default is a named constant
+here and is imported wherever it is used (the CLI shows them, the daemons apply them).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,30 @@ DEFAULT_TTL = 10
 #: (automatically, or without --force). 0 would leave a cluster leaderless whenever the
 #: leader dies while every follower is a few changes behind (Patroni: maximum_lag_on_failover).
 DEFAULT_MAX_LAG = 1000
+#: Leader: seconds between log trims (0: never trim).
+DEFAULT_TRIM_INTERVAL = 10.0
+#: Leader: seconds a silent follower is remembered; after that it re-bootstraps.
+DEFAULT_RETENTION = 24 * 3600.0
+#: Leader: longest a switchover waits for its target to apply everything.
+DEFAULT_SWITCHOVER_TIMEOUT = 10.0
+#: A switchover target further behind than this many changes is refused (without --force).
+SWITCHOVER_MAX_LAG = 10_000
+#: Longest a follower may hold a batch request open at the leader waiting for changes.
+MAX_POLL_WAIT = 60.0
+#: How long one batch request of a follower waits at the leader for new changes.
+DEFAULT_POLL_WAIT = 30
+#: Follower: retry delays after a failed pull (doubling from the first to the second).
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+#: Leader: a fallback look for changes, for file systems that send no events.
+RECHECK_INTERVAL = 5.0
+#: How long the daemons' SQLite connections wait for an app's lock before SQLITE_BUSY.
+BUSY_TIMEOUT_MS = 10_000
+#: Attempts (each waiting the busy timeout) before a leader start gives up on a locked file.
+BUSY_ATTEMPTS = 6
+#: Seconds to wait for a TCP connection to a peer.
+CONNECT_TIMEOUT = 5.0
+#: Coordination when no --coordinator is given.
+STATIC = "static"
 
 
 def parse_listen(value: str) -> tuple[str, int]:

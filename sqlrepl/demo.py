@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from . import render
+from .admin import cluster_status
 from .errors import SqlreplError
-from .nodes import cluster_status
+from .sample import build as build_sample
 
-DEFAULT_SAMPLE = Path("sample_db/shop.db")
 READY_DEADLINE = 30.0
 CATCH_UP_DEADLINE = 60.0
 
@@ -134,14 +134,12 @@ class DemoCluster:
 
 def run_demo(duration: float, sample: Path | None) -> bool:
     """Run the demo; True if both followers ended identical to the leader."""
-    sample = sample or DEFAULT_SAMPLE
-    if not sample.exists():
-        raise SqlreplError(
-            f"sample database {sample} not found: run from the repository root or pass --sample"
-        )
     workdir = Path(tempfile.mkdtemp(prefix="sqlrepl-demo-"))
     leader_db = workdir / "leader.db"
-    shutil.copyfile(sample, leader_db)
+    if sample is None:
+        build_sample(leader_db)
+    else:
+        shutil.copyfile(sample, leader_db)
     render.console.print(f"Demo in [bold]{workdir}[/]: a leader and two followers on loopback")
     cluster = DemoCluster(workdir)
     shopper = Shopper(leader_db)

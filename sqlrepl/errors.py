@@ -9,7 +9,9 @@
     ├── StaleEpochError          a batch from an older epoch than we already accepted
     ├── Refused                  a node refused an action (promote, switchover) and said why
     ├── SnapshotNeeded           the leader trimmed past our position: re-bootstrap
-    └── PeerUnavailable          a peer could not be reached (retry later)
+    ├── PeerUnavailable          a peer could not be reached (retry later)
+    └── TaskFailed               a daemon's background task failed unexpectedly (the
+                                 traceback is in the log; the role ended)
 
 The CLI turns every one of these into a one-line message and exit code 1.
 """
@@ -58,3 +60,8 @@ class SnapshotNeeded(SqlreplError):
 
 class PeerUnavailable(SqlreplError):
     """A peer could not be reached."""
+
+
+class TaskFailed(SqlreplError):
+    """A daemon's background task raised an unexpected exception: logged with its
+    traceback, and the role ended through the supervisor."""

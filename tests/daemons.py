@@ -207,7 +207,9 @@ class Background:
 
 
 class Sampler(Background):
-    """Every 100 ms, how many nodes say they lead with the write gate open."""
+    """Every 100 ms, how many nodes say they lead with the write gate open and a lease they
+    believe valid (a leader whose lease may have lapsed ships nothing while its HA cycle
+    closes the gate; status reports that gate as it really is, with `lease_valid` false)."""
 
     def __init__(self, nodes: list[Daemon]) -> None:
         super().__init__()
@@ -221,7 +223,11 @@ class Sampler(Background):
                 status = get_json(node.url + "/status")
             except (OSError, urllib.error.URLError):
                 continue
-            count += status.get("role") == "leader" and status.get("gate") == "open"
+            count += (
+                status.get("role") == "leader"
+                and status.get("gate") == "open"
+                and status.get("lease_valid") is not False
+            )
         self.worst = max(self.worst, count)
 
     def __exit__(self, *exc: object) -> None:

@@ -6,9 +6,10 @@ import io
 import uuid
 from pathlib import Path
 
-from sqlrepl import apply, batch, capture, schema, snapshot
-from sqlrepl.db import Position, connect
-from sqlrepl.wire import FrameWriter
+from sqlrepl.core import apply, batch, capture, schema, snapshot
+from sqlrepl.core.db import connect
+from sqlrepl.core.positions import Position, follower_position
+from sqlrepl.core.wire import FrameWriter
 
 
 class Replica:
@@ -20,7 +21,7 @@ class Replica:
         self.leader = connect(self.leader_path, create=True)
         capture.install(self.leader)
         snap = tmp / f"snap-{uuid.uuid4().hex}.db"
-        snapshot.take(self.leader, snap)
+        snapshot.take(self.leader, snap, 0.0)
         snapshot.make_follower(snap, "http://leader.test", "node-1")
         snapshot.place(snap, self.follower_path)
         self.follower = apply.applier_connection(connect(self.follower_path))
@@ -29,7 +30,7 @@ class Replica:
     def batch_bytes(self) -> bytes:
         capture.sync_capture(self.leader)
         out = io.BytesIO()
-        after = apply.follower_position(self.follower).seq
+        after = follower_position(self.follower).seq
         fts5 = schema.fts5_fingerprints(self.follower)
         batch.build(self.leader, after, FrameWriter(out.write), self.tables, fts5)
         return out.getvalue()

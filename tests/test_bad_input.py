@@ -9,7 +9,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from sqlrepl import apply
+from sqlrepl.core import apply
 from sqlrepl.errors import ProtocolError
 
 from .daemons import Cluster, free_port, get_json, sqlrepl, wait_until

@@ -5,8 +5,9 @@ from __future__ import annotations
 import apsw
 import pytest
 
-from sqlrepl import capture, roles
-from sqlrepl.db import Position, read_meta
+from sqlrepl.core import capture, gate, roles, rollback
+from sqlrepl.core.db import read_meta
+from sqlrepl.core.positions import Position, log_head
 
 from .replica import Replica
 from .test_core import write
@@ -16,10 +17,10 @@ def test_promote_continues_seq_without_resending_tables(replica: Replica) -> Non
     """A promoted follower leads epoch + 1 from the seq it applied; no full-table resend."""
     write(replica, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)", "INSERT INTO t VALUES(1, 'a')")
     applied = replica.sync()
-    where = roles.promote(replica.follower, "n2", "http://n2", "test")
+    where = roles.promote(replica.follower, "n2", "http://n2", "test", 0.0)
     assert where == Position(applied.epoch + 1, applied.seq)
-    assert capture.head(replica.follower) == applied.seq
-    assert roles.gate_open(replica.follower)
+    assert log_head(replica.follower) == applied.seq
+    assert gate.is_open(replica.follower)
     assert roles.history(replica.follower)[-1]["start_seq"] == applied.seq
     markers = replica.follower.execute(
         "SELECT count(*) FROM _sqlrepl_log WHERE k0 IS NULL AND tid != 0"
@@ -28,16 +29,16 @@ def test_promote_continues_seq_without_resending_tables(replica: Replica) -> Non
     app = apsw.Connection(str(replica.follower_path))  # apps may write now, and are captured
     app.execute("INSERT INTO t VALUES(2, 'b')")
     app.close()
-    assert capture.head(replica.follower) == applied.seq + 1
+    assert log_head(replica.follower) == applied.seq + 1
 
 
 def test_demote_closes_the_gate_and_drops_capture(replica: Replica) -> None:
     """A demoted leader is a follower at its own head; app writes are refused."""
     write(replica, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)", "INSERT INTO t VALUES(1, 'a')")
-    top = capture.head(replica.leader)
+    top = log_head(replica.leader)
     assert roles.demote(replica.leader, "http://new") == Position(1, top)
     assert read_meta(replica.leader)["role"] == "follower"
-    assert not roles.gate_open(replica.leader)
+    assert not gate.is_open(replica.leader)
     with pytest.raises(apsw.ConstraintError, match="read-only follower.*http://new"):
         replica.leader.execute("INSERT INTO t VALUES(2, 'b')")
     assert not capture.sync_capture(replica.leader)
@@ -47,7 +48,7 @@ def test_divergence_rule_and_changes_after_the_fork(replica: Replica) -> None:
     """Changes logged after the fork point are reported once each, as they are now."""
     write(replica, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)", "INSERT INTO t VALUES(1, 'a')")
     replica.sync()
-    fork = capture.head(replica.leader)
+    fork = log_head(replica.leader)
     write(
         replica,
         "INSERT INTO t VALUES(2, 'b')",
@@ -58,7 +59,7 @@ def test_divergence_rule_and_changes_after_the_fork(replica: Replica) -> None:
     assert roles.diverged(hist, Position(1, fork + 1))
     assert not roles.diverged(hist, Position(1, fork))
     assert not roles.diverged(hist, Position(2, fork + 50))
-    changes = list(roles.divergent_changes(replica.leader, fork))
+    changes = list(rollback.divergent_changes(replica.leader, fork))
     assert [(c["key"], c["op"], c.get("row")) for c in changes] == [
         ({"id": 2}, "upsert", {"id": 2, "v": "b2"}),
         ({"id": 1}, "delete", None),

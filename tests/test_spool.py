@@ -6,7 +6,7 @@ import asyncio
 import os
 import threading
 
-from sqlrepl.spool import Spool
+from sqlrepl.node.spool import Spool
 
 
 async def _follow(spool: Spool) -> bytes:

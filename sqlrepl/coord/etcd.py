@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 
 import etcd3gw
 
-from .config import DEFAULT_TTL
-from .errors import ConfigError, PeerUnavailable
+from ..config import DEFAULT_TTL
+from ..errors import ConfigError, PeerUnavailable
 
 
 @dataclass
@@ -67,9 +67,12 @@ def parse(url: str, ttl: int = DEFAULT_TTL) -> Settings:
 
 @dataclass
 class Etcd:
-    """One node's view of the cluster in etcd. Blocking calls: run them in a thread."""
+    """One node's view of the cluster in etcd (a `coord.Coordinator`). Blocking calls: run
+    them in a thread."""
 
     settings: Settings
+    name = "etcd"
+    automatic = True
     lease_id: int | None = None
     #: time.monotonic() at which the last successful renewal (or grant) was *sent*.
     last_good_send: float = 0.0
@@ -81,6 +84,17 @@ class Etcd:
         self._clients = [
             etcd3gw.client(host=h, port=p, timeout=timeout) for h, p in self.settings.endpoints
         ]
+
+    @property
+    def loop_wait(self) -> float:
+        return self.settings.loop_wait
+
+    def holds_lease(self) -> bool:
+        return self.lease_id is not None
+
+    def confirm(self, url: str, epoch: int) -> bool:
+        holder = self.leader()
+        return holder is not None and holder.get("epoch") == epoch and holder.get("url") == url
 
     def _key(self, *parts: str) -> str:
         return "/".join(["", "sqlrepl", self.settings.name, *parts])

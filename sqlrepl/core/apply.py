@@ -11,11 +11,13 @@ from typing import Any
 
 import apsw
 
-from .db import Position, read_meta, transaction, write_meta
-from .errors import ApplyError, DatabaseError, ProtocolError, StaleEpochError
-from .schema import SchemaObject, user_schema, user_tables
-from .sql import GUARD_PREFIX, delete_key, guard_triggers, insert_row, literal, quote
-from .wire import FrameReader
+from ..errors import ApplyError, DatabaseError, ProtocolError, StaleEpochError
+from . import gate
+from .db import read_meta, transaction, write_meta
+from .positions import Position, follower_position
+from .schema import SchemaObject, user_schema
+from .sql import delete_key, insert_row, quote
+from .wire import FrameReader, Header, TableShape
 
 DROP_ORDER = {"trigger": 0, "view": 1, "index": 2, "table": 3}
 
@@ -25,17 +27,6 @@ def applier_connection(conn: apsw.Connection) -> apsw.Connection:
     conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
     conn.config(apsw.SQLITE_DBCONFIG_ENABLE_FKEY, 0)
     return conn
-
-
-def guard_message(leader: str) -> str:
-    return f"sqlrepl: this database is a read-only follower; write to the leader at {leader}"
-
-
-def install_guards(conn: apsw.Connection, leader: str, tables: list[str] | None = None) -> None:
-    """(Re)create the triggers that refuse app writes, naming the leader."""
-    for table in user_tables(conn) if tables is None else tables:
-        for stmt in guard_triggers(table, guard_message(leader)):
-            conn.execute(stmt)
 
 
 def adopt_epoch(conn: apsw.Connection, epoch: int) -> Position:
@@ -48,33 +39,13 @@ def adopt_epoch(conn: apsw.Connection, epoch: int) -> Position:
         return where
 
 
-def unguarded_tables(conn: apsw.Connection) -> list[str]:
-    """User tables (FTS shadow tables included) that have no write guard yet."""
-    guarded = {
-        str(t)
-        for (t,) in conn.execute(
-            "SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = "
-            f"{literal(GUARD_PREFIX)} || 'i_' || tbl_name"
-        )
-    }
-    return [t for t in user_tables(conn) if t not in guarded]
-
-
-def follower_position(conn: apsw.Connection) -> Position:
-    meta = read_meta(conn)
-    if meta.get("role") != "follower":
-        raise DatabaseError(f"{conn.filename} is not a sqlrepl follower")
-    return Position(int(meta["epoch"]), int(meta["seq"]))
-
-
 class Applier:
     """Applies one batch stream, fed in pieces; nothing is visible until `finish` commits."""
 
     def __init__(self, conn: apsw.Connection) -> None:
         self.conn = conn
         self.reader = FrameReader()
-        self.header: dict[str, Any] | None = None
-        self.tables: dict[int, list[Any]] = {}
+        self.header: Header | None = None
         self.rows = 0
         self.leader = ""
         self.schema: list[SchemaObject] | None = None
@@ -95,13 +66,14 @@ class Applier:
         try:
             self.reader.close()
             assert self.header is not None
-            new = Position(int(self.header["epoch"]), int(self.header["head"]))
+            new = Position(self.header.epoch, self.header.head)
             if self.schema is not None:
                 schema_after_rows(self.conn, self.schema)
-                install_guards(self.conn, self.leader, unguarded_tables(self.conn))
-            apply_sequences(self.conn, self.header.get("sequences"))
-            if self.header.get("history"):
-                write_meta(self.conn, history=self.header["history"])
+                message = gate.follower_message(self.leader)
+                gate.install(self.conn, message, gate.unguarded_tables(self.conn))
+            apply_sequences(self.conn, self.header.sequences)
+            if self.header.history:
+                write_meta(self.conn, history=self.header.history)
             write_meta(self.conn, epoch=new.epoch, seq=new.seq)
             self.conn.execute("COMMIT")
             return new
@@ -116,50 +88,48 @@ class Applier:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
+    @property
+    def tables(self) -> dict[int, TableShape]:
+        return self.header.tables if self.header is not None else {}
+
     def _frame(self, frame: Any) -> None:
         if self.header is None:
-            self._begin(frame)
+            self._begin(Header.from_wire(frame))
             return
         if self.reader.ended:
             return
         if not isinstance(frame, tuple) or len(frame) < 2 or frame[1] not in self.tables:
             raise ProtocolError(f"unexpected batch frame {str(frame)[:80]}")
-        kind, tid = frame[0], frame[1]
-        name, keys, columns, replace = self.tables[tid]
+        kind, table = frame[0], self.tables[frame[1]]
         if kind == "clear":
-            self.conn.execute(f"DELETE FROM {quote(name)}")
+            self.conn.execute(f"DELETE FROM {quote(table.name)}")
         elif kind == "del":
-            self.conn.executemany(delete_key(name, keys), frame[2])
+            self.conn.executemany(delete_key(table.name, table.keys), frame[2])
         elif kind == "put":
-            self.conn.executemany(insert_row(name, [*keys, *columns], replace), frame[2])
+            names = [*table.keys, *table.columns]
+            self.conn.executemany(insert_row(table.name, names, table.replace), frame[2])
             self.rows += len(frame[2])
         else:
             raise ProtocolError(f"unknown batch frame kind {kind!r}")
 
-    def _begin(self, header: Any) -> None:
-        if not isinstance(header, dict) or header.get("v") != 1:
-            raise ProtocolError("batch does not start with a version 1 header")
+    def _begin(self, header: Header) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         meta = read_meta(self.conn)
-        if header["cluster"] != meta.get("cluster"):
+        if header.cluster != meta.get("cluster"):
             raise DatabaseError(
-                f"batch is from cluster {header['cluster']}, "
+                f"batch is from cluster {header.cluster}, "
                 f"this follower belongs to {meta.get('cluster')}"
             )
-        if int(header["epoch"]) < int(meta["epoch"]):
+        if header.epoch < int(meta["epoch"]):
             raise StaleEpochError(
-                f"batch from epoch {header['epoch']} refused: "
-                f"already accepted epoch {meta['epoch']}"
+                f"batch from epoch {header.epoch} refused: already accepted epoch {meta['epoch']}"
             )
-        if int(header["after"]) != int(meta["seq"]):
-            raise ProtocolError(
-                f"batch starts at seq {header['after']}, follower is at {meta['seq']}"
-            )
+        if header.after != int(meta["seq"]):
+            raise ProtocolError(f"batch starts at seq {header.after}, follower is at {meta['seq']}")
         self.header = header
-        self.tables = {int(tid): desc for tid, desc in header["tables"].items()}
         self.leader = str(meta.get("leader"))
-        if header["schema"] is not None:
-            self.schema = [SchemaObject(*o) for o in header["schema"]]
+        if header.schema is not None:
+            self.schema = [SchemaObject(*o) for o in header.schema]
             schema_before_rows(self.conn, self.schema)
 
 
@@ -223,16 +193,3 @@ def apply_stream(conn: apsw.Connection, data: bytes) -> Position:
     applier = Applier(conn)
     applier.feed(data)
     return applier.finish()
-
-
-__all__ = [
-    "Applier",
-    "adopt_epoch",
-    "applier_connection",
-    "apply_sequences",
-    "schema_after_rows",
-    "schema_before_rows",
-    "apply_stream",
-    "follower_position",
-    "install_guards",
-]

@@ -4,7 +4,7 @@ A batch moves a follower from the leader's state at `after` to its state at `hea
 every key logged in (after, head] ships once, with the row's *current* image, or as a
 delete when the row is gone. Frames, in order:
 
-    {"v", "cluster", "epoch", "after", "head", "schema", "tables", "sequences"}   header
+    wire.Header                 header
     ["clear", tid]            empty the table (a full resend of it follows)
     ["del", tid, [key, …]]    delete these keys
     ["put", tid, [row, …]]    insert these images (keys first), OR REPLACE if the table says so
@@ -22,14 +22,13 @@ from typing import Any
 
 import apsw
 
-from .capture import head
+from ..errors import SnapshotNeeded
 from .db import read_meta, schema_version, transaction
-from .errors import SnapshotNeeded
+from .positions import log_head
 from .schema import TableInfo, fts5_fingerprints, fts5_tables, table_info, user_schema
-from .sql import LOG, TABLES, key_column, quote
-from .wire import FrameWriter
+from .sql import LOG, TABLES, key_columns, quote
+from .wire import FrameWriter, Header, TableShape
 
-FORMAT = 1
 #: Rows (or keys) per frame.
 CHUNK = 1000
 
@@ -94,7 +93,7 @@ def build(
         version = schema_version(conn)
         if version != meta.get("schema_version"):
             raise SchemaMoved()
-        top = head(conn)
+        top = log_head(conn)
         if after < int(meta.get("trimmed", 0)) or after > top:
             raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
         cache = cache or TableCache()
@@ -105,21 +104,19 @@ def build(
                 touched[tid] = True
         tables = cache.get(conn, version, touched)
         marked = any(touched.values())
-        out.send(
-            {
-                "v": FORMAT,
-                "cluster": meta["cluster"],
-                "epoch": int(meta["epoch"]),
-                "after": after,
-                "head": top,
-                "schema": [[o.type, o.name, o.tbl_name, o.sql] for o in user_schema(conn)]
-                if marked
-                else None,
-                "tables": {tid: _describe(t) for tid, t in tables.items()},
-                "sequences": _sequences(conn) if cache.has_sequences else None,
-                "history": meta.get("history"),
-            }
+        header = Header(
+            cluster=str(meta["cluster"]),
+            epoch=int(meta["epoch"]),
+            after=after,
+            head=top,
+            schema=[[o.type, o.name, o.tbl_name, o.sql] for o in user_schema(conn)]
+            if marked
+            else None,
+            tables={tid: shape(t) for tid, t in tables.items()},
+            sequences=_sequences(conn) if cache.has_sequences else None,
+            history=meta.get("history"),
         )
+        out.send(header.to_wire())
         for tid, info in tables.items():
             frames = (
                 _full(conn, tid, info) if touched[tid] else _changes(conn, tid, info, after, top)
@@ -148,8 +145,8 @@ def replace_rows(info: TableInfo) -> bool:
     return not info.unique_indexes
 
 
-def _describe(info: TableInfo) -> list[Any]:
-    return [info.name, list(info.keys), list(info.columns), replace_rows(info)]
+def shape(info: TableInfo) -> TableShape:
+    return TableShape(info.name, info.keys, info.columns, replace_rows(info))
 
 
 def _touched(conn: apsw.Connection, after: int, top: int) -> dict[int, bool]:
@@ -174,7 +171,8 @@ def _changes(
     conn: apsw.Connection, tid: int, info: TableInfo, after: int, top: int
 ) -> Iterator[list[Any]]:
     """Current images, and deletes of gone rows, of every key logged for `tid` in (after, top]."""
-    keys = ", ".join(key_column(i) for i in range(len(info.keys)))
+    logged_keys = key_columns(len(info.keys))
+    keys = ", ".join(logged_keys)
     logged = (
         f"SELECT {keys} FROM {LOG} "
         f"WHERE tid = {tid} AND seq > {after} AND seq <= {top} AND k0 IS NOT NULL"
@@ -191,7 +189,9 @@ def _changes(
     # Images replace rows in place and a key is either present or gone, so images go first
     # (the follower starts applying sooner) and only the keys of gone rows follow.
     yield from _chunks(conn.execute(present), "put", tid)
-    join = " AND ".join(f"t.{quote(k)} = k.{key_column(i)}" for i, k in enumerate(info.keys))
+    join = " AND ".join(
+        f"t.{quote(k)} = k.{c}" for k, c in zip(info.keys, logged_keys, strict=True)
+    )
     gone = (
         f"SELECT {keys} FROM (SELECT DISTINCT {keys} FROM ({logged})) AS k "
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {join})"

@@ -13,8 +13,9 @@ from typing import Any
 
 import apsw
 
-from .db import Position, read_meta, scalar, schema_version, transaction, write_meta
-from .errors import DatabaseError
+from ..errors import DatabaseError
+from .db import read_meta, scalar, schema_version, transaction, write_meta
+from .positions import Position, current_position, log_head
 from .schema import (
     ROWID_ALIASES,
     TableInfo,
@@ -32,7 +33,7 @@ from .sql import (
     capture_trigger_name,
     capture_triggers,
     create_internal_tables,
-    key_column,
+    key_columns,
     like_prefix,
     quote,
 )
@@ -60,7 +61,7 @@ def install(conn: apsw.Connection, *, resend_new: bool = True) -> Position:
         if "cluster" not in meta:
             write_meta(conn, cluster=uuid.uuid4().hex, epoch=1, role="leader", trimmed=0)
         _sync(conn, resend_new)
-    return position(conn)
+    return current_position(conn)
 
 
 def sync_capture(conn: apsw.Connection) -> bool:
@@ -231,23 +232,13 @@ def _install_triggers(conn: apsw.Connection, tid: int, info: TableInfo) -> None:
 
 def _ensure_log_width(conn: apsw.Connection, width: int) -> None:
     have = {row[1] for row in conn.execute(f"PRAGMA table_info({LOG})")}
-    for i in range(width):
-        if key_column(i) not in have:
-            conn.execute(f"ALTER TABLE {LOG} ADD COLUMN {key_column(i)}")
+    for column in key_columns(width):
+        if column not in have:
+            conn.execute(f"ALTER TABLE {LOG} ADD COLUMN {column}")
 
 
 def _mark(conn: apsw.Connection, tid: int) -> None:
     conn.execute(f"INSERT INTO {LOG}(tid, k0) VALUES(?, NULL)", (tid,))
-
-
-def head(conn: apsw.Connection) -> int:
-    """The newest seq in the log (0 for an empty log)."""
-    return int(scalar(conn, f"SELECT coalesce(max(seq), 0) FROM {LOG}"))
-
-
-def position(conn: apsw.Connection) -> Position:
-    with transaction(conn, "DEFERRED"):
-        return Position(int(read_meta(conn)["epoch"]), head(conn))
 
 
 def trim(conn: apsw.Connection, upto: int) -> int:
@@ -256,7 +247,7 @@ def trim(conn: apsw.Connection, upto: int) -> int:
     Returns the highest seq now trimmed.
     """
     with transaction(conn):
-        limit = min(upto, head(conn) - 1)
+        limit = min(upto, log_head(conn) - 1)
         trimmed = int(read_meta(conn).get("trimmed", 0))
         if limit <= trimmed:
             return trimmed

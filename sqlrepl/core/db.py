@@ -5,26 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import apsw
 
-from .errors import DatabaseError
-from .sql import META, quote
-
-BUSY_TIMEOUT_MS = 10_000
-
-
-@dataclass(frozen=True, order=True)
-class Position:
-    """Where a node is: the epoch it accepted and the last change it holds."""
-
-    epoch: int
-    seq: int
-
-    def __str__(self) -> str:
-        return f"{self.epoch}/{self.seq}"
+from ..config import BUSY_TIMEOUT_MS
+from ..errors import DatabaseError
+from .sql import META, like_prefix, quote
 
 
 def connect(
@@ -89,3 +76,22 @@ def write_meta(conn: apsw.Connection, **values: Any) -> None:
 
 def schema_version(conn: apsw.Connection) -> int:
     return int(scalar(conn, "PRAGMA schema_version"))
+
+
+def durable(path: str | os.PathLike[str]) -> None:
+    """Flush the file at `path` and its directory entry to disk."""
+    for target in (os.fspath(path), os.path.dirname(os.path.abspath(path))):
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def drop_triggers(conn: apsw.Connection, prefix: str) -> None:
+    """Drop every trigger whose name starts with `prefix` (sqlrepl's own: capture, guards)."""
+    for (name,) in conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE ? ESCAPE '\\'",
+        (like_prefix(prefix),),
+    ).fetchall():
+        conn.execute(f"DROP TRIGGER {quote(str(name))}")

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import apsw
 
-from .apply import install_guards
-from .capture import head
-from .db import Position, connect, read_meta, transaction, use_wal, write_meta
-from .errors import DatabaseError
-from .sql import FOLLOWERS, LOG, PREFIX, like_prefix, quote
+from ..errors import DatabaseError
+from . import gate
+from .db import connect, drop_triggers, read_meta, transaction, use_wal, write_meta
+from .positions import Position, read_position
+from .sql import FOLLOWERS, LOG, PREFIX
 
 Progress = Callable[[int, int], None]
 READ_SIZE = 1 << 20
 
 
-def take(conn: apsw.Connection, dest: Path) -> Position:
+def take(conn: apsw.Connection, dest: Path, now: float) -> Position:
     """Copy `conn`'s database to `dest` (a new file) in one step; return the position it equals.
 
     The copy is a self-contained rollback-journal file stamped with its position.
@@ -36,24 +35,12 @@ def take(conn: apsw.Connection, dest: Path) -> Position:
         with copy.backup("main", conn, "main") as backup:
             backup.step(-1)
         copy.execute("PRAGMA journal_mode=DELETE")
-        where = stamped_position(copy)
         with transaction(copy):
-            write_meta(
-                copy, snapshot_epoch=where.epoch, snapshot_seq=where.seq, snapshot_at=time.time()
-            )
+            where = read_position(copy)
+            write_meta(copy, snapshot_epoch=where.epoch, snapshot_seq=where.seq, snapshot_at=now)
         return where
     finally:
         copy.close()
-
-
-def stamped_position(conn: apsw.Connection) -> Position:
-    """The position a copied file equals: a leader's log head, or what a follower applied."""
-    meta = read_meta(conn)
-    if "cluster" not in meta:
-        raise DatabaseError(f"{conn.filename} is not managed by sqlrepl (no cluster identity)")
-    if meta.get("role") == "follower":
-        return Position(int(meta["epoch"]), int(meta["seq"]))
-    return Position(int(meta["epoch"]), head(conn))
 
 
 def verify(path: Path) -> None:
@@ -86,14 +73,10 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
     """Turn a verified snapshot file into a follower file; return its position."""
     conn = connect(path)
     try:
-        where = stamped_position(conn)
         with transaction(conn):
+            where = read_position(conn)
             meta = read_meta(conn)
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE ? ESCAPE '\\'",
-                (like_prefix(PREFIX),),
-            ).fetchall():
-                conn.execute(f"DROP TRIGGER {quote(str(name))}")
+            drop_triggers(conn, PREFIX)
             conn.execute(f"DELETE FROM {LOG}")
             conn.execute(f"DELETE FROM {FOLLOWERS}")
             write_meta(
@@ -105,25 +88,11 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
                 leader=leader,
                 node=node,
             )
-            install_guards(conn, leader)
+            gate.install(conn, gate.follower_message(leader))
         use_wal(conn)
         return where
     finally:
         conn.close()
-
-
-def durable(path: Path) -> None:
-    """Flush `path` and its directory entry to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def replace_live(src: Path, dest: Path) -> None:

@@ -31,14 +31,20 @@ def like_prefix(prefix: str) -> str:
 
 
 def key_column(i: int) -> str:
+    """The log's column holding the i-th key value of a row (k0, k1, …)."""
     return f"k{i}"
 
 
-def create_internal_tables(key_columns: int = LOG_KEY_COLUMNS) -> str:
+def key_columns(width: int) -> list[str]:
+    """The log's first `width` key columns: the one list every reader of the log uses."""
+    return [key_column(i) for i in range(width)]
+
+
+def create_internal_tables(width: int = LOG_KEY_COLUMNS) -> str:
     # The log's columns carry no type and no NOT NULL on purpose: every app write runs an
     # insert into it, and `tid INTEGER NOT NULL` alone cost 25 % of bulk-insert throughput
     # (scripts/bench.py, SQLite 3.40). Only the capture triggers write it.
-    keys = ", ".join(key_column(i) for i in range(key_columns))
+    keys = ", ".join(key_columns(width))
     return f"""
 CREATE TABLE IF NOT EXISTS {LOG}(seq INTEGER PRIMARY KEY, tid, {keys});
 CREATE TABLE IF NOT EXISTS {META}(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -50,7 +56,7 @@ CREATE TABLE IF NOT EXISTS {FOLLOWERS}(node TEXT PRIMARY KEY, url TEXT, seq INTE
 
 
 def _log_insert(tid: int, exprs: Sequence[str], where: str = "", source: str = "") -> str:
-    cols = ", ".join(["tid", *(key_column(i) for i in range(len(exprs)))])
+    cols = ", ".join(["tid", *key_columns(len(exprs))])
     values = ", ".join([str(tid), *exprs])
     if not source and not where:
         return f"INSERT INTO {LOG}({cols}) VALUES({values});"

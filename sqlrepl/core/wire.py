@@ -1,10 +1,11 @@
-"""The batch wire format: length-prefixed msgpack frames, each with its own CRC32.
+"""The wire protocol: batch framing, the batch header and table shapes, HTTP names.
 
     frame   := length:u32 crc32:u32 payload[length]     (big endian)
     stream  := header frame, data frames…, end frame
 
 A stream that stops before its end frame, or any frame whose CRC does not match, is
-rejected whole: the follower applies nothing from it.
+rejected whole: the follower applies nothing from it. The header (`Header`) and each
+table's shape (`TableShape`) are defined here once, for the builder and the applier.
 """
 
 from __future__ import annotations
@@ -12,16 +13,93 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 FRAME_HEAD = struct.Struct(">II")
 #: Refuse frames larger than this (a corrupt length must not make us allocate gigabytes).
 MAX_FRAME = 64 << 20
 END = "end"
+#: Version of the batch header.
+FORMAT = 1
+
+# HTTP names shared by the nodes' servers and clients.
+HEAD_HEADER = "X-Sqlrepl-Head"
+EPOCH_HEADER = "X-Sqlrepl-Epoch"
+SEQ_HEADER = "X-Sqlrepl-Seq"
+SHA256_HEADER = "X-Sqlrepl-Sha256"
+BATCH_TYPE = "application/x-sqlrepl-batch"
+SNAPSHOT_TYPE = "application/vnd.sqlite3"
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """How a batch's rows of one table look: key columns first, then the other columns;
+    `replace`: images go in by INSERT OR REPLACE (no secondary UNIQUE index)."""
+
+    name: str
+    keys: tuple[str, ...]
+    columns: tuple[str, ...]
+    replace: bool
+
+    def to_wire(self) -> list[Any]:
+        return [self.name, list(self.keys), list(self.columns), self.replace]
+
+    @classmethod
+    def from_wire(cls, value: Any) -> TableShape:
+        name, keys, columns, replace = value
+        return cls(str(name), tuple(keys), tuple(columns), bool(replace))
+
+
+@dataclass(frozen=True)
+class Header:
+    """The first frame of a batch: which state it moves a follower from and to, and what
+    it carries (schema, table shapes, AUTOINCREMENT counters, epoch history)."""
+
+    cluster: str
+    epoch: int
+    after: int
+    head: int
+    #: [type, name, tbl_name, sql] of every user object, or None when it did not change.
+    schema: list[list[str]] | None
+    tables: dict[int, TableShape]
+    sequences: list[list[Any]] | None
+    history: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": FORMAT,
+            "cluster": self.cluster,
+            "epoch": self.epoch,
+            "after": self.after,
+            "head": self.head,
+            "schema": self.schema,
+            "tables": {tid: shape.to_wire() for tid, shape in self.tables.items()},
+            "sequences": self.sequences,
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_wire(cls, value: Any) -> Header:
+        if not isinstance(value, dict) or value.get("v") != FORMAT:
+            raise ProtocolError(f"batch does not start with a version {FORMAT} header")
+        try:
+            return cls(
+                cluster=str(value["cluster"]),
+                epoch=int(value["epoch"]),
+                after=int(value["after"]),
+                head=int(value["head"]),
+                schema=value["schema"],
+                tables={int(t): TableShape.from_wire(d) for t, d in value["tables"].items()},
+                sequences=value.get("sequences"),
+                history=value.get("history"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed batch header: {exc!r}") from exc
 
 
 def pack(obj: Any) -> bytes:

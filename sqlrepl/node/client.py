@@ -11,8 +11,10 @@ from typing import Any
 
 import aiohttp
 
-from .db import Position
-from .errors import (
+from ..config import CONNECT_TIMEOUT
+from ..core.positions import Position
+from ..core.wire import EPOCH_HEADER, SEQ_HEADER, SHA256_HEADER
+from ..errors import (
     AuthError,
     PeerUnavailable,
     ProtocolError,
@@ -21,7 +23,6 @@ from .errors import (
     StaleEpochError,
 )
 
-CONNECT_TIMEOUT = 5.0
 CHUNK = 1 << 20
 
 
@@ -102,9 +103,9 @@ class Client:
             await expect_ok(response)
             try:
                 where = Position(
-                    int(response.headers["X-Sqlrepl-Epoch"]), int(response.headers["X-Sqlrepl-Seq"])
+                    int(response.headers[EPOCH_HEADER]), int(response.headers[SEQ_HEADER])
                 )
-                expected = response.headers["X-Sqlrepl-Sha256"]
+                expected = response.headers[SHA256_HEADER]
             except (KeyError, ValueError) as exc:
                 raise ProtocolError(f"{self.url} sent a snapshot without its position") from exc
             total = response.content_length or 0

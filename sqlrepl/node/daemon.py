@@ -1,54 +1,50 @@
-"""Starting daemons and asking nodes for their status: the library calls behind the CLI."""
+"""Running a node: one daemon, one file, one port; the role changes, the process stays."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import replace
-from typing import Any
 
-from .client import Client
-from .config import check_exposure
-from .errors import Refused, SqlreplError
+from ..config import check_exposure
+from ..coord import Coordinator, from_url
+from ..errors import SqlreplError
 from .follower import Follower, FollowerConfig
+from .http import stop_on_signals
 from .leader import Leader, LeaderConfig
-from .web import stop_on_signals
 
 log = logging.getLogger("sqlrepl")
 
 
-def run_leader(config: LeaderConfig, follower: FollowerConfig | None = None) -> None:
+def run_leader(config: LeaderConfig) -> None:
     """Lead; if leadership passes on (switchover, deposed), keep running as a follower."""
     check_exposure(config.host, config.token)
-    asyncio.run(_run_node("leader", config, follower))
+    coord = from_url(config.coordinator, config.ttl)
+    asyncio.run(_run_node(coord, config, None))
 
 
-def run_follower(config: FollowerConfig, leader: LeaderConfig | None = None) -> None:
+def run_follower(config: FollowerConfig) -> None:
     """Follow; if promoted, keep running as the leader."""
     check_exposure(config.host, config.token)
     if not config.db.parent.is_dir():
         raise SqlreplError(f"directory {config.db.parent} does not exist")
-    asyncio.run(_run_node("follower", leader, config))
+    coord = from_url(config.coordinator, config.ttl)
+    asyncio.run(_run_node(coord, None, config))
 
 
 async def _run_node(
-    role: str, leader: LeaderConfig | None, follower: FollowerConfig | None
+    coord: Coordinator, leader: LeaderConfig | None, follower: FollowerConfig | None
 ) -> None:
-    """One daemon, one file, one port: the role changes, the process stays."""
     stop = asyncio.Event()
     stop_on_signals(stop)
-    base = leader or follower
-    assert base is not None
-    etcd = base.etcd
-    if etcd is not None:
-        await asyncio.to_thread(etcd.check_config)
+    await asyncio.to_thread(coord.check_config)
+    role = "leader" if leader is not None else "follower"
     while True:
-        if role == "leader":
-            assert leader is not None
-            transition = await Leader(leader).run(stop)
+        if leader is not None and role == "leader":
+            transition = await Leader(leader, coord).run(stop)
         else:
             assert follower is not None
-            transition = await Follower(follower).run(stop)
+            transition = await Follower(follower, coord).run(stop)
         if transition is None:
             return
         log.warning(
@@ -57,84 +53,23 @@ async def _run_node(
             f" of {transition.leader}" if transition.leader else "",
             transition.reason,
         )
-        if transition.role == "leader":
-            leader = leader or LeaderConfig(base.db, base.host, base.port, base.token, etcd=etcd)
-        else:
-            follower = replace(
-                follower
-                or FollowerConfig(base.db, "", base.host, base.port, base.token, etcd=etcd),
-                leader=str(transition.leader),
-            )
+        leader, follower = _next_configs(leader, follower, str(transition.leader or ""))
         role = transition.role
 
 
-def cluster_status(urls: list[str], token: str | None) -> list[dict[str, Any]]:
-    """One entry per URL: `ok`, `url`, and the node's own status fields."""
-    return asyncio.run(_statuses(urls, token))
+def _next_configs(
+    leader: LeaderConfig | None, follower: FollowerConfig | None, new_leader: str
+) -> tuple[LeaderConfig, FollowerConfig]:
+    """The settings of both roles for the same file, port and coordinator."""
+    base = leader or follower
+    assert base is not None
+    db, host, port, token = base.db, base.host, base.port, base.token
+    coord, ttl = base.coordinator, base.ttl
+    leader = leader or LeaderConfig(db, host, port, token, coordinator=coord, ttl=ttl)
+    follower = follower or FollowerConfig(db, "", host, port, token, coordinator=coord, ttl=ttl)
+    if new_leader:
+        follower = replace(follower, leader=new_leader)
+    return leader, follower
 
 
-async def _statuses(urls: list[str], token: str | None) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(_one_status(u, token) for u in urls)))
-
-
-async def _one_status(url: str, token: str | None) -> dict[str, Any]:
-    async with Client(url, token) as client:
-        try:
-            body = await client.status()
-        except SqlreplError as exc:
-            return {
-                "url": url,
-                "ok": False,
-                "role": None,
-                "epoch": None,
-                "seq": None,
-                "lag": None,
-                "error": str(exc),
-            }
-    lag = body.get("lag") if body.get("role") == "follower" else None
-    return {**body, "url": url, "node_url": body.get("url"), "ok": True, "lag": lag}
-
-
-def promote(url: str, force: bool, token: str | None) -> dict[str, Any]:
-    """Ask the follower at `url` to take over (see Follower.promote)."""
-
-    async def go() -> dict[str, Any]:
-        await _follower_at(url, token, "promote")
-        return await _post(url, "/promote", {"force": 1} if force else {}, token)
-
-    return asyncio.run(go())
-
-
-def switchover(target: str, force: bool, token: str | None) -> dict[str, Any]:
-    """Ask the leader of the follower at `target` to hand over to it (Leader.switchover)."""
-
-    async def go() -> dict[str, Any]:
-        info = await _follower_at(target, token, "switchover")
-        params = {"to": target, **({"force": 1} if force else {})}
-        return await _post(str(info["leader"]), "/switchover", params, token)
-
-    return asyncio.run(go())
-
-
-async def _follower_at(url: str, token: str | None, action: str) -> dict[str, Any]:
-    async with Client(url, token) as client:
-        info = await client.status()
-    if info.get("role") != "follower":
-        raise Refused(f"{action} refused: {url} is a {info.get('role')}, not a follower")
-    return info
-
-
-async def _post(url: str, path: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
-    async with Client(url, token) as client:
-        return await client.post(path, params, timeout=60)
-
-
-def epochs(url: str, token: str | None) -> list[dict[str, Any]]:
-    async def fetch() -> list[dict[str, Any]]:
-        async with Client(url, token) as client:
-            return list((await client.status()).get("history") or [])
-
-    return asyncio.run(fetch())
-
-
-__all__ = ["cluster_status", "epochs", "promote", "run_follower", "run_leader", "switchover"]
+__all__ = ["run_follower", "run_leader"]

@@ -1,136 +1,159 @@
-"""Automatic failover on etcd: one HA cycle per node every TTL/5, each returning a sentence.
+"""The HA loop: every cycle builds a view, asks `core.decisions` what to do, carries it
+out and logs the sentence that explains it (once, when it changes).
 
-Leader cycle: close the gate first if the lease may have expired (judged by the send time
-of the last good renewal, on the monotonic clock: a node frozen past its TTL closes its
-gate the moment it runs again); renew; with the lease, keep the gate open; without it,
-follow whoever holds the key, or take it again if nobody does.
-
-Follower cycle: publish its position; follow the key's holder; with no holder, race for
-the key only if it is an eligible candidate and no reachable eligible peer is further
-ahead (ties go to the smaller node id); the winner promotes itself to the key's epoch.
+It runs only with a coordinator that fails over by itself (etcd). An unexpected error in
+a leader's cycle is treated as "this node may not hold the lease": the gate closes
+(retrying while an app holds the file's write lock) and the loop keeps cycling, so a
+renewed lease reopens it. Nothing here ends silently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from . import roles
+from ..core import decisions
+from ..core.decisions import Action, Do, FollowerView, LeaderView
+from ..core.positions import Position
+from ..core.roles import Transition
+from ..errors import PeerUnavailable, SqlreplError
 from .client import Client
-from .db import Position
-from .errors import PeerUnavailable, SqlreplError
 
 if TYPE_CHECKING:
     from .follower import Follower
     from .leader import Leader
 
 log = logging.getLogger("sqlrepl.ha")
+#: How long a candidate waits for a peer's status when comparing positions.
+PEER_TIMEOUT = 1.0
 
 
-async def run(cycle: Any, node: Any, every: float) -> None:
-    """Run `cycle(node)` every `every` seconds, logging each new sentence once."""
+async def _run(
+    cycle: Callable[[], Awaitable[str]], failed: Callable[[str], Awaitable[str]], every: float
+) -> None:
     said = ""
     while True:
         try:
-            sentence = await cycle(node)
-        except SqlreplError as exc:
-            sentence = f"HA cycle failed: {exc}"
+            sentence = await cycle()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, SqlreplError):
+                log.exception("HA cycle failed unexpectedly")
+            sentence = await failed(f"HA cycle failed: {exc}")
         if sentence != said:
             log.info("%s", sentence)
             said = sentence
         await asyncio.sleep(every)
 
 
-async def leader_cycle(leader: Leader) -> str:
-    etcd = leader.config.etcd
-    assert etcd is not None
-    if etcd.lease_id is not None and etcd.lease_may_have_expired():
-        await leader.step_down("the leader lease may have expired")
-    if etcd.lease_id is not None:
+async def run_leader(leader: Leader) -> None:
+    async def failed(why: str) -> str:
         try:
-            alive = await asyncio.to_thread(etcd.renew)
+            await leader.step_down(why, release=False)
+        except Exception:
+            log.exception("could not close the write gate after a failed HA cycle")
+        return f"{why}: this node may not hold the lease, write gate closed"
+
+    await _run(lambda: leader_cycle(leader), failed, leader.coord.loop_wait)
+
+
+async def run_follower(follower: Follower) -> None:
+    async def failed(why: str) -> str:
+        return why
+
+    await _run(lambda: follower_cycle(follower), failed, follower.coord.loop_wait)
+
+
+async def leader_view(leader: Leader) -> LeaderView:
+    coord = leader.coord
+    base = LeaderView(leader.url, leader.position.epoch, leader.gate_open, decisions.NONE)
+    if coord.holds_lease():
+        if coord.lease_may_have_expired():
+            return replace(base, lease=decisions.EXPIRED)  # gate first, before any I/O
+        try:
+            alive = await asyncio.to_thread(coord.renew)
+            renewal = decisions.ALIVE if alive else decisions.LOST
         except PeerUnavailable:
-            if etcd.lease_may_have_expired():
-                await leader.step_down("etcd unreachable for longer than the lease")
-                return "stepped down: etcd unreachable, the lease may have expired"
-            return "etcd unreachable; the lease still holds"
-        if not alive:
-            await leader.step_down("the leader lease was lost")
-            return "stepped down: lease lost"
-        if not leader.gate_open:
-            await leader.set_gate(True)
-        return f"leading epoch {leader.position.epoch} with the lease"
-    holder = await asyncio.to_thread(etcd.leader)
-    if holder is not None and holder.get("url") != leader.url:
-        leader.hand_over(
-            roles.Transition("follower", holder["url"], "another node holds the lease")
-        )
-        return f"following {holder['url']}, which holds the lease"
-    info = {"url": leader.url, "node": leader.node, "cluster": leader.meta["cluster"]}
-    epoch = await asyncio.to_thread(etcd.acquire, info, leader.position.epoch)
-    if epoch is None:
-        return "lost the race for the lease"
-    await leader.take_epoch(epoch, "acquired the leader lease")
-    await leader.set_gate(True)
-    return f"acquired the lease: leading epoch {epoch}"
+            renewal = decisions.UNREACHABLE
+        expired = renewal != decisions.ALIVE and coord.lease_may_have_expired()
+        lease = decisions.EXPIRED if expired else decisions.HELD
+        return replace(base, lease=lease, renewal=renewal)
+    holder = await asyncio.to_thread(coord.leader)
+    return replace(base, holder=str(holder["url"]) if holder else None)
+
+
+async def leader_cycle(leader: Leader) -> str:
+    action = decisions.decide_leader(await leader_view(leader))
+    return await carry_out_leader(leader, action)
+
+
+async def carry_out_leader(leader: Leader, action: Action) -> str:
+    if action.do is Do.STEP_DOWN:
+        await leader.step_down(action.sentence.removeprefix("stepped down: "))
+    elif action.do is Do.OPEN_GATE:
+        await leader.set_gate(True)
+    elif action.do is Do.FOLLOW:
+        leader.hand_over(Transition("follower", action.target, "another node holds the lease"))
+    elif action.do is Do.ACQUIRE:
+        info = {"url": leader.url, "node": leader.node, "cluster": leader.meta["cluster"]}
+        epoch = await asyncio.to_thread(leader.coord.acquire, info, leader.position.epoch)
+        if epoch is None:
+            return "lost the race for the lease"
+        await leader.take_epoch(epoch, "acquired the leader lease")
+        await leader.set_gate(True)
+        return f"acquired the lease: leading epoch {epoch}"
+    return action.sentence
+
+
+async def follower_view(follower: Follower) -> FollowerView:
+    coord = follower.coord
+    eligible, why_not = follower.eligibility()
+    where = follower.progress.position
+    await asyncio.to_thread(coord.publish, follower.node, follower.member_info(eligible))
+    view = FollowerView(
+        url=follower.url,
+        following=follower.config.leader,
+        holder=await asyncio.to_thread(coord.leader),
+        handing_over=follower.transition is not None,
+        eligible=eligible,
+        why_not=why_not,
+        position=where,
+    )
+    if decisions.needs_peers(view) and where is not None:
+        return replace(view, better_peer=await better_peer(follower, where))
+    return view
 
 
 async def follower_cycle(follower: Follower) -> str:
-    etcd = follower.config.etcd
-    assert etcd is not None
-    eligible, why_not = follower.eligibility()
-    where = follower.progress.position
-    await asyncio.to_thread(etcd.publish, follower.node, _member(follower, eligible))
-    holder = await asyncio.to_thread(etcd.leader)
-    if holder is not None:
-        if holder.get("url") == follower.url:
-            return "etcd names this node the leader: waiting for its promotion"
-        if holder.get("url") != follower.config.leader:
-            follower.repoint(str(holder["url"]))
-            return f"following {holder['url']} (epoch {holder.get('epoch')})"
-        return f"following {holder['url']}"
-    if follower.transition is not None:
-        return "handing over"
-    if not eligible or where is None:
-        return f"no leader, and this node may not run: {why_not}"
-    better = await _better_peer(follower, where)
-    if better:
-        return f"no leader; yielding to {better}, which is further ahead"
-    info = {"url": follower.url, "node": follower.node, "cluster": follower.cluster}
-    epoch = await asyncio.to_thread(etcd.acquire, info, where.epoch)
-    if epoch is None:
-        return "no leader; another candidate won the race"
-    await follower.become_leader(f"won the election at {where}", epoch)
-    return f"won the election: leading epoch {epoch} from seq {where.seq}"
+    action = decisions.decide_follower(await follower_view(follower))
+    if action.do is Do.REPOINT and action.target:
+        follower.repoint(action.target)
+    elif action.do is Do.ACQUIRE:
+        where = follower.progress.position
+        assert where is not None
+        info = {"url": follower.url, "node": follower.node, "cluster": follower.cluster}
+        epoch = await asyncio.to_thread(follower.coord.acquire, info, where.epoch)
+        if epoch is None:
+            return "no leader; another candidate won the race"
+        await follower.become_leader(f"won the election at {where}", epoch)
+        return f"won the election: leading epoch {epoch} from seq {where.seq}"
+    return action.sentence
 
 
-def _member(follower: Follower, eligible: bool) -> dict[str, Any]:
-    where = follower.progress.position
-    return {
-        "url": follower.url,
-        "node": follower.node,
-        "epoch": where.epoch if where else None,
-        "seq": where.seq if where else None,
-        "eligible": eligible,
-    }
-
-
-async def _better_peer(follower: Follower, mine: Position) -> str | None:
-    """A reachable, eligible candidate further ahead than `mine` (asked directly, not etcd)."""
-    etcd = follower.config.etcd
-    assert etcd is not None
-    for member in await asyncio.to_thread(etcd.members):
+async def better_peer(follower: Follower, mine: Position) -> str | None:
+    """A reachable, eligible candidate further ahead than `mine` (asked directly)."""
+    for member in await asyncio.to_thread(follower.coord.members):
         if member.get("node") == follower.node or not member.get("url"):
             continue
         try:
             async with Client(str(member["url"]), follower.config.token) as client:
-                peer = await client.status(timeout=1.0)
+                peer = await client.status(timeout=PEER_TIMEOUT)
         except SqlreplError:
             continue
-        if not peer.get("eligible") or peer.get("seq") is None:
-            continue
-        theirs = (int(peer["epoch"]), int(peer["seq"]), str(peer.get("node")) < follower.node)
-        if theirs > (mine.epoch, mine.seq, False):
+        if decisions.further_ahead(peer, mine, follower.node):
             return str(member["url"])
     return None

@@ -1,28 +1,19 @@
-"""What the leader and follower HTTP servers share: auth, errors, snapshot serving, running."""
+"""What the leader and follower HTTP servers share: auth, errors, parameters, running."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
-import logging
 import signal
-import tempfile
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import apsw
 from aiohttp import web
 
-from . import snapshot
-from .errors import SqlreplError
+from ..errors import SqlreplError
 
-log = logging.getLogger("sqlrepl")
-T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SEND_SIZE = 1 << 20
 
 
 def error(status: int, message: str) -> web.Response:
@@ -71,52 +62,6 @@ def json_param(request: web.Request, name: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise _bad_request(f"parameter {name} must be a JSON object of strings")
     return value
-
-
-class Database:
-    """One apsw connection, used only from its own thread."""
-
-    def __init__(self, conn: apsw.Connection) -> None:
-        self.conn = conn
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlrepl-db")
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def close(self) -> None:
-        self._pool.submit(self.conn.close).result()
-        self._pool.shutdown()
-
-
-async def serve_snapshot(
-    request: web.Request,
-    db: Database,
-    path: Path,
-    on_taken: Callable[[snapshot.Position], None] | None = None,
-) -> web.StreamResponse:
-    """Stream a consistent, position-stamped, checksummed copy of the database."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.snap-") as tmp:
-        copy = Path(tmp) / "snapshot.db"
-        where = await db.run(snapshot.take, db.conn, copy)
-        if on_taken:
-            on_taken(where)
-        digest = await asyncio.to_thread(snapshot.sha256_file, copy)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "application/vnd.sqlite3",
-                "X-Sqlrepl-Epoch": str(where.epoch),
-                "X-Sqlrepl-Seq": str(where.seq),
-                "X-Sqlrepl-Sha256": digest,
-            }
-        )
-        response.content_length = copy.stat().st_size
-        await response.prepare(request)
-        with open(copy, "rb") as f:
-            while block := await asyncio.to_thread(f.read, SEND_SIZE):
-                await response.write(block)
-        await response.write_eof()
-        log.info("served snapshot at %s (%d bytes)", where, copy.stat().st_size)
-        return response
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

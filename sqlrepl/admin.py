@@ -1,0 +1,87 @@
+"""The operator's calls: status of every node, promote, switchover, history.
+
+Thin clients over the nodes' HTTP API, behind the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .errors import Refused, SqlreplError
+from .node.client import Client
+
+#: How long an action (promote, switchover) may take before the CLI gives up on it.
+ACTION_TIMEOUT = 60.0
+
+
+def cluster_status(urls: list[str], token: str | None) -> list[dict[str, Any]]:
+    """One entry per URL: `ok`, `url`, and the node's own status fields."""
+    return asyncio.run(_statuses(urls, token))
+
+
+async def _statuses(urls: list[str], token: str | None) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(_one_status(u, token) for u in urls)))
+
+
+async def _one_status(url: str, token: str | None) -> dict[str, Any]:
+    async with Client(url, token) as client:
+        try:
+            body = await client.status()
+        except SqlreplError as exc:
+            return {
+                "url": url,
+                "ok": False,
+                "role": None,
+                "epoch": None,
+                "seq": None,
+                "lag": None,
+                "error": str(exc),
+            }
+    lag = body.get("lag") if body.get("role") == "follower" else None
+    return {**body, "url": url, "node_url": body.get("url"), "ok": True, "lag": lag}
+
+
+def promote(url: str, force: bool, token: str | None) -> dict[str, Any]:
+    """Ask the follower at `url` to take over."""
+
+    async def go() -> dict[str, Any]:
+        await _follower_at(url, token, "promote")
+        return await _post(url, "/promote", {"force": 1} if force else {}, token)
+
+    return asyncio.run(go())
+
+
+def switchover(target: str, force: bool, token: str | None) -> dict[str, Any]:
+    """Ask the leader of the follower at `target` to hand over to it."""
+
+    async def go() -> dict[str, Any]:
+        info = await _follower_at(target, token, "switchover")
+        params = {"to": target, **({"force": 1} if force else {})}
+        return await _post(str(info["leader"]), "/switchover", params, token)
+
+    return asyncio.run(go())
+
+
+async def _follower_at(url: str, token: str | None, action: str) -> dict[str, Any]:
+    async with Client(url, token) as client:
+        info = await client.status()
+    if info.get("role") != "follower":
+        raise Refused(f"{action} refused: {url} is a {info.get('role')}, not a follower")
+    return info
+
+
+async def _post(url: str, path: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+    async with Client(url, token) as client:
+        return await client.post(path, params, timeout=ACTION_TIMEOUT)
+
+
+def epochs(url: str, token: str | None) -> list[dict[str, Any]]:
+    async def fetch() -> list[dict[str, Any]]:
+        async with Client(url, token) as client:
+            return list((await client.status()).get("history") or [])
+
+    return asyncio.run(fetch())
+
+
+__all__ = ["cluster_status", "epochs", "promote", "switchover"]

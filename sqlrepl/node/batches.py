@@ -1,0 +1,139 @@
+"""`GET /batch` on the leader: a long poll answered with a batch built while it is sent.
+
+The batch is built in the database thread inside one read transaction and written to a
+`Spool`; the handler sends what the spool holds as it grows (small batches whole, large
+ones streamed), so the read transaction lasts only as long as the build, whatever the
+network does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .. import config
+from ..core import batch, capture, roles
+from ..core.positions import Position
+from ..core.wire import BATCH_TYPE, EPOCH_HEADER, HEAD_HEADER, FrameWriter
+from ..errors import SnapshotNeeded, SqlreplError
+from .http import error, int_param, json_param
+from .spool import Spool
+
+if TYPE_CHECKING:
+    from .leader import Leader
+
+#: Batches up to this size are built in memory; larger ones spill to a temp file.
+SPOOL_MEMORY = 8 << 20
+#: A batch still being built once it reaches this size starts streaming (chunked).
+STREAM_AFTER = 1 << 20
+SEND_SIZE = 1 << 20
+
+
+class NotLeading(SqlreplError):
+    """A batch was asked of a node that is no longer the leader."""
+
+
+class BatchServer:
+    def __init__(self, leader: Leader) -> None:
+        self.leader = leader
+
+    async def batch(self, request: web.Request) -> web.StreamResponse:
+        leader = self.leader
+        after = int_param(request, "after")
+        epoch = int_param(request, "epoch", 0)
+        wait = min(max(float(int_param(request, "wait", 0)), 0.0), config.MAX_POLL_WAIT)
+        mine = leader.position.epoch
+        if not leader.leading or leader.lease_doubtful():
+            return error(503, "this node is not the leader now (no valid lease)")
+        if epoch > mine:
+            return error(409, f"follower accepted epoch {epoch}, newer than this leader's {mine}")
+        if epoch < mine and roles.diverged(leader.history, Position(epoch, after)):
+            start = roles.start_of_next_epoch(leader.history, epoch)
+            return error(
+                410,
+                f"follower at {epoch}/{after} diverged: epoch {epoch} ended at seq {start} "
+                "on this timeline",
+            )
+        leader.retention.register(request.query.get("node"), request.query.get("url", ""), after)
+        if after == leader.head and wait > 0 and epoch >= mine:
+            # (A follower still on an older epoch gets its answer at once: it accepts
+            # this leader's epoch without waiting for the next change.)
+            await self._wait_past(after, wait)
+        if after == leader.head:
+            return web.Response(status=204, headers=self.headers())
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=204)  # the follower hung up while waiting: build nothing
+        return await self._build_and_send(request, after, json_param(request, "fts5"))
+
+    def headers(self) -> dict[str, str]:
+        return {HEAD_HEADER: str(self.leader.head), EPOCH_HEADER: str(self.leader.position.epoch)}
+
+    async def _wait_past(self, after: int, wait: float) -> None:
+        leader = self.leader
+        async with leader.changed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await leader.changed.wait_for(lambda: leader.head != after or leader.stopping)
+
+    async def _build_and_send(
+        self, request: web.Request, after: int, fts5: dict[str, str]
+    ) -> web.StreamResponse:
+        spool = Spool(asyncio.get_running_loop(), SPOOL_MEMORY)
+        build = asyncio.ensure_future(self.leader.db.run(self._build, after, spool, fts5))
+        try:
+            return await self._send(request, spool, build)
+        except SnapshotNeeded as exc:
+            return error(410, str(exc))
+        except NotLeading as exc:
+            return error(503, str(exc))
+        finally:
+            if build.done():
+                spool.close()
+            else:
+                build.add_done_callback(lambda _: spool.close())
+
+    def _build(self, after: int, spool: Spool, fts5: dict[str, str]) -> None:
+        """In the database thread: build (after, head] into the spool."""
+        leader = self.leader
+        try:
+            while True:
+                try:
+                    out = FrameWriter(spool.write)
+                    batch.build(leader.db.conn, after, out, leader.tables, fts5)
+                    return
+                except batch.SchemaMoved:
+                    if not capture.sync_capture(leader.db.conn):
+                        raise NotLeading("this node handed over its leadership") from None
+                    leader.report_problems()
+        finally:
+            spool.finish()
+
+    async def _send(
+        self, request: web.Request, spool: Spool, build: asyncio.Future[None]
+    ) -> web.StreamResponse:
+        """Send the batch while it is being built: small ones whole, large ones streamed."""
+        while not spool.finished and spool.size < STREAM_AFTER:
+            await spool.changed()
+        if spool.finished:
+            await build  # raises what the build raised, before any byte is sent
+        response = web.StreamResponse(headers=self.headers())
+        response.content_type = BATCH_TYPE
+        if spool.finished:
+            response.content_length = spool.size
+        await response.prepare(request)
+        sent = 0
+        while True:
+            finished = spool.finished
+            if block := spool.read(sent, SEND_SIZE):
+                await response.write(block)
+                sent += len(block)
+            elif finished:
+                break
+            else:
+                await spool.changed()
+        await build  # a build that failed midway aborts the response: the follower sees it cut
+        await response.write_eof()
+        return response

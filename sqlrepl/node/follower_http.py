@@ -1,0 +1,109 @@
+"""The follower's HTTP API: status, snapshots of its file, and promotion."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..core.positions import Position
+from ..errors import SqlreplError
+from .client import Client
+from .http import auth_middleware, error, int_param
+from .snapshots import serve_snapshot
+
+if TYPE_CHECKING:
+    from .follower import Follower
+
+log = logging.getLogger("sqlrepl.follower")
+#: How long a promoted follower waits for the old leader to accept its demotion.
+FENCE_TIMEOUT = 2.0
+
+
+class FollowerAPI:
+    def __init__(self, follower: Follower) -> None:
+        self.follower = follower
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[auth_middleware(self.follower.config.token)])
+        app.router.add_get("/status", self.status)
+        app.router.add_get("/snapshot", self.snapshot)
+        app.router.add_post("/promote", self.promote)
+        return app
+
+    async def status(self, request: web.Request) -> web.Response:
+        f = self.follower
+        p = f.progress
+        eligible, why_not = f.eligibility()
+        now = time.time()
+        return web.json_response(
+            {
+                "role": "follower",
+                "url": f.url,
+                "db": str(f.config.db),
+                "node": f.node,
+                "cluster": f.cluster,
+                "epoch": p.position.epoch if p.position else None,
+                "seq": p.position.seq if p.position else None,
+                "leader": f.config.leader,
+                "leader_seq": p.leader_head,
+                "lag": {
+                    "changes": max((p.leader_head or 0) - (p.position.seq if p.position else 0), 0),
+                    "seconds": round(now - p.behind_since, 3) if p.behind_since else 0.0,
+                },
+                "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
+                "state": p.state,
+                "error": p.error,
+                "candidate": f.config.candidate,
+                "eligible": eligible,
+                "why_not": why_not,
+                "gate": "closed",
+                "history": f.history,
+                "rollback": f.rollback,
+            }
+        )
+
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        f = self.follower
+        if f.db is None:
+            return web.json_response({"error": "not bootstrapped yet"}, status=503)
+        return await serve_snapshot(request, f.db, f.config.db)
+
+    async def promote(self, request: web.Request) -> web.Response:
+        """Become the leader of a new epoch, continuing seq from what was applied."""
+        f = self.follower
+        force = request.query.get("force") == "1"
+        why = request.query.get("why") or "promoted by an operator"
+        expect = int_param(request, "expect_seq", -1)
+        ok, why_not = f.eligibility()
+        where = f.progress.position
+        if f.db is None or where is None:
+            return error(409, "promote refused: not bootstrapped")
+        if f.transition is not None:
+            return error(409, "promote refused: already handing over")
+        if not ok and not force:
+            return error(409, f"promote refused: {why_not}")
+        if expect >= 0 and expect != where.seq:
+            return error(409, f"promote refused: at seq {where.seq}, expected {expect}")
+        old_leader = f.config.leader
+        info = {"url": f.url, "node": f.node, "cluster": f.cluster}
+        epoch = await asyncio.to_thread(f.coord.acquire, info, where.epoch)
+        if epoch is None:
+            return error(409, "promote refused: another node holds the leader lease")
+        where = await f.become_leader(why, epoch)
+        if not why.startswith("switchover"):
+            await self._fence(old_leader, where)
+        return web.json_response({"url": f.url, "epoch": where.epoch, "seq": where.seq})
+
+    async def _fence(self, old_leader: str, where: Position) -> None:
+        """Best effort: tell the old leader, if it still runs, to close its gate and rejoin."""
+        try:
+            async with Client(old_leader, self.follower.config.token) as client:
+                params = {"leader": self.follower.url, "epoch": where.epoch}
+                await client.post("/demote", params, timeout=FENCE_TIMEOUT)
+            log.info("old leader %s demoted itself", old_leader)
+        except SqlreplError as exc:
+            log.info("old leader %s not fenced (%s)", old_leader, exc)

@@ -1,0 +1,298 @@
+"""The follower's replication loop: check the leader, bootstrap or rejoin, pull, apply.
+
+Each batch is applied in one SQLite transaction together with the position; a large one
+block by block as it arrives. Transient failures are retried with backoff and shown in
+status; a wrong file or token ends the role (through the supervisor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from .. import config
+from ..core import roles, rollback, snapshot
+from ..core.apply import Applier, adopt_epoch, applier_connection
+from ..core.db import connect
+from ..core.positions import Position, follower_position, read_position
+from ..core.schema import fts5_fingerprints
+from ..core.wire import EPOCH_HEADER, HEAD_HEADER
+from ..errors import (
+    ApplyError,
+    AuthError,
+    DatabaseError,
+    PeerUnavailable,
+    ProtocolError,
+    SnapshotNeeded,
+    SqlreplError,
+    StaleEpochError,
+)
+from .client import Client, expect_ok
+from .database import Database
+
+if TYPE_CHECKING:
+    from .follower import Follower
+
+log = logging.getLogger("sqlrepl.follower")
+
+#: Bodies up to this size are read whole and applied in one step.
+SMALL_BATCH = 4 << 20
+#: Larger (or streamed) batches are applied block by block as they arrive.
+STREAM_BLOCK = 1 << 20
+
+
+class Replicator:
+    def __init__(self, follower: Follower) -> None:
+        self.f = follower
+        self.client = Client(follower.config.leader, follower.config.token)
+        #: Set when the leader's log no longer covers our position.
+        self.need_snapshot = False
+        #: Our FTS5 tables' fingerprints, sent with each pull (None: read them again).
+        self.fts5: dict[str, str] | None = None
+        #: The leader answered as a leader of our cluster (checked before any pull).
+        self.leader_checked = False
+
+    def repoint(self, url: str) -> None:
+        self.leader_checked = False
+        old, self.client = self.client, Client(url, self.f.config.token)
+        asyncio.create_task(old.close())  # an in-flight long poll fails and is retried
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = config.BACKOFF_MIN
+        while not stop.is_set():
+            try:
+                if self.f.db is None or self.need_snapshot or not self.leader_checked:
+                    await self._bootstrap()
+                await self._pull()
+                delay = config.BACKOFF_MIN
+                self.f.progress.error = None
+                continue
+            except SnapshotNeeded as exc:
+                log.warning("%s: re-bootstrapping from a snapshot", exc)
+                self.need_snapshot = True
+                continue
+            except ApplyError as exc:
+                log.error("%s", exc)  # nothing of the batch was kept; retried with backoff
+                self._failed(exc)
+            except (AuthError, DatabaseError):
+                raise
+            except (PeerUnavailable, ProtocolError, StaleEpochError) as exc:
+                self._failed(exc)
+            with_stop = asyncio.create_task(stop.wait())
+            await asyncio.wait({with_stop}, timeout=delay)
+            with_stop.cancel()
+            delay = min(delay * 2, config.BACKOFF_MAX)
+
+    def _failed(self, exc: SqlreplError) -> None:
+        message = str(exc)
+        if message != self.f.progress.error:
+            log.warning("%s; retrying (backoff up to %ss)", message, config.BACKOFF_MAX)
+        self.f.progress.error = message
+        self.f.progress.state = "retrying"
+
+    async def _bootstrap(self) -> None:
+        f = self.f
+        follows = f.meta is not None and f.meta.get("role") == "follower"
+        if follows and f.db is None and not self.need_snapshot:
+            # Our position is ours to know: open before reaching the leader, so that a
+            # follower restarted while its leader is down reports where it is and can be
+            # promoted. Nothing is pulled until the leader passed the checks below.
+            self._open()
+        info = await self.client.status()
+        leader = f.config.leader
+        if info.get("role") != "leader":
+            raise ProtocolError(f"{leader} is not a leader (role {info.get('role')})")
+        if f.meta and f.meta.get("cluster") != info.get("cluster"):
+            raise DatabaseError(
+                f"{f.config.db} belongs to cluster {f.meta.get('cluster')}, but "
+                f"{leader} leads cluster {info.get('cluster')}; refusing to touch it"
+            )
+        f.history = list(info.get("history") or [])
+        if f.meta and f.meta.get("role") == "leader":
+            if int(info.get("epoch") or 0) <= int(f.meta["epoch"]):
+                raise DatabaseError(
+                    f"{f.config.db} is the leader of epoch {f.meta['epoch']}; "
+                    f"{leader} leads epoch {info.get('epoch')}, not a newer one: "
+                    "refusing to turn it into a follower"
+                )
+            await self._rejoin()
+        self.leader_checked = True
+        if f.meta and not self.need_snapshot:
+            if f.db is None:
+                self._open()
+            return
+        f.progress.state = "bootstrapping"
+        await self._install_snapshot()
+        self.need_snapshot = False
+
+    async def _install_snapshot(self) -> None:
+        f, db = self.f, self.f.config.db
+        tmp = db.parent / f".{db.name}.sqlrepl-download"
+        tmp.unlink(missing_ok=True)
+        log.info("downloading a snapshot from %s", f.config.leader)
+        try:
+            where = await self.client.download_snapshot(
+                tmp, {"node": f.node, "url": f.url}, _log_progress()
+            )
+            await asyncio.to_thread(snapshot.verify, tmp)
+            await asyncio.to_thread(snapshot.make_follower, tmp, f.config.leader, f.node)
+            if f.db is not None:
+                await f.db.run(snapshot.place, tmp, db)
+            else:
+                await asyncio.to_thread(snapshot.place, tmp, db)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("bootstrapped %s from a snapshot at %s", db, where)
+        self.fts5 = None
+        f.meta = roles.check_existing(db)
+        if f.db is None:
+            self._open()
+        else:
+            f.progress.position = await f.db.run(follower_position, f.db.conn)
+
+    async def _rejoin(self) -> None:
+        """A deposed leader's file: save what diverged to a rollback file, then follow."""
+        f = self.f
+        conn = connect(f.config.db)
+        try:
+            mine = await asyncio.to_thread(read_position, conn)
+            if roles.diverged(f.history, mine):
+                path = await asyncio.to_thread(
+                    rollback.save_divergence, conn, f.history, mine, time.time()
+                )
+                f.rollback = str(path)
+                self.need_snapshot = True
+                log.error(
+                    "this node diverged at %s: its changes after the fork are in %s; "
+                    "resyncing from %s",
+                    mine,
+                    path,
+                    f.config.leader,
+                )
+            await asyncio.to_thread(roles.demote, conn, f.config.leader)
+        finally:
+            conn.close()
+        f.meta = roles.check_existing(f.config.db)
+        log.info("rejoined as a follower of %s", f.config.leader)
+
+    def _open(self) -> None:
+        f = self.f
+        conn = applier_connection(connect(f.config.db))
+        f.db = Database(conn)
+        f.progress.position = follower_position(conn)
+        log.info("following %s from %s", f.config.leader, f.progress.position)
+
+    async def _pull(self) -> None:
+        f = self.f
+        assert f.db is not None and f.progress.position is not None
+        where = f.progress.position
+        if self.fts5 is None:
+            self.fts5 = await f.db.run(fts5_fingerprints, f.db.conn)
+        params = {
+            "after": where.seq,
+            "epoch": where.epoch,
+            "wait": f.config.wait,
+            "node": f.node,
+            "url": f.url,
+            "fts5": json.dumps(self.fts5),
+        }
+        async with self.client.get("/batch", params, timeout=f.config.wait + 30) as response:
+            await expect_ok(response)
+            head = int(response.headers.get(HEAD_HEADER, where.seq))
+            epoch = int(response.headers.get(EPOCH_HEADER, where.epoch))
+            if epoch > where.epoch:
+                await self._confirm_epoch(epoch)
+            f.progress.state = "streaming"
+            f.progress.saw_leader(head)  # known before applying: lag shows while we apply
+            if response.status == 200:
+                await self._apply(response)
+                f.progress.saw_leader(head)
+            elif epoch > where.epoch:
+                # Nothing new, but a newer leader: accept its epoch now (the fencing token),
+                # not only with its next change.
+                f.progress.position = await f.db.run(adopt_epoch, f.db.conn, epoch)
+                log.info("accepted epoch %s from %s", epoch, f.config.leader)
+
+    async def _confirm_epoch(self, epoch: int) -> None:
+        """Accept a newer epoch only if the coordinator confirms this leader holds it."""
+        leader = self.f.config.leader
+        if not await asyncio.to_thread(self.f.coord.confirm, leader, epoch):
+            raise StaleEpochError(f"{leader} claims epoch {epoch}, which etcd does not confirm")
+
+    async def _apply(self, response: aiohttp.ClientResponse) -> None:
+        f = self.f
+        assert f.db is not None
+        applier = Applier(f.db.conn)
+        try:
+            size = response.content_length
+            if size is not None and size <= SMALL_BATCH:
+                body = await response.read()
+                if len(body) != size:
+                    raise ProtocolError("batch is truncated")
+                f.progress.position = await f.db.run(_apply_whole, applier, body)
+            else:
+                await self._apply_streamed(response, applier)
+                log.info(
+                    "applied a large batch: %d rows, now at %s", applier.rows, f.progress.position
+                )
+            self._saw_history(applier)
+        except BaseException as exc:
+            await f.db.run(applier.abort)
+            if isinstance(exc, aiohttp.ClientPayloadError):
+                raise ProtocolError(f"batch transfer broke off: {exc}") from exc
+            raise
+
+    def _saw_history(self, applier: Applier) -> None:
+        """Take what an applied batch tells: the history; whether FTS5 indexes moved."""
+        header = applier.header
+        if header is None:
+            return
+        if header.history:
+            self.f.history = json.loads(header.history)
+        names = {shape.name for shape in header.tables.values()}
+        if header.schema is not None or any(
+            n.rsplit("_", 1)[0] in (self.fts5 or {}) for n in names
+        ):
+            self.fts5 = None  # read the fingerprints again before the next pull
+
+    async def _apply_streamed(self, response: aiohttp.ClientResponse, applier: Applier) -> None:
+        """Apply each block while the next one arrives; commit at the end."""
+        f = self.f
+        assert f.db is not None
+        applying: asyncio.Future[None] | None = None
+        try:
+            async for block in response.content.iter_chunked(STREAM_BLOCK):
+                if applying is not None:
+                    await applying
+                applying = asyncio.ensure_future(f.db.run(applier.feed, block))
+            if applying is not None:
+                await applying
+        finally:
+            if applying is not None and not applying.done():
+                await asyncio.wait({applying})
+        f.progress.position = await f.db.run(applier.finish)
+
+
+def _apply_whole(applier: Applier, body: bytes) -> Position:
+    applier.feed(body)
+    return applier.finish()
+
+
+def _log_progress() -> Any:
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2 or done == total:
+            last[0] = now
+            log.info("snapshot: %d of %d bytes", done, total)
+
+    return report
