@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,8 +138,17 @@ def test_snapshot_of_plain_file_fails_cleanly(tmp_path: Path) -> None:
     assert not (tmp_path / "out.db").exists()
 
 
-def test_demo_runs_and_exits_zero() -> None:
-    """`sqlrepl demo` runs a leader, two followers and a writer, and checks they agree."""
-    result = sqlrepl("demo", "--duration", "2", timeout=120)
+def test_demo_runs_from_any_directory_and_exits_zero(tmp_path: Path) -> None:
+    """The installed `sqlrepl demo`, started in an unrelated directory, runs a leader, two
+    followers and a writer on its own sample database, and checks they agree."""
+    tool = Path(sys.executable).parent / "sqlrepl"
+    result = subprocess.run(
+        [str(tool), "demo", "--duration", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("identical to") == 2
+    assert list(tmp_path.iterdir()) == []  # nothing left in the caller's directory

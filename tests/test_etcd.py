@@ -168,3 +168,33 @@ def test_switchover_through_etcd_loses_nothing(
     cluster.wait_caught_up(files[1], old, daemons[2])
     assert "downloading a snapshot" not in old.log()
     assert open_leader(daemons) is target
+
+
+def test_gate_closes_on_a_busy_file_and_the_ha_loop_lives_on(
+    nodes: tuple[list[Path], list[Daemon]], etcd: EtcdServer
+) -> None:
+    """etcd gone while an app holds the leader file's write lock past the busy timeout: the
+    gate closes the moment the app lets go, status tells the real gate and the lease apart
+    meanwhile, the next app write is refused, and the HA loop goes on (it leads again, or
+    follows, once etcd is back)."""
+    files, daemons = nodes
+    leader = daemons[0]
+    app = sqlite3.connect(files[0], isolation_level=None)
+    try:
+        app.execute("BEGIN IMMEDIATE")
+        app.execute("INSERT INTO t(v) VALUES('held')")
+        etcd.stop()
+        wait_until(lambda: "write gate NOT closed yet" in leader.log(), "a busy gate close", 30)
+        status = leader.status()
+        assert status["gate"] == "open" and status["lease_valid"] is False
+        app.execute("ROLLBACK")
+    finally:
+        app.close()
+    wait_until(lambda: leader.status()["gate"] == "closed", "the gate to close", 15)
+    with pytest.raises(sqlite3.DatabaseError, match="writes refused"):
+        insert(files[0], "after the gate closed")
+    closed_at = len(leader.log())
+    etcd.start()
+    wait_until(lambda: open_leader(daemons) is not None, "a leader again", TTL * 4)
+    later = leader.log()[closed_at:]
+    assert "acquired the lease" in later or "following" in later, later

@@ -3,6 +3,7 @@ refusals, divergence (real daemons on loopback)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -155,3 +156,41 @@ def test_deposed_leader_with_divergent_writes_rejoins(
     assert {c["key"]["id"]: c["row"]["v"] for c in changes} == lost
     assert all(c["op"] == "upsert" and c["table"] == "t" for c in changes)
     assert "diverged" in rejoined.log()
+
+
+def test_rejoin_with_divergent_rows_of_a_wide_key_table(
+    trio: tuple[Path, Daemon, Path, Daemon], cluster: Cluster
+) -> None:
+    """A deposed leader whose divergent rows live in a WITHOUT ROWID table keyed by five
+    columns rejoins: every such row is in its rollback file, keys whole."""
+    db, leader, b, follower = trio
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE wide(a, b, c, d, e, v, PRIMARY KEY (a, b, c, d, e)) WITHOUT ROWID")
+    conn.execute("INSERT INTO wide VALUES(0, 'x', 0.5, x'00', 'k', 'shared')")
+    conn.commit()
+    cluster.wait_caught_up(db, follower)
+    follower.stop()
+    lost = {(i, "x", i / 2, bytes([i]), "k"): f"lost-{i}" for i in range(1, 6)}
+    conn.executemany(
+        "INSERT INTO wide VALUES(?, ?, ?, ?, ?, ?)", [(*k, v) for k, v in lost.items()]
+    )
+    conn.execute("UPDATE wide SET v = 'changed' WHERE a = 0")
+    conn.commit()
+    conn.close()
+    wait_until(lambda: leader.status()["seq"] == log_head(db), "leader to see them")
+    leader.kill9()
+    follower.start()
+    assert run_cli("promote", follower.url)["epoch"] == 2
+    rejoined = cluster.follower(db, follower, port=leader.port)
+    cluster.wait_caught_up(b, rejoined)
+    assert dump(db) == dump(b)
+    rollback = rejoined.status()["rollback"]
+    assert rollback and Path(rollback).exists()
+    changes = [json.loads(line) for line in Path(rollback).read_text().splitlines()]
+    assert all(c["op"] == "upsert" and c["table"] == "wide" for c in changes)
+    got = {}
+    for c in changes:
+        k = c["key"]
+        blob = k["d"]["base64"] if isinstance(k["d"], dict) else k["d"]
+        got[(k["a"], k["b"], k["c"], base64.b64decode(blob), k["e"])] = c["row"]["v"]
+    assert got == {**lost, (0, "x", 0.5, b"\x00", "k"): "changed"}

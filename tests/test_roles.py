@@ -64,3 +64,25 @@ def test_divergence_rule_and_changes_after_the_fork(replica: Replica) -> None:
         ({"id": 2}, "upsert", {"id": 2, "v": "b2"}),
         ({"id": 1}, "delete", None),
     ]
+
+
+def test_divergent_changes_of_a_five_column_key(replica: Replica) -> None:
+    """Rows of a WITHOUT ROWID table with a 5-column key come out of the log whole."""
+    write(
+        replica,
+        "CREATE TABLE w(a, b, c, d, e, v, PRIMARY KEY (a, b, c, d, e)) WITHOUT ROWID",
+        "INSERT INTO w VALUES(1, 2, 3, 4, 5, 'old')",
+    )
+    replica.sync()
+    fork = log_head(replica.leader)
+    write(
+        replica,
+        "INSERT INTO w VALUES(1, 2, 3, 4, 6, 'new')",
+        "DELETE FROM w WHERE e = 5",
+    )
+    changes = list(rollback.divergent_changes(replica.leader, fork))
+    key = {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert [(c["key"], c["op"], c.get("row")) for c in changes] == [
+        ({**key, "e": 6}, "upsert", {**key, "e": 6, "v": "new"}),
+        ({**key, "e": 5}, "delete", None),
+    ]

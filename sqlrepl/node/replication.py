@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from .. import config
-from ..core import roles, rollback, snapshot
-from ..core.apply import Applier, adopt_epoch, applier_connection
-from ..core.db import connect
-from ..core.positions import Position, follower_position, read_position
+from ..core.apply import Applier, adopt_epoch
+from ..core.positions import Position
 from ..core.schema import fts5_fingerprints
 from ..core.wire import EPOCH_HEADER, HEAD_HEADER
 from ..errors import (
@@ -32,8 +29,8 @@ from ..errors import (
     SqlreplError,
     StaleEpochError,
 )
+from . import bootstrap
 from .client import Client, expect_ok
-from .database import Database
 
 if TYPE_CHECKING:
     from .follower import Follower
@@ -105,7 +102,7 @@ class Replicator:
             # Our position is ours to know: open before reaching the leader, so that a
             # follower restarted while its leader is down reports where it is and can be
             # promoted. Nothing is pulled until the leader passed the checks below.
-            self._open()
+            bootstrap.open_file(f)
         info = await self.client.status()
         leader = f.config.leader
         if info.get("role") != "leader":
@@ -123,72 +120,16 @@ class Replicator:
                     f"{leader} leads epoch {info.get('epoch')}, not a newer one: "
                     "refusing to turn it into a follower"
                 )
-            await self._rejoin()
+            self.need_snapshot |= await bootstrap.rejoin(f)
         self.leader_checked = True
         if f.meta and not self.need_snapshot:
             if f.db is None:
-                self._open()
+                bootstrap.open_file(f)
             return
         f.progress.state = "bootstrapping"
-        await self._install_snapshot()
-        self.need_snapshot = False
-
-    async def _install_snapshot(self) -> None:
-        f, db = self.f, self.f.config.db
-        tmp = db.parent / f".{db.name}.sqlrepl-download"
-        tmp.unlink(missing_ok=True)
-        log.info("downloading a snapshot from %s", f.config.leader)
-        try:
-            where = await self.client.download_snapshot(
-                tmp, {"node": f.node, "url": f.url}, _log_progress()
-            )
-            await asyncio.to_thread(snapshot.verify, tmp)
-            await asyncio.to_thread(snapshot.make_follower, tmp, f.config.leader, f.node)
-            if f.db is not None:
-                await f.db.run(snapshot.place, tmp, db)
-            else:
-                await asyncio.to_thread(snapshot.place, tmp, db)
-        finally:
-            tmp.unlink(missing_ok=True)
-        log.info("bootstrapped %s from a snapshot at %s", db, where)
+        await bootstrap.install_snapshot(f, self.client)
         self.fts5 = None
-        f.meta = roles.check_existing(db)
-        if f.db is None:
-            self._open()
-        else:
-            f.progress.position = await f.db.run(follower_position, f.db.conn)
-
-    async def _rejoin(self) -> None:
-        """A deposed leader's file: save what diverged to a rollback file, then follow."""
-        f = self.f
-        conn = connect(f.config.db)
-        try:
-            mine = await asyncio.to_thread(read_position, conn)
-            if roles.diverged(f.history, mine):
-                path = await asyncio.to_thread(
-                    rollback.save_divergence, conn, f.history, mine, time.time()
-                )
-                f.rollback = str(path)
-                self.need_snapshot = True
-                log.error(
-                    "this node diverged at %s: its changes after the fork are in %s; "
-                    "resyncing from %s",
-                    mine,
-                    path,
-                    f.config.leader,
-                )
-            await asyncio.to_thread(roles.demote, conn, f.config.leader)
-        finally:
-            conn.close()
-        f.meta = roles.check_existing(f.config.db)
-        log.info("rejoined as a follower of %s", f.config.leader)
-
-    def _open(self) -> None:
-        f = self.f
-        conn = applier_connection(connect(f.config.db))
-        f.db = Database(conn)
-        f.progress.position = follower_position(conn)
-        log.info("following %s from %s", f.config.leader, f.progress.position)
+        self.need_snapshot = False
 
     async def _pull(self) -> None:
         f = self.f
@@ -284,15 +225,3 @@ class Replicator:
 def _apply_whole(applier: Applier, body: bytes) -> Position:
     applier.feed(body)
     return applier.finish()
-
-
-def _log_progress() -> Any:
-    last = [0.0]
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 2 or done == total:
-            last[0] = now
-            log.info("snapshot: %d of %d bytes", done, total)
-
-    return report

@@ -1,0 +1,93 @@
+"""Getting a follower's file ready: open it, install a snapshot, or rejoin a deposed
+leader's file (its divergent changes go to a rollback file first)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..core import roles, rollback, snapshot
+from ..core.apply import applier_connection
+from ..core.db import connect
+from ..core.positions import follower_position, read_position
+from .client import Client
+from .database import Database
+
+if TYPE_CHECKING:
+    from .follower import Follower
+
+log = logging.getLogger("sqlrepl.follower")
+
+
+def open_file(f: Follower) -> None:
+    """Open the follower's own file for replay and read its position."""
+    conn = applier_connection(connect(f.config.db))
+    f.db = Database(conn)
+    f.progress.position = follower_position(conn)
+    log.info("following %s from %s", f.config.leader, f.progress.position)
+
+
+async def install_snapshot(f: Follower, client: Client) -> None:
+    """Download a snapshot beside the file, verify it, make it a follower, put it in place
+    (a rename, or a live replace readers never see torn)."""
+    db = f.config.db
+    tmp = db.parent / f".{db.name}.sqlrepl-download"
+    tmp.unlink(missing_ok=True)
+    log.info("downloading a snapshot from %s", f.config.leader)
+    try:
+        where = await client.download_snapshot(tmp, {"node": f.node, "url": f.url}, _log_progress())
+        await asyncio.to_thread(snapshot.verify, tmp)
+        await asyncio.to_thread(snapshot.make_follower, tmp, f.config.leader, f.node)
+        if f.db is not None:
+            await f.db.run(snapshot.place, tmp, db)
+        else:
+            await asyncio.to_thread(snapshot.place, tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("bootstrapped %s from a snapshot at %s", db, where)
+    f.meta = roles.check_existing(db)
+    if f.db is None:
+        open_file(f)
+    else:
+        f.progress.position = await f.db.run(follower_position, f.db.conn)
+
+
+async def rejoin(f: Follower) -> bool:
+    """A deposed leader's file: save what diverged to a rollback file, then follow.
+    True if it diverged (its content must be resynced from a snapshot)."""
+    conn = connect(f.config.db)
+    diverged = False
+    try:
+        mine = await asyncio.to_thread(read_position, conn)
+        if roles.diverged(f.history, mine):
+            path = await asyncio.to_thread(
+                rollback.save_divergence, conn, f.history, mine, time.time()
+            )
+            f.rollback = str(path)
+            diverged = True
+            log.error(
+                "this node diverged at %s: its changes after the fork are in %s; resyncing from %s",
+                mine,
+                path,
+                f.config.leader,
+            )
+        await asyncio.to_thread(roles.demote, conn, f.config.leader)
+    finally:
+        conn.close()
+    f.meta = roles.check_existing(f.config.db)
+    log.info("rejoined as a follower of %s", f.config.leader)
+    return diverged
+
+
+def _log_progress() -> Any:
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2 or done == total:
+            last[0] = now
+            log.info("snapshot: %d of %d bytes", done, total)
+
+    return report

@@ -1,0 +1,109 @@
+"""The HA decisions, in milliseconds: every branch gives its action and its sentence."""
+
+from __future__ import annotations
+
+import pytest
+
+from sqlrepl.core.decisions import (
+    ALIVE,
+    EXPIRED,
+    HELD,
+    LOST,
+    NONE,
+    UNREACHABLE,
+    Action,
+    Do,
+    FollowerView,
+    LeaderView,
+    decide_follower,
+    decide_leader,
+    further_ahead,
+    needs_peers,
+)
+from sqlrepl.core.positions import Position
+
+ME, OTHER = "http://me:1", "http://other:2"
+MAY_HAVE_EXPIRED = "stepped down: the leader lease may have expired"
+TAKE = "no lease and no other holder: taking the leader key"
+
+
+@pytest.mark.parametrize(
+    ("lease", "renewal", "gate_open", "holder", "expected"),
+    [
+        (EXPIRED, None, True, None, (Do.STEP_DOWN, MAY_HAVE_EXPIRED)),
+        (EXPIRED, UNREACHABLE, True, None,
+         (Do.STEP_DOWN, "stepped down: etcd unreachable, the lease may have expired")),
+        (HELD, LOST, True, None, (Do.STEP_DOWN, "stepped down: lease lost")),
+        (HELD, UNREACHABLE, True, None, (Do.NOTHING, "etcd unreachable; the lease still holds")),
+        (HELD, ALIVE, False, None, (Do.OPEN_GATE, "leading epoch 7 with the lease: gate opened")),
+        (HELD, ALIVE, True, None, (Do.NOTHING, "leading epoch 7 with the lease")),
+        (NONE, None, False, OTHER, (Do.FOLLOW, f"following {OTHER}, which holds the lease")),
+        (NONE, None, False, ME, (Do.ACQUIRE, TAKE)),
+        (NONE, None, False, None, (Do.ACQUIRE, TAKE)),
+    ],
+)  # fmt: skip
+def test_leader_decisions(
+    lease: str, renewal: str | None, gate_open: bool, holder: str | None, expected: tuple
+) -> None:
+    """A leader's view gives one action and the sentence the log records."""
+    action = decide_leader(LeaderView(ME, 7, gate_open, lease, renewal, holder))
+    assert (action.do, action.sentence) == expected
+    if action.do is Do.FOLLOW:
+        assert action.target == OTHER
+
+
+def follower_view(**changes: object) -> FollowerView:
+    view = {
+        "url": ME,
+        "following": OTHER,
+        "holder": None,
+        "handing_over": False,
+        "eligible": True,
+        "why_not": None,
+        "position": Position(3, 40),
+        "better_peer": None,
+    }
+    return FollowerView(**{**view, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"holder": {"url": ME, "epoch": 4}},
+         Action(Do.NOTHING, "etcd names this node the leader: waiting for its promotion")),
+        ({"holder": {"url": "http://third:3", "epoch": 4}},
+         Action(Do.REPOINT, "following http://third:3 (epoch 4)", "http://third:3")),
+        ({"holder": {"url": OTHER, "epoch": 3}}, Action(Do.NOTHING, f"following {OTHER}")),
+        ({"handing_over": True}, Action(Do.NOTHING, "handing over")),
+        ({"eligible": False, "why_not": "not a candidate (started with --no-candidate)"},
+         Action(Do.NOTHING, "no leader, and this node may not run: not a candidate "
+                "(started with --no-candidate)")),
+        ({"better_peer": "http://third:3"},
+         Action(Do.NOTHING, "no leader; yielding to http://third:3, which is further ahead")),
+        ({}, Action(Do.ACQUIRE, "no leader: racing for the leader key at 3/40")),
+    ],
+)  # fmt: skip
+def test_follower_decisions(changes: dict, expected: Action) -> None:
+    """A follower's view gives one action and the sentence the log records."""
+    assert decide_follower(follower_view(**changes)) == expected
+
+
+def test_peers_are_asked_only_when_an_election_is_possible() -> None:
+    """Peers' positions are fetched only with no leader and an eligible, idle candidate."""
+    assert needs_peers(follower_view())
+    assert not needs_peers(follower_view(holder={"url": OTHER}))
+    assert not needs_peers(follower_view(eligible=False))
+    assert not needs_peers(follower_view(handing_over=True))
+    assert not needs_peers(follower_view(position=None))
+
+
+def test_further_ahead_orders_by_epoch_seq_then_node() -> None:
+    """Epoch first, then seq; a tie goes to the smaller node id; ineligible peers never win."""
+    mine = Position(3, 40)
+    assert further_ahead({"eligible": True, "epoch": 4, "seq": 1, "node": "z"}, mine, "m")
+    assert further_ahead({"eligible": True, "epoch": 3, "seq": 41, "node": "z"}, mine, "m")
+    assert further_ahead({"eligible": True, "epoch": 3, "seq": 40, "node": "a"}, mine, "m")
+    assert not further_ahead({"eligible": True, "epoch": 3, "seq": 40, "node": "z"}, mine, "m")
+    assert not further_ahead({"eligible": True, "epoch": 3, "seq": 39, "node": "a"}, mine, "m")
+    assert not further_ahead({"eligible": False, "epoch": 9, "seq": 99, "node": "a"}, mine, "m")
+    assert not further_ahead({"eligible": True, "epoch": None, "seq": None}, mine, "m")
