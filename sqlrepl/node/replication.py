@@ -166,7 +166,7 @@ class Replicator:
         """Accept a newer epoch only if the coordinator confirms this leader holds it."""
         leader = self.f.config.leader
         if not await asyncio.to_thread(self.f.coord.confirm, leader, epoch):
-            raise StaleEpochError(f"{leader} claims epoch {epoch}, which etcd does not confirm")
+            raise StaleEpochError(f"{leader} claims epoch {epoch}, which the coordinator does not confirm")
 
     async def _apply(self, response: aiohttp.ClientResponse) -> None:
         f = self.f
