@@ -42,6 +42,28 @@ async def _one_status(url: str, token: str | None) -> dict[str, Any]:
     return {**body, "url": url, "node_url": body.get("url"), "ok": True, "lag": lag}
 
 
+def unhealthy(nodes: list[dict[str, Any]], max_lag_seconds: float) -> list[str]:
+    """Why each node is unhealthy: unreachable, a follower not streaming, failing, or too
+    far behind (empty: all healthy)."""
+    out = []
+    for n in nodes:
+        if not n["ok"]:
+            out.append(f"{n['url']}: unreachable: {n['error']}")
+            continue
+        if n.get("role") != "follower":
+            if n.get("error"):
+                out.append(f"{n['url']}: {n['error']}")
+            continue
+        seconds = float((n.get("lag") or {}).get("seconds") or 0)
+        if n.get("state") != "streaming":
+            out.append(f"{n['url']}: {n.get('state')}: {n.get('error') or 'not streaming'}")
+        elif n.get("error"):
+            out.append(f"{n['url']}: {n['error']}")
+        elif seconds > max_lag_seconds:
+            out.append(f"{n['url']}: {seconds:g} s behind its leader (max {max_lag_seconds:g})")
+    return out
+
+
 def promote(url: str, force: bool, token: str | None) -> dict[str, Any]:
     """Ask the follower at `url` to take over."""
 
@@ -84,4 +106,4 @@ def epochs(url: str, token: str | None) -> list[dict[str, Any]]:
     return asyncio.run(fetch())
 
 
-__all__ = ["cluster_status", "epochs", "promote", "switchover"]
+__all__ = ["cluster_status", "epochs", "promote", "switchover", "unhealthy"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .errors import ConfigError
 
@@ -31,8 +32,11 @@ DEFAULT_SWITCHOVER_TIMEOUT = 10.0
 SWITCHOVER_MAX_LAG = 10_000
 #: Longest a follower may hold a batch request open at the leader waiting for changes.
 MAX_POLL_WAIT = 60.0
-#: How long one batch request of a follower waits at the leader for new changes.
-DEFAULT_POLL_WAIT = 30
+#: How long one batch request of a follower waits at the leader for new changes: also the
+#: keep-alive of an idle follower (its last contact and freshness are never older than this).
+DEFAULT_POLL_WAIT = 3
+#: `status --check`: a follower further behind than this many seconds is unhealthy.
+DEFAULT_CHECK_LAG_SECONDS = 30.0
 #: Follower: retry delays after a failed pull (doubling from the first to the second).
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 #: Leader: a fallback look for changes, for file systems that send no events.
@@ -53,6 +57,29 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{value!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def advertised_url(host: str, port: int, advertise: str | None) -> str:
+    """The URL other nodes and tools reach this node at: --advertise, or the listen address.
+
+    A wildcard listen address (0.0.0.0, ::) is never published: it needs --advertise.
+    """
+    if advertise is not None:
+        parsed = urlparse(advertise)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.port is None:
+            raise ConfigError(f"--advertise {advertise!r} is not http://HOST:PORT")
+        if parsed.hostname in WILDCARDS or parsed.path not in ("", "/"):
+            raise ConfigError(f"--advertise {advertise!r} is not an address others can reach")
+        return advertise.rstrip("/")
+    if host in WILDCARDS:
+        raise ConfigError(
+            f"listening on {host or '*'}:{port} needs --advertise URL "
+            "(the address other nodes reach this one at)"
+        )
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:

@@ -34,8 +34,9 @@ def info(node: str) -> dict[str, str]:
 
 def test_contract_acquire_renew_release(coord: Coordinator) -> None:
     """Leadership is granted above the floor, held, renewed, confirmed, and given back."""
-    coord.check_config()
-    coord.check_config()
+    coord.check_config(None)
+    coord.check_config("c1")
+    coord.check_config("c1")
     assert coord.leader() is None
     epoch = coord.acquire(info("a"), 7)
     assert epoch is not None and epoch > 7
@@ -77,9 +78,9 @@ def test_etcd_one_holder_at_a_time(etcd: EtcdServer) -> None:
 def test_etcd_ttl_must_match_the_cluster(etcd: EtcdServer) -> None:
     """The first node records the TTL; a node with another one is refused."""
     name = next(names)
-    from_url(etcd.coordinator(name), 4).check_config()
+    from_url(etcd.coordinator(name), 4).check_config(None)
     with pytest.raises(ConfigError, match="differs"):
-        from_url(etcd.coordinator(name), 5).check_config()
+        from_url(etcd.coordinator(name), 5).check_config(None)
 
 
 @pytest.mark.parametrize(

@@ -32,8 +32,10 @@ class Coordinator(Protocol):
     def loop_wait(self) -> float:
         """Seconds between HA cycles (and lease renewals)."""
 
-    def check_config(self) -> None:
-        """Refuse settings that differ from the cluster's (at start)."""
+    def check_config(self, cluster: str | None, fresh: bool = False) -> None:
+        """Refuse settings that differ from the cluster's, and a coordinator that serves
+        another cluster than `cluster` (the file's identity, None if it has none yet;
+        `fresh`: a new leader file, which may only start a cluster nobody serves yet)."""
 
     def acquire(self, info: dict[str, Any], floor: int) -> int | None:
         """Take leadership for `info` ({"url", "node", "cluster"}); return the new epoch,

@@ -108,16 +108,26 @@ class Etcd:
                 errors.append(f"{client.host}:{client.port}: {exc}")
         raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
 
-    def check_config(self) -> None:
-        """Every node of a cluster must use the same TTL: the first one records it."""
+    def check_config(self, cluster: str | None, fresh: bool = False) -> None:
+        """Every node of a cluster must use the same TTL, and one etcd name serves one
+        sqlrepl cluster: the first node records both."""
         key = self._key("config")
-        mine = json.dumps({"ttl": self.settings.ttl})
-        self._call(lambda c: c.create(key, mine))
+        mine = {"ttl": self.settings.ttl, "cluster": cluster}
+        self._call(lambda c: c.create(key, json.dumps(mine)))
         theirs = json.loads(self._call(lambda c: c.get(key))[0])
         if theirs.get("ttl") != self.settings.ttl:
             raise ConfigError(
                 f"--ttl {self.settings.ttl} differs from the cluster's {theirs.get('ttl')}"
             )
+        recorded = theirs.get("cluster")
+        if recorded and (fresh or (cluster and cluster != recorded)):
+            mine_ = "a new cluster" if fresh else f"cluster {cluster}"
+            raise ConfigError(
+                f"etcd cluster name {self.settings.name!r} already serves sqlrepl cluster "
+                f"{recorded}; this file belongs to {mine_}: refusing to touch it"
+            )
+        if cluster and not recorded:
+            self._call(lambda c: c.put(key, json.dumps({**theirs, "cluster": cluster})))
 
     def leader(self) -> dict[str, Any] | None:
         """The leader key's value (with its create revision), or None if there is none."""

@@ -24,7 +24,7 @@ class Static:
         self._holder: dict[str, Any] | None = None
         self._members: dict[str, dict[str, Any]] = {}
 
-    def check_config(self) -> None:
+    def check_config(self, cluster: str | None, fresh: bool = False) -> None:
         return None
 
     def acquire(self, info: dict[str, Any], floor: int) -> int | None:

@@ -15,7 +15,7 @@ import apsw
 
 from ..errors import DatabaseError
 from .db import read_meta, scalar, schema_version, transaction, write_meta
-from .positions import Position, current_position, log_head
+from .positions import SNAPSHOT, Position, current_position, log_head
 from .schema import (
     ROWID_ALIASES,
     TableInfo,
@@ -52,16 +52,27 @@ def install(conn: apsw.Connection, *, resend_new: bool = True) -> Position:
     """
     with transaction(conn):
         meta = read_meta(conn)
-        if meta.get("role") == "follower":
-            raise DatabaseError(
-                f"{conn.filename} is a follower of {meta.get('leader')}; "
-                "promote it instead of starting a leader on it"
-            )
+        refuse_to_lead(conn.filename, meta)
         conn.execute(create_internal_tables())
         if "cluster" not in meta:
             write_meta(conn, cluster=uuid.uuid4().hex, epoch=1, role="leader", trimmed=0)
         _sync(conn, resend_new)
     return current_position(conn)
+
+
+def refuse_to_lead(path: str, meta: dict[str, Any]) -> None:
+    """Raise unless a file with this meta may be made a leader here."""
+    if meta.get("role") == "follower":
+        raise DatabaseError(
+            f"{path} is a follower of {meta.get('leader')}; "
+            "promote it instead of starting a leader on it"
+        )
+    if meta.get("role") == SNAPSHOT:
+        raise DatabaseError(
+            f"{path} is a snapshot of cluster {meta.get('cluster')} at "
+            f"{meta.get('snapshot_epoch')}/{meta.get('snapshot_seq')}; make a writable "
+            "database of it with `sqlrepl restore`"
+        )
 
 
 def sync_capture(conn: apsw.Connection) -> bool:

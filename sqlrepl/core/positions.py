@@ -14,6 +14,10 @@ from ..errors import DatabaseError
 from .db import read_meta, scalar, transaction
 from .sql import LOG
 
+#: The role recorded in a snapshot copy: not a leader or follower until restored or
+#: turned into a follower.
+SNAPSHOT = "snapshot"
+
 
 @dataclass(frozen=True, order=True)
 class Position:
@@ -39,6 +43,8 @@ def read_position(conn: apsw.Connection) -> Position:
         raise DatabaseError(f"{conn.filename} is not managed by sqlrepl (no cluster identity)")
     if meta.get("role") == "follower":
         return Position(int(meta["epoch"]), int(meta["seq"]))
+    if meta.get("role") == SNAPSHOT:
+        return Position(int(meta["snapshot_epoch"]), int(meta["snapshot_seq"]))
     return Position(int(meta["epoch"]), log_head(conn))
 
 

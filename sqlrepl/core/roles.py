@@ -143,3 +143,15 @@ def check_existing(path: Path, leaders_too: bool = False) -> dict[str, Any] | No
         return meta
     finally:
         conn.close()
+
+
+def peek(path: Path) -> dict[str, Any]:
+    """The meta of `path` read without changing anything ({} for a missing or empty file
+    or one sqlrepl does not manage)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    conn = connect(path, readonly=True)
+    try:
+        return read_meta(conn)
+    finally:
+        conn.close()

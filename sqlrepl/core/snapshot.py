@@ -12,8 +12,8 @@ import apsw
 from ..errors import DatabaseError
 from . import gate
 from .db import connect, drop_triggers, read_meta, transaction, use_wal, write_meta
-from .positions import Position, read_position
-from .sql import FOLLOWERS, LOG, PREFIX
+from .positions import SNAPSHOT, Position, read_position
+from .sql import FOLLOWERS, LOG, META, PREFIX
 
 Progress = Callable[[int, int], None]
 READ_SIZE = 1 << 20
@@ -37,7 +37,16 @@ def take(conn: apsw.Connection, dest: Path, now: float) -> Position:
         copy.execute("PRAGMA journal_mode=DELETE")
         with transaction(copy):
             where = read_position(copy)
-            write_meta(copy, snapshot_epoch=where.epoch, snapshot_seq=where.seq, snapshot_at=now)
+            meta = read_meta(copy)
+            write_meta(
+                copy,
+                role=SNAPSHOT,
+                snapshot_of=meta.get("role"),
+                snapshot_node=meta.get("node"),
+                snapshot_epoch=where.epoch,
+                snapshot_seq=where.seq,
+                snapshot_at=now,
+            )
         return where
     finally:
         copy.close()
@@ -77,6 +86,7 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
             where = read_position(conn)
             meta = read_meta(conn)
             drop_triggers(conn, PREFIX)
+            conn.execute(f"DELETE FROM {META} WHERE key LIKE 'snapshot\\_%' ESCAPE '\\'")
             conn.execute(f"DELETE FROM {LOG}")
             conn.execute(f"DELETE FROM {FOLLOWERS}")
             write_meta(

@@ -1,26 +1,38 @@
-"""Running a node: one daemon, one file, one port; the role changes, the process stays."""
+"""Running a node: one daemon, one file, one port; the role changes, the process stays.
+
+Start-up checks everything before it touches the file: the file's lock, the coordinator's
+settings and cluster, the listening port, what the file is. A refusal leaves the file as
+it was (bytes, journal mode, triggers, gate).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 
-from ..config import check_exposure
+from ..config import advertised_url, check_exposure
 from ..coord import Coordinator, from_url
+from ..core import capture, roles
 from ..errors import SqlreplError
 from .follower import Follower, FollowerConfig
-from .http import stop_on_signals
+from .http import listen, stop_on_signals
 from .leader import Leader, LeaderConfig
+from .lock import exclusive
 
 log = logging.getLogger("sqlrepl")
 
 
 def run_leader(config: LeaderConfig) -> None:
-    """Lead; if leadership passes on (switchover, deposed), keep running as a follower."""
+    """Lead; if leadership passes on (switchover, deposed), keep running as a follower.
+
+    A file that already follows another leader (it handed over, or was deposed) is not
+    made a leader again: the node runs as that leader's follower.
+    """
     check_exposure(config.host, config.token)
+    advertised_url(config.host, config.port, config.advertise)
     coord = from_url(config.coordinator, config.ttl)
-    asyncio.run(_run_node(coord, config, None))
+    with exclusive(config.db):
+        asyncio.run(_run_node(coord, config, None))
 
 
 def run_follower(config: FollowerConfig) -> None:
@@ -28,8 +40,10 @@ def run_follower(config: FollowerConfig) -> None:
     check_exposure(config.host, config.token)
     if not config.db.parent.is_dir():
         raise SqlreplError(f"directory {config.db.parent} does not exist")
+    advertised_url(config.host, config.port, config.advertise)
     coord = from_url(config.coordinator, config.ttl)
-    asyncio.run(_run_node(coord, None, config))
+    with exclusive(config.db):
+        asyncio.run(_run_node(coord, None, config))
 
 
 async def _run_node(
@@ -37,38 +51,65 @@ async def _run_node(
 ) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await asyncio.to_thread(coord.check_config)
-    role = "leader" if leader is not None else "follower"
-    while True:
-        if leader is not None and role == "leader":
-            transition = await Leader(leader, coord).run(stop)
-        else:
-            assert follower is not None
-            transition = await Follower(follower, coord).run(stop)
-        if transition is None:
-            return
-        log.warning(
-            "now %s%s: %s",
-            transition.role,
-            f" of {transition.leader}" if transition.leader else "",
-            transition.reason,
-        )
-        leader, follower = _next_configs(leader, follower, str(transition.leader or ""))
-        role = transition.role
+    base = leader or follower
+    assert base is not None
+    listener = listen(base.host, base.port)
+    try:
+        role, leader, follower = await _first_role(coord, leader, follower)
+        while not stop.is_set():
+            if role == "leader":
+                transition = await Leader(leader, coord, listener).run(stop)
+            else:
+                transition = await Follower(follower, coord, listener).run(stop)
+            if transition is None:
+                return
+            log.warning(
+                "now %s%s: %s",
+                transition.role,
+                f" of {transition.leader}" if transition.leader else "",
+                transition.reason,
+            )
+            if transition.leader:
+                follower.leader = str(transition.leader)
+            role = transition.role
+    finally:
+        listener.close()
 
 
-def _next_configs(
-    leader: LeaderConfig | None, follower: FollowerConfig | None, new_leader: str
+async def _first_role(
+    coord: Coordinator, leader: LeaderConfig | None, follower: FollowerConfig | None
+) -> tuple[str, LeaderConfig, FollowerConfig]:
+    """The role this node starts in, decided from the file before anything touches it."""
+    base = leader or follower
+    assert base is not None
+    meta = await asyncio.to_thread(roles.peek, base.db)
+    fresh_leader = leader is not None and not meta
+    await asyncio.to_thread(coord.check_config, meta.get("cluster"), fresh_leader)
+    leader, follower = _both_configs(leader, follower)
+    if base is leader and meta.get("role") == "follower":
+        follower.leader = str(meta.get("leader"))
+        log.warning("%s follows %s: running as its follower", base.db, follower.leader)
+        return "follower", leader, follower
+    if base is leader:
+        capture.refuse_to_lead(str(base.db), meta)
+        return "leader", leader, follower
+    return "follower", leader, follower
+
+
+def _both_configs(
+    leader: LeaderConfig | None, follower: FollowerConfig | None
 ) -> tuple[LeaderConfig, FollowerConfig]:
     """The settings of both roles for the same file, port and coordinator."""
     base = leader or follower
     assert base is not None
     db, host, port, token = base.db, base.host, base.port, base.token
-    coord, ttl = base.coordinator, base.ttl
-    leader = leader or LeaderConfig(db, host, port, token, coordinator=coord, ttl=ttl)
-    follower = follower or FollowerConfig(db, "", host, port, token, coordinator=coord, ttl=ttl)
-    if new_leader:
-        follower = replace(follower, leader=new_leader)
+    coord, ttl, advertise = base.coordinator, base.ttl, base.advertise
+    leader = leader or LeaderConfig(
+        db, host, port, token, coordinator=coord, ttl=ttl, advertise=advertise
+    )
+    follower = follower or FollowerConfig(
+        db, "", host, port, token, coordinator=coord, ttl=ttl, advertise=advertise
+    )
     return leader, follower
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import config
+from ..config import advertised_url
 from ..coord import Coordinator
 from ..core import roles
 from ..core.positions import Position
@@ -43,6 +45,8 @@ class FollowerConfig:
     #: Coordinator URL (None: static) and the lease TTL.
     coordinator: str | None = None
     ttl: int = config.DEFAULT_TTL
+    #: The URL others reach this node at (default: from the listen address).
+    advertise: str | None = None
 
 
 @dataclass
@@ -52,7 +56,9 @@ class Progress:
     position: Position | None = None
     leader_head: int | None = None
     last_contact: float | None = None
-    behind_since: float | None = None
+    #: The last instant this follower knew it held everything its leader had.
+    fresh_at: float | None = None
+    started: float = field(default_factory=time.time)
     state: str = "starting"
     error: str | None = None
 
@@ -60,18 +66,23 @@ class Progress:
         now = time.time()
         self.leader_head = head
         self.last_contact = now
-        behind = self.position is not None and head > self.position.seq
-        if behind and self.behind_since is None:
-            self.behind_since = now
-        elif not behind:
-            self.behind_since = None
+        if self.position is not None and self.position.seq >= head:
+            self.fresh_at = now
+
+    def lag_seconds(self, now: float, keepalive: float) -> float:
+        """How old the newest state this follower knows it holds is: 0 while it was caught
+        up at its last contact, no older than one keep-alive; otherwise the time since it
+        last was (it grows while the leader is out of reach)."""
+        age = now - (self.fresh_at if self.fresh_at is not None else self.started)
+        return 0.0 if self.fresh_at is not None and age <= keepalive else round(age, 3)
 
 
 class Follower:
-    def __init__(self, config: FollowerConfig, coord: Coordinator) -> None:
+    def __init__(self, config: FollowerConfig, coord: Coordinator, listener: socket.socket) -> None:
         self.config = config
         self.coord = coord
-        self.url = f"http://{config.host}:{config.port}"
+        self.listener = listener
+        self.url = advertised_url(config.host, config.port, config.advertise)
         self.meta = roles.check_existing(config.db, leaders_too=True)
         self.node = str((self.meta or {}).get("node") or uuid.uuid4().hex[:12])
         self.progress = Progress()
@@ -92,8 +103,7 @@ class Follower:
                 self._tasks = tasks
                 tasks.loop("stop signal", forward_event(stop, self.done))
                 app = FollowerAPI(self).app()
-                host, port = self.config.host, self.config.port
-                tasks.task("HTTP server", run_server(app, host, port, self.done))
+                tasks.task("HTTP server", run_server(app, self.listener, self.done))
                 self.start_replicating()
                 if self.coord.automatic:
                     tasks.loop("HA loop", ha.run_follower(self))

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sqlrepl.follower")
 #: How long a promoted follower waits for the old leader to accept its demotion.
 FENCE_TIMEOUT = 2.0
+#: Seconds past one long poll that a caught-up follower still counts as fresh.
+KEEPALIVE_GRACE = 2.0
 
 
 class FollowerAPI:
@@ -52,7 +54,7 @@ class FollowerAPI:
                 "leader_seq": p.leader_head,
                 "lag": {
                     "changes": max((p.leader_head or 0) - (p.position.seq if p.position else 0), 0),
-                    "seconds": round(now - p.behind_since, 3) if p.behind_since else 0.0,
+                    "seconds": p.lag_seconds(now, f.config.wait + KEEPALIVE_GRACE),
                 },
                 "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
                 "state": p.state,

@@ -6,12 +6,13 @@ import asyncio
 import hmac
 import json
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import SqlreplError
+from ..errors import ConfigError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -77,17 +78,22 @@ async def forward_event(source: asyncio.Event, target: asyncio.Event) -> None:
     target.set()
 
 
-async def run_server(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
-    """Serve `app` until `stop` is set."""
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the node's listening socket, once per process: before the file is touched (a
+    port in use changes nothing), and kept through role changes (no gap in between)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+async def run_server(app: web.Application, listener: socket.socket, stop: asyncio.Event) -> None:
+    """Serve `app` on `listener` until `stop` is set (the listener itself stays open)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
     try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise SqlreplError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    try:
+        await web.SockSite(runner, listener.dup()).start()
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import TypeVar
 import apsw
 
 from .. import config
+from ..config import advertised_url
 from ..coord import Coordinator
 from ..core import batch, capture, gate, roles
 from ..core.db import connect, read_meta, use_wal
@@ -50,6 +52,8 @@ class LeaderConfig:
     #: Coordinator URL (None: static) and the lease TTL.
     coordinator: str | None = None
     ttl: int = config.DEFAULT_TTL
+    #: The URL others reach this node at (default: from the listen address).
+    advertise: str | None = None
 
 
 def _patiently(fn: Callable[[], T], db: Path) -> T:
@@ -67,10 +71,11 @@ def _patiently(fn: Callable[[], T], db: Path) -> T:
 
 
 class Leader:
-    def __init__(self, config: LeaderConfig, coord: Coordinator) -> None:
+    def __init__(self, config: LeaderConfig, coord: Coordinator, listener: socket.socket) -> None:
         self.config = config
         self.coord = coord
-        self.url = f"http://{config.host}:{config.port}"
+        self.listener = listener
+        self.url = advertised_url(config.host, config.port, config.advertise)
         conn = connect(config.db)
         use_wal(conn)
         self.position = _patiently(lambda: capture.install(conn), config.db)
@@ -97,6 +102,7 @@ class Leader:
     async def run(self, stop: asyncio.Event) -> roles.Transition | None:
         """Lead until `stop` (returns None) or until leadership passes on (returns where to)."""
         await self.db.run(self.report_problems)
+        await asyncio.to_thread(self.coord.check_config, self.meta["cluster"])
         if self.coord.holds_lease() != self.gate_open:
             await self.set_gate(self.coord.holds_lease(), "waiting for the leader lease")
         log.info(
@@ -118,8 +124,7 @@ class Leader:
                 if self.coord.automatic:
                     tasks.loop("HA loop", ha.run_leader(self))
                 app = LeaderAPI(self).app()
-                host, port = self.config.host, self.config.port
-                tasks.task("HTTP server", run_server(app, host, port, self.done))
+                tasks.task("HTTP server", run_server(app, self.listener, self.done))
         finally:
             self.watcher.stop()
             self.db.close()

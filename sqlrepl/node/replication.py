@@ -53,6 +53,8 @@ class Replicator:
         self.fts5: dict[str, str] | None = None
         #: The leader answered as a leader of our cluster (checked before any pull).
         self.leader_checked = False
+        #: The next pull asks without waiting (right after a check: learn the head now).
+        self.ask_now = True
 
     def repoint(self, url: str) -> None:
         self.leader_checked = False
@@ -122,14 +124,15 @@ class Replicator:
                 )
             self.need_snapshot |= await bootstrap.rejoin(f)
         self.leader_checked = True
-        if f.meta and not self.need_snapshot:
-            if f.db is None:
-                bootstrap.open_file(f)
-            return
-        f.progress.state = "bootstrapping"
-        await bootstrap.install_snapshot(f, self.client)
-        self.fts5 = None
-        self.need_snapshot = False
+        self.ask_now = True
+        if not f.meta or self.need_snapshot:
+            f.progress.state = "bootstrapping"
+            await bootstrap.install_snapshot(f, self.client)
+            self.fts5 = None
+            self.need_snapshot = False
+        elif f.db is None:
+            bootstrap.open_file(f)
+        f.progress.state = "streaming"
 
     async def _pull(self) -> None:
         f = self.f
@@ -140,7 +143,7 @@ class Replicator:
         params = {
             "after": where.seq,
             "epoch": where.epoch,
-            "wait": f.config.wait,
+            "wait": 0 if self.ask_now else f.config.wait,
             "node": f.node,
             "url": f.url,
             "fts5": json.dumps(self.fts5),
@@ -152,6 +155,7 @@ class Replicator:
             if epoch > where.epoch:
                 await self._confirm_epoch(epoch)
             f.progress.state = "streaming"
+            self.ask_now = False
             f.progress.saw_leader(head)  # known before applying: lag shows while we apply
             if response.status == 200:
                 await self._apply(response)
@@ -166,7 +170,9 @@ class Replicator:
         """Accept a newer epoch only if the coordinator confirms this leader holds it."""
         leader = self.f.config.leader
         if not await asyncio.to_thread(self.f.coord.confirm, leader, epoch):
-            raise StaleEpochError(f"{leader} claims epoch {epoch}, which the coordinator does not confirm")
+            raise StaleEpochError(
+                f"{leader} claims epoch {epoch}, which the coordinator does not confirm"
+            )
 
     async def _apply(self, response: aiohttp.ClientResponse) -> None:
         f = self.f

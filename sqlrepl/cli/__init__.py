@@ -1,0 +1,19 @@
+"""The `sqlrepl` command line: each command loads options, makes one library call, renders.
+
+base      the group, error handling (one line, exit 1; usage errors exit 2), shared options
+daemons   leader, follower
+cluster   status, promote, switchover, history
+files     snapshot, demo
+"""
+
+from __future__ import annotations
+
+from . import cluster, daemons, files
+from .base import cli
+
+
+def main() -> None:
+    cli()
+
+
+__all__ = ["cli", "cluster", "daemons", "files", "main"]

@@ -1,0 +1,79 @@
+"""The command group and what its commands share: error handling, option types, options."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import config, logs, render
+from ..errors import SqlreplError
+
+TOKEN_HELP = f"File holding the shared token (default: ${config.TOKEN_ENV})."
+
+
+class ListenAddress(click.ParamType):
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return config.parse_listen(value)
+        except SqlreplError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Command(click.Command):
+    """Turn SqlreplError into a one-line message and exit 1 (tracebacks only with --verbose)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SqlreplError as exc:
+            if ctx.find_root().params.get("verbose"):
+                raise
+            render.error(str(exc))
+            sys.exit(1)
+
+
+token_option = click.option(
+    "--token-file", type=click.Path(dir_okay=False, path_type=Path), help=TOKEN_HELP
+)
+advertise_option = click.option(
+    "--advertise",
+    metavar="URL",
+    help="URL other nodes reach this one at (default: from --listen; needed with 0.0.0.0).",
+)
+
+
+def coordinator_options(fn: Any) -> Any:
+    fn = click.option(
+        "--ttl",
+        type=int,
+        default=config.DEFAULT_TTL,
+        show_default=True,
+        help="etcd: seconds the leader lease lasts; failover takes about this long.",
+    )(fn)
+    return click.option(
+        "--coordinator",
+        metavar="etcd://HOST:PORT[,HOST:PORT]/CLUSTER",
+        help="Automatic failover through etcd (default: static, promote by hand).",
+    )(fn)
+
+
+def check_coordinator(url: str | None, ttl: int) -> None:
+    """Refuse a bad coordinator URL or TTL before anything starts."""
+    from ..coord import from_url
+
+    from_url(url, ttl)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs and full tracebacks.")
+@click.version_option(package_name="sqlrepl")
+def cli(verbose: bool) -> None:
+    """Replicate a plain SQLite file to read replicas, with snapshots and failover."""
+    logs.setup(verbose)

@@ -1,0 +1,104 @@
+"""Commands about the cluster: status, promote, switchover, history."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .. import config, render
+from .base import (
+    Command,
+    cli,
+    token_option,
+)
+
+
+@cli.command(cls=Command)
+@click.argument("urls", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per URL.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 also when a node is stuck, failing or lagging (for cron and monitoring).",
+)
+@click.option(
+    "--max-lag-seconds",
+    type=click.FloatRange(min=0),
+    default=config.DEFAULT_CHECK_LAG_SECONDS,
+    show_default=True,
+    help="With --check: a follower further behind than this is unhealthy.",
+)
+@token_option
+def status(
+    urls: tuple[str, ...],
+    as_json: bool,
+    check: bool,
+    max_lag_seconds: float,
+    token_file: Path | None,
+) -> None:
+    """Show role, epoch, position and lag of every node at URLS.
+
+    Exits 1 when a node is unreachable; with --check, also when a follower is not
+    streaming, reports an error or lags more than --max-lag-seconds (each said on stderr).
+    """
+    from ..admin import cluster_status, unhealthy
+
+    nodes = cluster_status(list(urls), config.load_token(token_file))
+    if as_json:
+        render.print_json(nodes)
+    else:
+        render.print_status(nodes)
+    problems = unhealthy(nodes, max_lag_seconds) if check else []
+    for problem in problems:
+        render.error(problem)
+    if problems or not all(n["ok"] for n in nodes):
+        sys.exit(1)
+
+
+@cli.command(cls=Command)
+@click.argument("url")
+@click.option("--force", is_flag=True, help="Promote even a lagging or non-candidate node.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@token_option
+def promote(url: str, force: bool, as_json: bool, token_file: Path | None) -> None:
+    """Make the follower at URL the leader of a new epoch.
+
+    Refused (exit 1, with the reason) if URL is unknown, not a candidate or behind its
+    leader, unless --force. The old leader, if it still answers, is told to close its
+    write gate and rejoin as a follower; point other followers at URL.
+    """
+    from ..admin import promote as promote_node
+
+    result = promote_node(url, force, config.load_token(token_file))
+    render.print_json(result) if as_json else render.promoted(result)
+
+
+@cli.command(cls=Command)
+@click.option("--to", "target", required=True, help="URL of the follower to hand over to.")
+@click.option("--force", is_flag=True, help="Hand over even to a lagging or non-candidate node.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@token_option
+def switchover(target: str, force: bool, as_json: bool, token_file: Path | None) -> None:
+    """Planned handover to the follower at --to, losing nothing.
+
+    The leader closes its write gate, waits (bounded) until the target applied every
+    change, promotes it, and rejoins as its follower without a snapshot.
+    """
+    from ..admin import switchover as switch
+
+    result = switch(target, force, config.load_token(token_file))
+    render.print_json(result) if as_json else render.switched(result)
+
+
+@cli.command(cls=Command)
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of epochs.")
+@token_option
+def history(url: str, as_json: bool, token_file: Path | None) -> None:
+    """Show the epochs of the cluster as the node at URL knows them."""
+    from ..admin import epochs
+
+    rows = epochs(url, config.load_token(token_file))
+    render.print_json(rows) if as_json else render.history_table(rows)

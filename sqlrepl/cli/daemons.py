@@ -1,0 +1,141 @@
+"""`sqlrepl leader` and `sqlrepl follower`: the daemons (their flags are pinned)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import config
+from .base import (
+    Command,
+    ListenAddress,
+    advertise_option,
+    check_coordinator,
+    cli,
+    coordinator_options,
+    token_option,
+)
+
+
+@cli.command(cls=Command)
+@click.argument("db", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--listen",
+    type=ListenAddress(),
+    default=config.DEFAULT_LEADER_LISTEN,
+    show_default=True,
+    help="Address to serve followers on.",
+)
+@token_option
+@click.option(
+    "--trim-interval",
+    type=click.FloatRange(min=0),
+    default=config.DEFAULT_TRIM_INTERVAL,
+    show_default=True,
+    help="Seconds between log trims (0: never trim).",
+)
+@click.option(
+    "--retention",
+    type=click.FloatRange(min=0),
+    default=config.DEFAULT_RETENTION,
+    show_default=True,
+    help="Seconds a silent follower is remembered; after that it re-bootstraps.",
+)
+@coordinator_options
+@advertise_option
+def leader(
+    db: Path,
+    listen: tuple[str, int],
+    token_file: Path | None,
+    trim_interval: float,
+    retention: float,
+    coordinator: str | None,
+    ttl: int,
+    advertise: str | None,
+) -> None:
+    """Capture every committed write to DB and serve it to followers.
+
+    Installs capture triggers on every table (idempotently) and switches DB to WAL mode.
+    Apps keep writing to DB with any SQLite driver, also while this daemon is down.
+    """
+    from ..node.daemon import run_leader
+    from ..node.leader import LeaderConfig
+
+    token = config.load_token(token_file)
+    check_coordinator(coordinator, ttl)
+    run_leader(
+        LeaderConfig(
+            db,
+            *listen,
+            token,
+            trim_interval,
+            retention,
+            coordinator=coordinator,
+            ttl=ttl,
+            advertise=advertise,
+        )
+    )
+
+
+@cli.command(cls=Command)
+@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--leader", "leader_url", required=True, help="URL of the leader, http://HOST:PORT.")
+@click.option(
+    "--listen",
+    type=ListenAddress(),
+    default=config.DEFAULT_FOLLOWER_LISTEN,
+    show_default=True,
+    help="Address to serve status and snapshots on.",
+)
+@token_option
+@click.option(
+    "--candidate/--no-candidate",
+    default=True,
+    show_default=True,
+    help="May this follower be promoted (promote, switchover, automatic failover)?",
+)
+@click.option(
+    "--max-lag",
+    type=click.IntRange(min=0),
+    default=config.DEFAULT_MAX_LAG,
+    show_default=True,
+    help="Most changes it may lag its leader by and still be promoted without --force.",
+)
+@coordinator_options
+@advertise_option
+def follower(
+    db: Path,
+    leader_url: str,
+    listen: tuple[str, int],
+    token_file: Path | None,
+    candidate: bool,
+    max_lag: int,
+    coordinator: str | None,
+    ttl: int,
+    advertise: str | None,
+) -> None:
+    """Keep DB a read-only replica of the leader.
+
+    A missing or empty DB is bootstrapped from a snapshot; an existing DB must be a
+    follower of the same cluster. Apps read DB with read-only connections. When
+    promoted, the same process goes on as the leader.
+    """
+    from ..node.daemon import run_follower
+    from ..node.follower import FollowerConfig
+
+    token = config.load_token(token_file)
+    check_coordinator(coordinator, ttl)
+    run_follower(
+        FollowerConfig(
+            db,
+            leader_url,
+            *listen,
+            token,
+            candidate=candidate,
+            max_lag=max_lag,
+            coordinator=coordinator,
+            ttl=ttl,
+            advertise=advertise,
+        )
+    )
