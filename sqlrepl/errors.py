@@ -9,6 +9,7 @@
     ├── StaleEpochError          a batch from an older epoch than we already accepted
     ├── Refused                  a node refused an action (promote, switchover) and said why
     ├── SnapshotNeeded           the leader trimmed past our position: re-bootstrap
+    │   └── Diverged             the follower holds changes the leader's timeline lacks
     ├── PeerUnavailable          a peer could not be reached (retry later)
     └── TaskFailed               a daemon's background task failed unexpectedly (the
                                  traceback is in the log; the role ended)
@@ -56,6 +57,11 @@ class Refused(SqlreplError):
 
 class SnapshotNeeded(SqlreplError):
     """The leader no longer has the log after our position."""
+
+
+class Diverged(SnapshotNeeded):
+    """This follower's position is not on its leader's timeline (a fork): its content is
+    saved aside before it resyncs from a snapshot."""
 
 
 class PeerUnavailable(SqlreplError):

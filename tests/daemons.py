@@ -168,13 +168,20 @@ class Cluster:
 
     @staticmethod
     def wait_caught_up(leader_db: Path, *followers: Daemon, deadline: float = DEADLINE) -> int:
-        """Wait until every follower applied the newest change in the leader's log."""
-        from .dump import log_head
+        """Wait until every follower applied the newest change in the leader's log, on the
+        leader's epoch, and streams (not resyncing)."""
+        from .dump import epoch, log_head
 
-        target = log_head(leader_db)
+        target, current = log_head(leader_db), epoch(leader_db)
 
         def done() -> bool:
-            return all((f.status().get("seq") or -1) >= target for f in followers)
+            for f in followers:
+                s = f.status()
+                if (s.get("seq") or -1) < target or s.get("epoch") != current:
+                    return False
+                if s.get("state") != "streaming":
+                    return False
+            return True
 
         wait_until(done, f"followers to reach seq {target}", deadline)
         return target

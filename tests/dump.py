@@ -52,6 +52,11 @@ def log_head(path: Any) -> int:
     return int(_scalar(path, "SELECT coalesce(max(seq), 0) FROM _sqlrepl_log"))
 
 
+def epoch(path: Any) -> int:
+    """The epoch a sqlrepl file is on, read from the file itself."""
+    return int(_scalar(path, "SELECT value FROM _sqlrepl_meta WHERE key = 'epoch'"))
+
+
 def applied_seq(path: Any) -> int:
     """The position a follower file holds, read from the file itself."""
     return int(_scalar(path, "SELECT value FROM _sqlrepl_meta WHERE key = 'seq'"))

@@ -85,7 +85,7 @@ def test_dead_leader_is_retried_and_reported(tmp_path: Path, cluster: Cluster) -
     db = make_db(tmp_path / "app.db", "CREATE TABLE t(x)")
     leader = cluster.leader(db)
     follower = cluster.follower(tmp_path / "replica.db", leader)
-    leader.stop()
+    leader.kill9()
     wait_until(lambda: follower.status()["state"] == "retrying", "follower to report retrying")
     assert "unreachable" in follower.status()["error"]
     assert "retrying" in follower.log()

@@ -112,7 +112,7 @@ def test_writes_while_leader_daemon_is_down_are_captured(tmp_path: Path, cluster
     db = make_db(tmp_path / "app.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     leader = cluster.leader(db)
     follower = cluster.follower(tmp_path / "replica.db", leader)
-    leader.stop()
+    leader.kill9()  # a crashed daemon (SIGTERM would hand over to the follower)
     app = sqlite3.connect(db)
     app.executemany("INSERT INTO t(v) VALUES(?)", [(i,) for i in range(100)])
     app.execute("CREATE TABLE later(x)")

@@ -50,6 +50,25 @@ def diverged(hist: list[dict[str, Any]], at: Position) -> bool:
     return start is not None and at.seq > start
 
 
+def epoch_url(hist: list[dict[str, Any]], epoch: int) -> str:
+    """The URL of the node that began `epoch` on this timeline ("" if not recorded)."""
+    entry = next((h for h in hist if int(h["epoch"]) == epoch), None)
+    return str((entry or {}).get("url") or "")
+
+
+def fork_reason(hist: list[dict[str, Any]], at: Position, led_by: str) -> str | None:
+    """Why a node at `at`, whose epoch was begun by `led_by`, is not on the timeline of
+    `hist` (None: it is). Epoch numbers are unique per node; two nodes that began the same
+    number are two timelines."""
+    if diverged(hist, at):
+        start = start_of_next_epoch(hist, at.epoch)
+        return f"diverged: epoch {at.epoch} ended at seq {start} on this timeline, not {at.seq}"
+    ours = epoch_url(hist, at.epoch)
+    if ours and led_by and ours != led_by:
+        return f"diverged: epoch {at.epoch} was begun by {ours} on this timeline, not {led_by}"
+    return None
+
+
 def promote(
     conn: apsw.Connection, node: str, url: str, why: str, now: float, epoch: int | None = None
 ) -> Position:
@@ -143,6 +162,20 @@ def check_existing(path: Path, leaders_too: bool = False) -> dict[str, Any] | No
         return meta
     finally:
         conn.close()
+
+
+def peek_members(path: Path) -> list[str]:
+    """The URLs a leader file remembers: its followers and the epochs' leaders."""
+    meta = peek(path)
+    if not meta:
+        return []
+    conn = connect(path, readonly=True)
+    try:
+        followers = [str(u) for (u,) in conn.execute(f"SELECT url FROM {FOLLOWERS}") if u]
+    finally:
+        conn.close()
+    leaders = [str(h.get("url")) for h in json.loads(meta.get("history") or "[]") if h.get("url")]
+    return sorted(set(followers + leaders))
 
 
 def peek(path: Path) -> dict[str, Any]:

@@ -32,6 +32,10 @@ HEAD_HEADER = "X-Sqlrepl-Head"
 EPOCH_HEADER = "X-Sqlrepl-Epoch"
 SEQ_HEADER = "X-Sqlrepl-Seq"
 SHA256_HEADER = "X-Sqlrepl-Sha256"
+#: On a 410 answer: the follower's position is not on this leader's timeline.
+FORK_HEADER = "X-Sqlrepl-Fork"
+#: With every batch answer: the members the leader knows (JSON list of URLs, itself first).
+MEMBERS_HEADER = "X-Sqlrepl-Members"
 BATCH_TYPE = "application/x-sqlrepl-batch"
 SNAPSHOT_TYPE = "application/vnd.sqlite3"
 

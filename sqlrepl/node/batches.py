@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -17,7 +18,14 @@ from aiohttp import web
 from .. import config
 from ..core import batch, capture, roles
 from ..core.positions import Position
-from ..core.wire import BATCH_TYPE, EPOCH_HEADER, HEAD_HEADER, FrameWriter
+from ..core.wire import (
+    BATCH_TYPE,
+    EPOCH_HEADER,
+    FORK_HEADER,
+    HEAD_HEADER,
+    MEMBERS_HEADER,
+    FrameWriter,
+)
 from ..errors import SnapshotNeeded, SqlreplError
 from .http import error, int_param, json_param
 from .spool import Spool
@@ -50,13 +58,10 @@ class BatchServer:
             return error(503, "this node is not the leader now (no valid lease)")
         if epoch > mine:
             return error(409, f"follower accepted epoch {epoch}, newer than this leader's {mine}")
-        if epoch < mine and roles.diverged(leader.history, Position(epoch, after)):
-            start = roles.start_of_next_epoch(leader.history, epoch)
-            return error(
-                410,
-                f"follower at {epoch}/{after} diverged: epoch {epoch} ended at seq {start} "
-                "on this timeline",
-            )
+        led_by = request.query.get("epoch_url", "")
+        fork = roles.fork_reason(leader.history, Position(epoch, after), led_by)
+        if fork:
+            return error(410, f"follower at {epoch}/{after} {fork}", {FORK_HEADER: "1"})
         leader.retention.register(request.query.get("node"), request.query.get("url", ""), after)
         if after == leader.head and wait > 0 and epoch >= mine:
             # (A follower still on an older epoch gets its answer at once: it accepts
@@ -69,7 +74,13 @@ class BatchServer:
         return await self._build_and_send(request, after, json_param(request, "fts5"))
 
     def headers(self) -> dict[str, str]:
-        return {HEAD_HEADER: str(self.leader.head), EPOCH_HEADER: str(self.leader.position.epoch)}
+        leader = self.leader
+        members = [leader.url, *sorted(leader.retention.members.others())]
+        return {
+            HEAD_HEADER: str(leader.head),
+            EPOCH_HEADER: str(leader.position.epoch),
+            MEMBERS_HEADER: json.dumps([m for m in members if m]),
+        }
 
     async def _wait_past(self, after: int, wait: float) -> None:
         leader = self.leader

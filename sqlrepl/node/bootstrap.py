@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import roles, rollback, snapshot
 from ..core.apply import applier_connection
-from ..core.db import connect
+from ..core.db import connect, durable
 from ..core.positions import follower_position, read_position
 from .client import Client
 from .database import Database
@@ -79,6 +79,19 @@ async def rejoin(f: Follower) -> bool:
     f.meta = roles.check_existing(f.config.db)
     log.info("rejoined as a follower of %s", f.config.leader)
     return diverged
+
+
+async def save_fork(f: Follower, why: str) -> None:
+    """This follower is not on its leader's timeline: keep a copy of its file (a snapshot,
+    fsynced) before it resyncs, name it in the log and in status."""
+    assert f.db is not None and f.progress.position is not None
+    where = f.progress.position
+    db = f.config.db
+    path = db.with_name(f"{db.name}.fork-e{where.epoch}-s{where.seq}-{int(time.time())}.db")
+    await f.db.run(snapshot.take, f.db.conn, path, time.time())
+    await asyncio.to_thread(durable, path)
+    f.rollback = str(path)
+    log.error("%s: this follower's content is saved in %s; resyncing from a snapshot", why, path)
 
 
 def _log_progress() -> Any:

@@ -13,9 +13,10 @@ import aiohttp
 
 from ..config import CONNECT_TIMEOUT
 from ..core.positions import Position
-from ..core.wire import EPOCH_HEADER, SEQ_HEADER, SHA256_HEADER
+from ..core.wire import EPOCH_HEADER, FORK_HEADER, SEQ_HEADER, SHA256_HEADER
 from ..errors import (
     AuthError,
+    Diverged,
     PeerUnavailable,
     ProtocolError,
     Refused,
@@ -154,6 +155,8 @@ async def expect_ok(response: aiohttp.ClientResponse) -> None:
     if response.status in (200, 204):
         return
     message = await _error_message(response)
+    if response.status == 410 and response.headers.get(FORK_HEADER):
+        raise Diverged(message)
     if response.status == 410:
         raise SnapshotNeeded(message)
     if response.status == 409:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from ..config import advertised_url, check_exposure
 from ..coord import Coordinator, from_url
 from ..core import capture, roles
 from ..errors import SqlreplError
+from . import discovery
 from .follower import Follower, FollowerConfig
 from .http import listen, stop_on_signals
 from .leader import Leader, LeaderConfig
 from .lock import exclusive
+from .members import Members
 
 log = logging.getLogger("sqlrepl")
 
@@ -92,8 +95,26 @@ async def _first_role(
         return "follower", leader, follower
     if base is leader:
         capture.refuse_to_lead(str(base.db), meta)
+        newer = await _newer_leader(leader, meta)
+        if newer:
+            follower.leader = newer
+            log.warning("%s leads a newer epoch: rejoining as its follower", newer)
+            return "follower", leader, follower
         return "leader", leader, follower
     return "follower", leader, follower
+
+
+async def _newer_leader(config: LeaderConfig, meta: dict[str, Any]) -> str | None:
+    """A leader restarted on its file asks the members it remembers whether another node
+    leads a newer epoch of its cluster meanwhile (it was deposed while down)."""
+    if not meta:
+        return None
+    me = advertised_url(config.host, config.port, config.advertise)
+    urls = set(await asyncio.to_thread(roles.peek_members, config.db))
+    urls |= Members(config.db, me).others()
+    urls.discard(me)
+    answers = await discovery.survey(urls, config.token)
+    return discovery.newest_leader(answers, meta.get("cluster"), int(meta.get("epoch") or 0))
 
 
 def _both_configs(

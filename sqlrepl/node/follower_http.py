@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..core.positions import Position
 from ..errors import SqlreplError
+from . import discovery
 from .client import Client
 from .http import auth_middleware, error, int_param
 from .snapshots import serve_snapshot
@@ -91,14 +92,40 @@ class FollowerAPI:
         if expect >= 0 and expect != where.seq:
             return error(409, f"promote refused: at seq {where.seq}, expected {expect}")
         old_leader = f.config.leader
+        handover = request.query.get("handover") == "1"
+        floor = where.epoch if handover else await self._epoch_floor(force)
+        if isinstance(floor, str):
+            return error(409, f"promote refused: {floor}")
         info = {"url": f.url, "node": f.node, "cluster": f.cluster}
-        epoch = await asyncio.to_thread(f.coord.acquire, info, where.epoch)
+        epoch = await asyncio.to_thread(f.coord.acquire, info, floor)
         if epoch is None:
             return error(409, "promote refused: another node holds the leader lease")
         where = await f.become_leader(why, epoch)
-        if not why.startswith("switchover"):
+        if not handover:
             await self._fence(old_leader, where)
         return web.json_response({"url": f.url, "epoch": where.epoch, "seq": where.seq})
+
+    async def _epoch_floor(self, force: bool) -> int | str:
+        """The newest epoch any reachable member holds or has seen (a new one goes above
+        it), or why promoting now is refused: another node leads, or fewer than a majority
+        of the known members answer (with three or more; two nodes trust the operator)."""
+        f = self.follower
+        assert f.progress.position is not None
+        mine = f.progress.position.epoch
+        others = f.replicator.members.others()
+        answers = await discovery.survey(others, f.config.token)
+        rival = discovery.newest_leader(
+            [a for a in answers if a.get("url") != f.config.leader], f.cluster, mine - 1
+        )
+        if rival and not force:
+            return f"{rival} leads this cluster; follow it"
+        known, reachable = len(others) + 1, 1 + len({a["asked"] for a in answers} & others)
+        if known >= 3 and reachable * 2 <= known and not force:
+            return (
+                f"only {reachable} of the {known} known members answer (no majority): another "
+                "node may lead unseen; --force to promote anyway"
+            )
+        return max(mine, discovery.highest_epoch(answers))
 
     async def _fence(self, old_leader: str, where: Position) -> None:
         """Best effort: tell the old leader, if it still runs, to close its gate and rejoin."""

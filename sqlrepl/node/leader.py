@@ -27,10 +27,11 @@ from ..core import batch, capture, gate, roles
 from ..core.db import connect, read_meta, use_wal
 from ..core.positions import log_head
 from ..errors import DatabaseError, SqlreplError
-from . import ha
+from . import ha, handover
 from .database import Database
-from .http import forward_event, run_server
+from .http import run_server
 from .leader_http import LeaderAPI
+from .members import Members
 from .retention import Retention
 from .supervisor import Supervisor
 from .watch import DatabaseWatcher
@@ -75,7 +76,6 @@ class Leader:
         self.config = config
         self.coord = coord
         self.listener = listener
-        self.url = advertised_url(config.host, config.port, config.advertise)
         conn = connect(config.db)
         use_wal(conn)
         self.position = _patiently(lambda: capture.install(conn), config.db)
@@ -83,7 +83,9 @@ class Leader:
         self.db = Database(conn)
         self.head = self.position.seq
         self.changed = asyncio.Condition()
-        self.retention = Retention(self.db, config.trim_interval, config.retention)
+        self.url = advertised_url(config.host, config.port, config.advertise)
+        members = Members(config.db, self.url)
+        self.retention = Retention(self.db, config.trim_interval, config.retention, members)
         self.watcher = DatabaseWatcher(config.db)
         self.stopping = False
         self.tables = batch.TableCache()
@@ -116,7 +118,7 @@ class Leader:
         self.watcher.start()
         try:
             async with Supervisor(self.done) as tasks:
-                tasks.loop("stop signal", forward_event(stop, self.done))
+                tasks.loop("stop signal", handover.stop_when(self, stop))
                 tasks.loop("change loop", self._follow_changes())
                 tasks.task("batch waiters", self._release_waiters())
                 if self.config.trim_interval > 0:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .. import config
 from ..core import roles
-from ..errors import SqlreplError
+from ..errors import Refused
+from . import handover
 from .batches import BatchServer
-from .client import Client
 from .http import auth_middleware, error, int_param
 from .snapshots import serve_snapshot
 
@@ -72,58 +69,14 @@ class LeaderAPI:
     async def switchover(self, request: web.Request) -> web.Response:
         """Hand leadership to a follower with zero loss: close the gate, wait until the
         target applied everything, promote it, follow it."""
-        leader = self.leader
         to = request.query.get("to", "")
-        target = await self._switchover_target(to, request.query.get("force") == "1")
-        if isinstance(target, web.Response):
-            return target
-        started = time.monotonic()
-        await leader.set_gate(False, f"switchover to {to} in progress; retry on the new leader")
-        top = await leader.refresh()
-        if not await self._caught_up(target, top):
-            await leader.set_gate(True)
-            return error(409, f"switchover abandoned: {to} did not reach seq {top} in time")
-        leader.leading = False
-        await asyncio.to_thread(leader.coord.release)  # the target takes the leadership
+        force = request.query.get("force") == "1"
         try:
-            async with Client(to, leader.config.token) as client:
-                params = {"expect_seq": top, "why": f"switchover from {leader.url}", "force": 1}
-                promoted = await client.post("/promote", params)
-        except SqlreplError as exc:
-            leader.leading = True
-            await leader.set_gate(True)
-            return error(409, f"switchover abandoned: {to} did not take over: {exc}")
-        await leader.db.run(roles.demote, leader.db.conn, to)
-        leader.hand_over(roles.Transition("follower", to, f"switchover to {to}"))
-        log.warning("switchover: %s leads epoch %s from seq %s", to, promoted["epoch"], top)
-        return web.json_response(
-            {**promoted, "leader": to, "unavailable_s": round(time.monotonic() - started, 3)}
-        )
-
-    async def _switchover_target(self, to: str, force: bool) -> str | web.Response:
-        """The URL the target reports for itself, or the refusal to answer with."""
-        leader = self.leader
-        try:
-            async with Client(to, leader.config.token) as client:
-                target: dict[str, Any] = await client.status()
-        except SqlreplError as exc:
-            return _refused(f"{to} is unknown or unreachable: {exc}")
-        if target.get("role") != "follower" or target.get("cluster") != leader.meta["cluster"]:
-            return _refused(f"{to} is not a follower of this cluster")
-        lag = int((target.get("lag") or {}).get("changes") or 0)
-        if not force and not target.get("candidate"):
-            return _refused(f"{to} is not a candidate (--no-candidate)")
-        if not force and lag > config.SWITCHOVER_MAX_LAG:
-            return _refused(f"{to} is lagging {lag} changes behind")
-        return str(target.get("url"))
-
-    async def _caught_up(self, url: str, top: int) -> bool:
-        deadline = time.monotonic() + self.leader.config.switchover_timeout
-        while time.monotonic() < deadline:
-            if (self.leader.retention.at(url) or -1) >= top:
-                return True
-            await asyncio.sleep(0.01)
-        return False
+            result = await handover.hand_over(self.leader, to, force, "switchover")
+        except Refused as exc:
+            return error(409, str(exc))
+        self.leader.hand_over(roles.Transition("follower", to, f"switchover to {to}"))
+        return web.json_response(result)
 
     async def demote(self, request: web.Request) -> web.Response:
         """A newer leader fences this one: close the gate, then rejoin as its follower."""
@@ -137,7 +90,3 @@ class LeaderAPI:
         await leader.set_gate(False, f"deposed by {new_leader} (epoch {epoch})")
         leader.hand_over(roles.Transition("follower", new_leader, f"deposed by {new_leader}"))
         return web.json_response({"demoted": leader.url, "epoch": leader.position.epoch})
-
-
-def _refused(reason: str) -> web.Response:
-    return error(409, f"switchover refused: {reason}")

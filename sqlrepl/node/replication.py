@@ -15,22 +15,25 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from .. import config
+from ..core import roles
 from ..core.apply import Applier, adopt_epoch
 from ..core.positions import Position
 from ..core.schema import fts5_fingerprints
-from ..core.wire import EPOCH_HEADER, HEAD_HEADER
+from ..core.wire import EPOCH_HEADER, HEAD_HEADER, MEMBERS_HEADER
 from ..errors import (
     ApplyError,
     AuthError,
     DatabaseError,
+    Diverged,
     PeerUnavailable,
     ProtocolError,
     SnapshotNeeded,
     SqlreplError,
     StaleEpochError,
 )
-from . import bootstrap
+from . import bootstrap, discovery
 from .client import Client, expect_ok
+from .members import Members
 
 if TYPE_CHECKING:
     from .follower import Follower
@@ -55,9 +58,15 @@ class Replicator:
         self.leader_checked = False
         #: The next pull asks without waiting (right after a check: learn the head now).
         self.ask_now = True
+        #: Every member the leaders told us of: asked when the leader is lost.
+        self.members = Members(follower.config.db, follower.url)
+        self.members.add([follower.config.leader])
+        #: Who began the epoch this file is on (from its own history; None: read it again).
+        self.epoch_url: str | None = None
 
     def repoint(self, url: str) -> None:
         self.leader_checked = False
+        self.members.add([url])
         old, self.client = self.client, Client(url, self.f.config.token)
         asyncio.create_task(old.close())  # an in-flight long poll fails and is retried
 
@@ -74,6 +83,10 @@ class Replicator:
                 delay = config.BACKOFF_MIN
                 self.f.progress.error = None
                 continue
+            except Diverged as exc:
+                await bootstrap.save_fork(self.f, str(exc))
+                self.need_snapshot = True
+                continue
             except SnapshotNeeded as exc:
                 log.warning("%s: re-bootstrapping from a snapshot", exc)
                 self.need_snapshot = True
@@ -85,6 +98,7 @@ class Replicator:
                 raise
             except (PeerUnavailable, ProtocolError, StaleEpochError) as exc:
                 self._failed(exc)
+                await self._find_leader()
             with_stop = asyncio.create_task(stop.wait())
             await asyncio.wait({with_stop}, timeout=delay)
             with_stop.cancel()
@@ -96,6 +110,17 @@ class Replicator:
             log.warning("%s; retrying (backoff up to %ss)", message, config.BACKOFF_MAX)
         self.f.progress.error = message
         self.f.progress.state = "retrying"
+
+    async def _find_leader(self) -> None:
+        """The leader is lost or no longer leads: follow whichever member now leads our
+        cluster on a newer epoch, if one answers."""
+        f = self.f
+        mine = f.progress.position.epoch if f.progress.position else 0
+        answers = await discovery.survey(self.members.others(), f.config.token)
+        self.members.add(str(a["url"]) for a in answers if a.get("url"))
+        newest = discovery.newest_leader(answers, f.cluster, mine)
+        if newest and newest != f.config.leader and newest != f.url:
+            f.repoint(newest)
 
     async def _bootstrap(self) -> None:
         f = self.f
@@ -125,6 +150,7 @@ class Replicator:
             self.need_snapshot |= await bootstrap.rejoin(f)
         self.leader_checked = True
         self.ask_now = True
+        self.epoch_url = None
         if not f.meta or self.need_snapshot:
             f.progress.state = "bootstrapping"
             await bootstrap.install_snapshot(f, self.client)
@@ -140,6 +166,9 @@ class Replicator:
         where = f.progress.position
         if self.fts5 is None:
             self.fts5 = await f.db.run(fts5_fingerprints, f.db.conn)
+        if self.epoch_url is None:
+            history = await f.db.run(roles.history, f.db.conn)
+            self.epoch_url = roles.epoch_url(history, where.epoch)
         params = {
             "after": where.seq,
             "epoch": where.epoch,
@@ -147,13 +176,16 @@ class Replicator:
             "node": f.node,
             "url": f.url,
             "fts5": json.dumps(self.fts5),
+            "epoch_url": self.epoch_url or "",
         }
         async with self.client.get("/batch", params, timeout=f.config.wait + 30) as response:
             await expect_ok(response)
             head = int(response.headers.get(HEAD_HEADER, where.seq))
+            self.members.add(json.loads(response.headers.get(MEMBERS_HEADER, "[]")))
             epoch = int(response.headers.get(EPOCH_HEADER, where.epoch))
             if epoch > where.epoch:
                 await self._confirm_epoch(epoch)
+                self.epoch_url = None
             f.progress.state = "streaming"
             self.ask_now = False
             f.progress.saw_leader(head)  # known before applying: lag shows while we apply

@@ -15,13 +15,15 @@ from typing import Any
 
 from ..core import capture
 from .database import Database
+from .members import Members
 
 log = logging.getLogger("sqlrepl.leader")
 
 
 class Retention:
-    def __init__(self, db: Database, interval: float, retention: float) -> None:
+    def __init__(self, db: Database, interval: float, retention: float, members: Members) -> None:
         self.db = db
+        self.members = members
         self.interval = interval
         self.retention = retention
         #: node -> (url, seq, seen: time.time())
@@ -33,6 +35,8 @@ class Retention:
         """A follower at `seq` asked for a batch or a snapshot."""
         if node:
             self.followers[node] = (url, seq, time.time())
+            if url not in self.members.urls:
+                self.members.add([url])
 
     def at(self, url: str) -> int | None:
         """The position of the follower known by `url` (None: not known)."""
