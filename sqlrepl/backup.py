@@ -1,4 +1,4 @@
-"""`sqlrepl snapshot`: a verified, position-stamped copy written atomically, with retention."""
+"""`sqlrepl snapshot` and `sqlrepl restore`: verified copies written atomically."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .core import restore as restore_core
 from .core import snapshot
 from .core.db import connect, durable
 from .core.positions import Position
+from .errors import DatabaseError
 from .node.client import Client
 
 Progress = snapshot.Progress
@@ -88,3 +90,47 @@ def prune(latest: Path, keep: int) -> list[Path]:
     for p in old:
         p.unlink()
     return old
+
+
+def restore(
+    source: Path, dest: Path, *, as_leader: bool = False, epoch: int | None = None
+) -> dict[str, Any]:
+    """Make the writable database DEST from the snapshot or follower copy SOURCE: a plain
+    file by default (a leader started on it founds a new cluster), or with `as_leader` the
+    leader of the old cluster on a new epoch. DEST must not exist; it appears whole or not
+    at all."""
+    if dest.exists():
+        raise DatabaseError(f"{dest} already exists; refusing to overwrite it")
+    conn = connect(source, readonly=True)
+    try:
+        what = restore_core.describe(conn)
+    finally:
+        conn.close()
+    tmp = dest.parent / f".{dest.name}.sqlrepl-tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        conn = connect(source, readonly=True)
+        try:
+            copy = connect(tmp, create=True)
+            with copy.backup("main", conn, "main") as step:
+                step.step(-1)
+            copy.close()
+        finally:
+            conn.close()
+        snapshot.verify(tmp)
+        now = time.time()
+        if as_leader:
+            where = restore_core.make_leader(tmp, epoch, f"restored from {source}", now)
+            what.update(epoch=where.epoch, seq=where.seq)
+        else:
+            copy = connect(tmp)
+            try:
+                restore_core.make_plain(copy)
+            finally:
+                copy.close()
+        durable(tmp)
+        os.replace(tmp, dest)
+        durable(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": str(dest), "as": "leader" if as_leader else "new cluster", "source": what}

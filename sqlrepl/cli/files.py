@@ -1,4 +1,4 @@
-"""Commands about files: snapshot, demo."""
+"""Commands about files: snapshot, restore, demo."""
 
 from __future__ import annotations
 
@@ -66,3 +66,44 @@ def demo(duration: float, sample: Path | None) -> None:
 
     if not run_demo(duration, sample):
         sys.exit(1)
+
+
+@cli.command(cls=Command)
+@click.argument(
+    "snapshot_path",
+    metavar="SNAPSHOT",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+)
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--as-leader",
+    is_flag=True,
+    help="Keep the cluster: DEST leads a new epoch from the snapshot's position "
+    "(followers that went further see the fork). Default: a plain file, a new cluster.",
+)
+@click.option(
+    "--epoch",
+    type=click.IntRange(min=1),
+    help="With --as-leader: the new epoch at least (default: the snapshot's + 1).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def restore(
+    snapshot_path: Path, dest: Path, as_leader: bool, epoch: int | None, as_json: bool
+) -> None:
+    """Make the writable database DEST from SNAPSHOT (a snapshot or a follower's copy).
+
+    DEST must not exist; it appears whole or not at all. Then start `sqlrepl leader DEST`.
+    """
+    from ..backup import restore as restore_file
+
+    if epoch is not None and not as_leader:
+        raise click.UsageError("--epoch goes with --as-leader")
+    result = restore_file(snapshot_path, dest, as_leader=as_leader, epoch=epoch)
+    if as_json:
+        render.print_json(result)
+    else:
+        source = result["source"]
+        render.console.print(
+            f"restored [bold]{result['path']}[/] ({result['as']}) from a copy of cluster "
+            f"{source['cluster']} at {source['epoch']}/{source['seq']}"
+        )
