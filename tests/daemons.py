@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,9 +244,60 @@ class Sampler(Background):
         assert self.worst <= 1, "two nodes led with their write gates open at once"
 
 
-def insert(db: Path, value: Any) -> int:
+class WriteSampler(Background):
+    """Every 50 ms, attempt an app write on the file of every node that is up (answers
+    its status). When two files accept, both are tried again at once: still two is two
+    nodes taking app writes at the same time. Every probe that committed is remembered,
+    to be accounted for at the end like any app write."""
+
+    every = 0.05
+
+    def __init__(self, nodes: list[Daemon], files: list[Path]) -> None:
+        super().__init__()
+        self.nodes = list(zip(nodes, files, strict=True))
+        self.acked: list[str] = []
+        self.worst = 0
+        self.count = 0
+        self.seen: list[str] = []
+        self._lock = threading.Lock()
+
+    def _accepts(self, db: Path) -> bool:
+        self.count += 1
+        value = f"probe-{self.count}"
+        try:
+            insert(db, value, timeout=2)
+        except sqlite3.DatabaseError:
+            return False
+        self.acked.append(value)
+        return True
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No attempt during the block (none is under way when it starts)."""
+        with self._lock:
+            yield
+
+    def step(self) -> None:
+        with self._lock:
+            self._attempt()
+
+    def _attempt(self) -> None:
+        up = [db for node, db in list(self.nodes) if db.exists() and node.role() is not None]
+        accepting = [db for db in up if self._accepts(db)]
+        if len(accepting) > 1:
+            again = [db for db in accepting if self._accepts(db)]
+            self.worst = max(self.worst, len(again))
+            if len(again) > 1:
+                self.seen.append(f"{time.strftime('%H:%M:%S')}: {[d.name for d in again]}")
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        assert self.worst <= 1, f"two nodes accepted app writes at the same time: {self.seen}"
+
+
+def insert(db: Path, value: Any, timeout: float = 10) -> int:
     """One app write, in its own transaction, with the stdlib driver."""
-    conn = sqlite3.connect(db, timeout=10)
+    conn = sqlite3.connect(db, timeout=timeout)
     try:
         cur = conn.execute("INSERT INTO t(v) VALUES(?)", (value,))
         conn.commit()

@@ -3,13 +3,23 @@ cluster follows by itself, a restarted old leader rejoins, epochs are never reus
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import time
 from pathlib import Path
 
-from .daemons import Cluster, Daemon, Sampler, Writer, insert, sqlrepl, wait_until
+from .daemons import (
+    Cluster,
+    Daemon,
+    Sampler,
+    Writer,
+    WriteSampler,
+    insert,
+    sqlrepl,
+    wait_until,
+)
 from .dump import dump
 from .etcd import EtcdServer
 from .test_etcd import TTL, accepts_writes, open_leader
@@ -18,6 +28,18 @@ from .test_failover import app_db, run_cli, values
 
 def rollbacks(tmp: Path) -> list[Path]:
     return sorted(tmp.glob("*.rollback-*")) + sorted(tmp.glob("*.fork-*"))
+
+
+def unaccounted(acked: set[str], final_db: Path, tmp: Path) -> set[str]:
+    """Acknowledged writes neither on the final leader nor in an announced rollback file."""
+    kept = values(final_db)
+    for path in rollbacks(tmp):
+        if path.suffix == ".jsonl":
+            lines = path.read_text().splitlines()
+            kept |= {json.loads(line).get("row", {}).get("v") for line in lines}
+        else:
+            kept |= values(path)
+    return acked - kept
 
 
 def sigterm(node: Daemon) -> float:
@@ -41,7 +63,8 @@ def test_sigterm_of_a_static_leader_hands_over_and_the_cluster_follows(
     leader = cluster.leader(db)
     files = [db, tmp_path / "b.db", tmp_path / "c.db"]
     b, c = (cluster.follower(f, leader) for f in files[1:])
-    with Sampler([leader, b, c]), Writer(db) as writer:
+    nodes = [leader, b, c]
+    with Sampler(nodes), WriteSampler(nodes, files) as probes, Writer(db) as writer:
         wait_until(lambda: len(writer.acked) > 50, "writes before the stop")
         sigterm(leader)
         wait_until(lambda: open_leader([b, c]) is not None, "a new leader", 10)
@@ -50,7 +73,7 @@ def test_sigterm_of_a_static_leader_hands_over_and_the_cluster_follows(
     assert new is not None
     other = c if new is b else b
     new_db = files[[leader, b, c].index(new)]
-    assert set(writer.acked) <= values(new_db)
+    assert set(writer.acked) | set(probes.acked) <= values(new_db)
     wait_until(lambda: follows(other, new), "the other follower to follow the new leader", 15)
     leader.start()
     wait_until(lambda: follows(leader, new), "the old leader to rejoin as a follower")
@@ -73,7 +96,7 @@ def test_graceful_stop_of_the_etcd_leader_ten_times(
     nodes = [first, *(cluster.follower(f, first, *coord) for f in files[1:])]
     acked: set[str] = set()
     took = []
-    with Sampler(nodes):
+    with Sampler(nodes), WriteSampler(nodes, files) as probes:
         for round_ in range(10):
             current = open_leader(nodes)
             assert current is not None
@@ -96,7 +119,7 @@ def test_graceful_stop_of_the_etcd_leader_ten_times(
     final = open_leader(nodes)
     assert final is not None
     final_db = files[nodes.index(final)]
-    assert acked <= values(final_db)
+    assert acked | set(probes.acked) <= values(final_db)
     insert(final_db, "the end")
     cluster.wait_caught_up(final_db, *(n for n in nodes if n is not final))
     for f in files:
@@ -117,7 +140,7 @@ def test_after_promote_and_switchover_every_follower_follows_by_itself(
     b, c = (cluster.follower(f, leader) for f in files[1:])
     insert(db, "one")
     cluster.wait_caught_up(db, b, c)
-    with Sampler([leader, b, c]):
+    with Sampler([leader, b, c]), WriteSampler([leader, b, c], files) as probes:
         leader.kill9()
         assert run_cli("promote", b.url)["epoch"] == 2
         wait_until(lambda: follows(c, b), "c to follow the promoted b", 15)
@@ -133,6 +156,7 @@ def test_after_promote_and_switchover_every_follower_follows_by_itself(
     cluster.wait_caught_up(files[2], leader, b)
     assert dump(db) == dump(files[1]) == dump(files[2])
     assert {"one", "two", "three"} <= values(files[2])
+    assert unaccounted(set(probes.acked), files[2], tmp_path) == set()
 
 
 def test_promoting_a_stranded_follower_never_forks_silently(

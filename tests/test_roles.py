@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+
 import apsw
 import pytest
 
-from sqlrepl.core import capture, gate, roles, rollback
+from sqlrepl.core import batch, capture, gate, roles, rollback
 from sqlrepl.core.db import read_meta
 from sqlrepl.core.positions import Position, log_head
+from sqlrepl.core.wire import FrameWriter
+from sqlrepl.errors import SnapshotNeeded
 
 from .replica import Replica
 from .test_core import write
@@ -86,3 +90,15 @@ def test_divergent_changes_of_a_five_column_key(replica: Replica) -> None:
         ({**key, "e": 6}, "upsert", {**key, "e": 6, "v": "new"}),
         ({**key, "e": 5}, "delete", None),
     ]
+
+
+def test_a_promoted_log_never_serves_a_follower_behind_the_promotion(replica: Replica) -> None:
+    """A follower one change behind the promoted node is sent to a snapshot: the changes it
+    lacks arrived by replication and are in no log, so a batch would silently miss them."""
+    write(replica, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)", "INSERT INTO t VALUES(1, 'a')")
+    applied = replica.sync()
+    roles.promote(replica.follower, "n2", "http://n2", "test", 0.0)
+    out = io.BytesIO()
+    batch.build(replica.follower, applied.seq, FrameWriter(out.write))  # caught up: served
+    with pytest.raises(SnapshotNeeded):
+        batch.build(replica.follower, applied.seq - 1, FrameWriter(io.BytesIO().write))

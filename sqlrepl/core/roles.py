@@ -97,13 +97,15 @@ def promote(
             }
         )
         conn.execute(f"DELETE FROM {LOG}")
-        # seq continues from what was applied: the log's head starts there.
+        # seq continues from what was applied: the log's head starts there. Nothing up to
+        # seq is in this log (it arrived by replication), so the log covers only followers
+        # at seq or later: one still behind must resync, never get a batch without them.
         conn.execute(
             f"INSERT INTO {LOG}(seq, tid, k0) VALUES(?, ?, NULL)", (seq, capture.SCHEMA_TID)
         )
         conn.execute(f"DELETE FROM {FOLLOWERS}")
         write_meta(
-            conn, role="leader", epoch=new, history=json.dumps(hist), trimmed=seq - 1, leader=url
+            conn, role="leader", epoch=new, history=json.dumps(hist), trimmed=seq, leader=url
         )
         gate.remove(conn)
         conn.execute(f"DELETE FROM {TABLES}")

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..core import roles, rollback, snapshot
+from ..core import gate, roles, rollback, snapshot
 from ..core.apply import applier_connection
 from ..core.db import connect, durable
 from ..core.positions import follower_position, read_position
@@ -19,6 +19,29 @@ if TYPE_CHECKING:
     from .follower import Follower
 
 log = logging.getLogger("sqlrepl.follower")
+
+
+def close_leader_gate(f: Follower) -> bool:
+    """A leader's file about to rejoin another leader refuses app writes from the start:
+    True if its gate was open (and is now closed)."""
+    conn = connect(f.config.db)
+    try:
+        if not gate.is_open(conn):
+            return False
+        gate.close(conn, f"this node is rejoining {f.config.leader} as a follower")
+        log.warning("write gate closed: this node rejoins %s as a follower", f.config.leader)
+        return True
+    finally:
+        conn.close()
+
+
+def reopen_gate(f: Follower) -> None:
+    """Undo `close_leader_gate` when the rejoin is refused: the file stays as it was."""
+    conn = connect(f.config.db)
+    try:
+        gate.open_(conn)
+    finally:
+        conn.close()
 
 
 def open_file(f: Follower) -> None:

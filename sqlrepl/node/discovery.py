@@ -43,7 +43,9 @@ async def _ask(url: str, token: str | None) -> dict[str, Any] | None:
 
 
 def newest_leader(answers: list[dict[str, Any]], cluster: str | None, above: int) -> str | None:
-    """The URL of the leader of `cluster` on the newest epoch above `above`, if any answered."""
+    """The URL of the leader of `cluster` on the newest epoch above `above`, if any answered
+    (a follower that lost its leader asks for its own epoch or newer: there is one leader per
+    epoch)."""
     leaders = [
         a
         for a in answers

@@ -20,7 +20,7 @@ from ..config import advertised_url
 from ..coord import Coordinator
 from ..core import roles
 from ..core.positions import Position
-from . import ha
+from . import bootstrap, ha
 from .database import Database
 from .follower_http import FollowerAPI
 from .http import forward_event, run_server
@@ -95,9 +95,13 @@ class Follower:
         self.replicator = Replicator(self)
         self._replicating: asyncio.Task[None] | None = None
         self._tasks: Supervisor | None = None
+        #: This role closed its leader file's gate at start (reopened if the rejoin is refused).
+        self.gate_closed_here = False
 
     async def run(self, stop: asyncio.Event) -> roles.Transition | None:
         """Follow until `stop` (returns None) or until promoted (returns the transition)."""
+        if (self.meta or {}).get("role") == "leader":
+            self.gate_closed_here = await asyncio.to_thread(bootstrap.close_leader_gate, self)
         try:
             async with Supervisor(self.done) as tasks:
                 self._tasks = tasks

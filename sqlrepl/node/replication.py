@@ -118,7 +118,7 @@ class Replicator:
         mine = f.progress.position.epoch if f.progress.position else 0
         answers = await discovery.survey(self.members.others(), f.config.token)
         self.members.add(str(a["url"]) for a in answers if a.get("url"))
-        newest = discovery.newest_leader(answers, f.cluster, mine)
+        newest = discovery.newest_leader(answers, f.cluster, mine - 1)
         if newest and newest != f.config.leader and newest != f.url:
             f.repoint(newest)
 
@@ -142,6 +142,8 @@ class Replicator:
         f.history = list(info.get("history") or [])
         if f.meta and f.meta.get("role") == "leader":
             if int(info.get("epoch") or 0) <= int(f.meta["epoch"]):
+                if f.gate_closed_here:
+                    await asyncio.to_thread(bootstrap.reopen_gate, f)
                 raise DatabaseError(
                     f"{f.config.db} is the leader of epoch {f.meta['epoch']}; "
                     f"{leader} leads epoch {info.get('epoch')}, not a newer one: "
@@ -158,7 +160,6 @@ class Replicator:
             self.need_snapshot = False
         elif f.db is None:
             bootstrap.open_file(f)
-        f.progress.state = "streaming"
 
     async def _pull(self) -> None:
         f = self.f
