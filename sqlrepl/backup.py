@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import restore as restore_core
-from .core import snapshot
+from .core import snapshot, tempfiles
 from .core.db import connect, durable
 from .core.positions import Position
 from .errors import DatabaseError
@@ -45,8 +45,8 @@ def save(
 ) -> dict[str, Any]:
     """Write a snapshot of SOURCE (a path or node URL) to DEST; return what was written."""
     path = target_path(source, dest)
-    tmp = path.parent / f".{path.name}.sqlrepl-tmp"
-    tmp.unlink(missing_ok=True)
+    tempfiles.remove_stale(path.parent)
+    tmp = tempfiles.temp_path(path)
     try:
         if is_url(source):
             where = asyncio.run(_download(source, tmp, token, progress))
@@ -106,8 +106,8 @@ def restore(
         what = restore_core.describe(conn)
     finally:
         conn.close()
-    tmp = dest.parent / f".{dest.name}.sqlrepl-tmp"
-    tmp.unlink(missing_ok=True)
+    tempfiles.remove_stale(dest.parent)
+    tmp = tempfiles.temp_path(dest)
     try:
         conn = connect(source, readonly=True)
         try:

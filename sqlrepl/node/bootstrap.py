@@ -8,7 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..core import gate, roles, rollback, snapshot
+from ..core import gate, roles, rollback, snapshot, tempfiles
 from ..core.apply import applier_connection
 from ..core.db import connect, durable
 from ..core.positions import follower_position, read_position
@@ -56,8 +56,7 @@ async def install_snapshot(f: Follower, client: Client) -> None:
     """Download a snapshot beside the file, verify it, make it a follower, put it in place
     (a rename, or a live replace readers never see torn)."""
     db = f.config.db
-    tmp = db.parent / f".{db.name}.sqlrepl-download"
-    tmp.unlink(missing_ok=True)
+    tmp = tempfiles.temp_path(db)
     log.info("downloading a snapshot from %s", f.config.leader)
     try:
         where = await client.download_snapshot(tmp, {"node": f.node, "url": f.url}, _log_progress())

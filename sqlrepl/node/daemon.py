@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import advertised_url, check_exposure
 from ..coord import Coordinator, from_url
-from ..core import capture, roles
+from ..core import capture, roles, tempfiles
 from ..errors import SqlreplError
 from . import discovery
 from .follower import Follower, FollowerConfig
@@ -57,6 +57,8 @@ async def _run_node(
     base = leader or follower
     assert base is not None
     listener = listen(base.host, base.port)
+    for stale in tempfiles.remove_stale(base.db.parent, base.db.name):
+        log.warning("removed %s, left behind by a process that is gone", stale)
     try:
         role, leader, follower = await _first_role(coord, leader, follower)
         while not stop.is_set():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from ..core import snapshot
+from ..core import snapshot, tempfiles
 from ..core.positions import Position
 from ..core.wire import EPOCH_HEADER, SEQ_HEADER, SHA256_HEADER, SNAPSHOT_TYPE
 from .database import Database
@@ -27,8 +27,10 @@ async def serve_snapshot(
     on_taken: Callable[[Position], None] | None = None,
 ) -> web.StreamResponse:
     """Stream a consistent, position-stamped, checksummed copy of the database."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.snap-") as tmp:
-        copy = Path(tmp) / "snapshot.db"
+    tmp = tempfiles.temp_path(path.with_name(f"{path.name}.snapshot-{id(request)}"))
+    tmp.mkdir()
+    try:
+        copy = tmp / "snapshot.db"
         where = await db.run(snapshot.take, db.conn, copy, time.time())
         if on_taken:
             on_taken(where)
@@ -49,3 +51,5 @@ async def serve_snapshot(
         await response.write_eof()
         log.info("served snapshot at %s (%d bytes)", where, copy.stat().st_size)
         return response
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
