@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -272,9 +273,10 @@ def failover(tmp: Path, ttl: int) -> float | None:
         etcd.stop()
 
 
-def switchover(tmp: Path) -> float:
-    """Seconds apps' writes are refused during a planned switchover (static mode)."""
-    db, follower_db = tmp / "sw.db", tmp / "sw-f.db"
+@contextlib.contextmanager
+def caught_up_pair(tmp: Path, name: str) -> Iterator[tuple[Path, Node, Path, Node]]:
+    """A static leader and a follower that applied 1,000 app writes; both stopped after."""
+    db, follower_db = tmp / f"{name}.db", tmp / f"{name}-f.db"
     fresh(db, False)
     leader = Node(tmp, "leader", str(db)).start()
     follower = Node(tmp, "follower", str(follower_db), "--leader", leader.url).start()
@@ -282,6 +284,15 @@ def switchover(tmp: Path) -> float:
         for _ in range(1000):
             accepts_write(db)
         wait(lambda: applied(follower_db) >= head(db), 60)
+        yield db, leader, follower_db, follower
+    finally:
+        follower.stop()
+        leader.stop()
+
+
+def switchover(tmp: Path) -> float:
+    """Seconds apps' writes are refused during a planned switchover (static mode)."""
+    with caught_up_pair(tmp, "sw") as (_db, _leader, _follower_db, follower):
         out = subprocess.run(
             [sys.executable, "-m", "sqlrepl", "switchover", "--to", follower.url, "--json"],
             capture_output=True,
@@ -289,30 +300,17 @@ def switchover(tmp: Path) -> float:
             check=True,
         )
         return float(json.loads(out.stdout)["unavailable_s"])
-    finally:
-        follower.stop()
-        leader.stop()
 
 
 def sigterm_handover(tmp: Path) -> float:
     """Seconds from SIGTERM of the leader (a planned restart) to the first write the
     follower takes (static mode: the stopping leader hands over)."""
-    db, follower_db = tmp / "st.db", tmp / "st-f.db"
-    fresh(db, False)
-    leader = Node(tmp, "leader", str(db)).start()
-    follower = Node(tmp, "follower", str(follower_db), "--leader", leader.url).start()
-    try:
-        for _ in range(1000):
-            accepts_write(db)
-        wait(lambda: applied(follower_db) >= head(db), 60)
+    with caught_up_pair(tmp, "st") as (_db, leader, follower_db, _follower):
         assert leader.proc is not None
         start = time.perf_counter()
         leader.proc.send_signal(signal.SIGTERM)
         wait(lambda: accepts_write(follower_db), 30, every=0.002)
         return time.perf_counter() - start
-    finally:
-        follower.stop()
-        leader.stop()
 
 
 def lag(tmp: Path, rate: int, seconds: float) -> tuple[float, float, list[Node]]:

@@ -7,6 +7,8 @@ changes; the guard triggers that keep apps from writing to the follower do not a
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import apsw
@@ -51,9 +53,15 @@ class Applier:
         self.schema: list[SchemaObject] | None = None
 
     def feed(self, data: bytes) -> None:
-        try:
+        with self._or_abort():
             for frame in self.reader.feed(data):
                 self._frame(frame)
+
+    @contextlib.contextmanager
+    def _or_abort(self) -> Iterator[None]:
+        """Any failure rolls the whole batch back; SQLite's own become ApplyError."""
+        try:
+            yield
         except apsw.Error as exc:
             self.abort()
             raise ApplyError(f"batch could not be applied: {exc}") from exc
@@ -63,7 +71,7 @@ class Applier:
 
     def finish(self) -> Position:
         """Check the stream was whole, record the position, commit."""
-        try:
+        with self._or_abort():
             self.reader.close()
             assert self.header is not None
             new = Position(self.header.epoch, self.header.head)
@@ -77,12 +85,6 @@ class Applier:
             write_meta(self.conn, epoch=new.epoch, seq=new.seq)
             self.conn.execute("COMMIT")
             return new
-        except apsw.Error as exc:
-            self.abort()
-            raise ApplyError(f"batch could not be applied: {exc}") from exc
-        except BaseException:
-            self.abort()
-            raise
 
     def abort(self) -> None:
         if self.conn.in_transaction:
