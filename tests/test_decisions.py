@@ -107,3 +107,13 @@ def test_further_ahead_orders_by_epoch_seq_then_node() -> None:
     assert not further_ahead({"eligible": True, "epoch": 3, "seq": 39, "node": "a"}, mine, "m")
     assert not further_ahead({"eligible": False, "epoch": 9, "seq": 99, "node": "a"}, mine, "m")
     assert not further_ahead({"eligible": True, "epoch": None, "seq": None}, mine, "m")
+
+
+def test_a_handover_under_way_keeps_the_gate_closed() -> None:
+    """While a switchover or a stop hands over, the HA loop neither reopens the gate (apps
+    would write what the target never gets) nor takes the released key back."""
+    for lease, renewal, holder in ((HELD, ALIVE, None), (NONE, None, None), (NONE, None, OTHER)):
+        view = LeaderView(ME, 7, False, lease, renewal, holder, handing_over=True)
+        assert decide_leader(view) == Action(
+            Do.NOTHING, "handing over: the gate stays closed until it is done"
+        )

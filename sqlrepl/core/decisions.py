@@ -58,9 +58,13 @@ class LeaderView:
     renewal: str | None = None
     #: Without a lease: the URL of the leader key's holder (None: nobody holds it).
     holder: str | None = None
+    #: A handover (switchover, stop) is under way: it alone moves the gate and the lease.
+    handing_over: bool = False
 
 
 def decide_leader(v: LeaderView) -> Action:
+    if v.handing_over:
+        return Action(Do.NOTHING, "handing over: the gate stays closed until it is done")
     if v.lease == EXPIRED:
         if v.renewal == UNREACHABLE:
             return Action(

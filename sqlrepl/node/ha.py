@@ -70,7 +70,13 @@ async def run_follower(follower: Follower) -> None:
 
 async def leader_view(leader: Leader) -> LeaderView:
     coord = leader.coord
-    base = LeaderView(leader.url, leader.position.epoch, leader.gate_open, decisions.NONE)
+    base = LeaderView(
+        leader.url,
+        leader.position.epoch,
+        leader.gate_open,
+        decisions.NONE,
+        handing_over=leader.handing_over,
+    )
     if coord.holds_lease():
         if coord.lease_may_have_expired():
             return replace(base, lease=decisions.EXPIRED)  # gate first, before any I/O

@@ -33,6 +33,17 @@ async def hand_over(leader: Leader, to: str, force: bool, why: str) -> dict[str,
     (the gate is then open again, as before)."""
     target = await _check_target(leader, to, force, why)
     started = time.monotonic()
+    leader.handing_over = True
+    try:
+        return await _hand_over(leader, to, target, why, started)
+    except BaseException:
+        leader.handing_over = False
+        raise
+
+
+async def _hand_over(
+    leader: Leader, to: str, target: str, why: str, started: float
+) -> dict[str, Any]:
     await leader.set_gate(False, f"{why} to {to} in progress; retry on the new leader")
     top = await leader.refresh()
     if not await _caught_up(leader, target, top):

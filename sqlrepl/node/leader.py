@@ -100,6 +100,8 @@ class Leader:
         self.node = str(self.meta.get("node") or uuid.uuid4().hex[:12])
         #: False once this node stepped down: it ships nothing more.
         self.leading = True
+        #: A handover is under way: the HA loop leaves the gate and the lease to it.
+        self.handing_over = False
 
     async def run(self, stop: asyncio.Event) -> roles.Transition | None:
         """Lead until `stop` (returns None) or until leadership passes on (returns where to)."""
