@@ -30,7 +30,7 @@ STATUS_TIMEOUT = 1.0
 
 async def hand_over(leader: Leader, to: str, force: bool, why: str) -> dict[str, Any]:
     """Make the follower at `to` the leader with nothing lost; raise Refused if it cannot
-    (the gate is then open again, as before)."""
+    (the gate is then open again, as before, once this node holds the lease)."""
     target = await _check_target(leader, to, force, why)
     started = time.monotonic()
     leader.handing_over = True
@@ -62,7 +62,8 @@ async def _hand_over(
             promoted = await client.post("/promote", params)
     except SqlreplError as exc:
         leader.leading = True
-        await leader.set_gate(True)
+        if leader.coord.holds_lease():  # else the HA loop takes the lease again first
+            await leader.set_gate(True)
         raise Refused(f"{why} abandoned: {to} did not take over: {exc}") from exc
     await leader.db.run(roles.demote, leader.db.conn, to)
     log.warning("%s: %s leads epoch %s from seq %s", why, to, promoted["epoch"], top)
