@@ -173,6 +173,8 @@ def test_promoting_a_stranded_follower_never_forks_silently(
     c = cluster.follower(f2, leader)
     insert(db, "shared")
     cluster.wait_caught_up(db, b, c)
+    known = f2.with_name(f2.name + ".sqlrepl-members")
+    wait_until(lambda: known.exists() and b.url in json.loads(known.read_text()), "c to know b")
     c.stop()
     assert run_cli("switchover", "--to", b.url)["epoch"] == 2
     insert(f1, "only on the new timeline")
