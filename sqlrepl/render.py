@@ -77,7 +77,11 @@ def status_table(nodes: list[dict[str, Any]]) -> Table:
 def _writes(n: dict[str, Any]) -> str:
     if n["role"] != "leader":
         return "refused"
-    return "[green]open[/]" if n.get("gate") == "open" else "[red]closed[/]"
+    if n.get("gate") != "open":
+        return "[red]closed[/]"
+    if n.get("lease_valid") is False:
+        return "[yellow]open, lease lapsed[/]"  # closing: an app holds the write lock
+    return "[green]open[/]"
 
 
 def _promotable(n: dict[str, Any]) -> str:

@@ -152,3 +152,20 @@ def test_demo_runs_from_any_directory_and_exits_zero(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("identical to") == 2
     assert list(tmp_path.iterdir()) == []  # nothing left in the caller's directory
+
+
+def test_status_table_tells_a_lapsed_lease_from_an_open_gate() -> None:
+    """The table shows the file's real gate, and says when the lease behind it lapsed."""
+    from rich.console import Console
+
+    from sqlrepl import render
+
+    def writes(**leader: object) -> str:
+        node = {"ok": True, "url": "http://l:1", "role": "leader", "epoch": 1, "seq": 5}
+        console = Console(width=200, record=True)
+        console.print(render.status_table([{**node, **leader}]))
+        return console.export_text()
+
+    assert "open, lease lapsed" in writes(gate="open", lease_valid=False)
+    assert "open, lease lapsed" not in writes(gate="open", lease_valid=True)
+    assert "closed" in writes(gate="closed", lease_valid=False)
