@@ -102,3 +102,23 @@ def test_a_promoted_log_never_serves_a_follower_behind_the_promotion(replica: Re
     batch.build(replica.follower, applied.seq, FrameWriter(out.write))  # caught up: served
     with pytest.raises(SnapshotNeeded):
         batch.build(replica.follower, applied.seq - 1, FrameWriter(io.BytesIO().write))
+
+
+def test_promote_opens_the_gate_and_installs_capture_in_one_commit(replica: Replica) -> None:
+    """No instant where the gate is open but capture is not installed: an app write that
+    commits in it would never reach any follower (found by probes during handovers)."""
+    write(replica, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)", "INSERT INTO t VALUES(1, 'a')")
+    replica.sync()
+    commits = []
+    replica.follower.set_commit_hook(lambda: commits.append(1) or False)
+    roles.promote(replica.follower, "n2", "http://n2", "test", 0.0)
+    replica.follower.set_commit_hook(None)
+    assert len(commits) == 1
+    assert gate.is_open(replica.follower)
+    app = apsw.Connection(str(replica.follower_path))
+    app.execute("INSERT INTO t VALUES(2, 'b')")
+    app.close()
+    assert (
+        replica.follower.execute("SELECT count(*) FROM _sqlrepl_log WHERE k0 = 2").fetchall()[0][0]
+        == 1
+    )

@@ -51,13 +51,19 @@ def install(conn: apsw.Connection, *, resend_new: bool = True) -> Position:
     full resend.
     """
     with transaction(conn):
-        meta = read_meta(conn)
-        refuse_to_lead(conn.filename, meta)
-        conn.execute(create_internal_tables())
-        if "cluster" not in meta:
-            write_meta(conn, cluster=uuid.uuid4().hex, epoch=1, role="leader", trimmed=0)
-        _sync(conn, resend_new)
+        install_within(conn, resend_new)
     return current_position(conn)
+
+
+def install_within(conn: apsw.Connection, resend_new: bool = True) -> None:
+    """`install`, inside the caller's transaction (a promotion opens the gate and installs
+    capture in one transaction: no app write can commit in between, uncaptured)."""
+    meta = read_meta(conn)
+    refuse_to_lead(conn.filename, meta)
+    conn.execute(create_internal_tables())
+    if "cluster" not in meta:
+        write_meta(conn, cluster=uuid.uuid4().hex, epoch=1, role="leader", trimmed=0)
+    _sync(conn, resend_new)
 
 
 def refuse_to_lead(path: str, meta: dict[str, Any]) -> None:

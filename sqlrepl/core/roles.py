@@ -107,11 +107,13 @@ def promote(
         write_meta(
             conn, role="leader", epoch=new, history=json.dumps(hist), trimmed=seq, leader=url
         )
-        gate.remove(conn)
         conn.execute(f"DELETE FROM {TABLES}")
-        # capture.install re-registers every table; followers already hold this schema.
+        # Capture re-registers every table (followers already hold this schema), and the
+        # gate opens, in the same transaction: an app write either fails on the gate or is
+        # captured, never committed in between.
+        gate.remove(conn)
         write_meta(conn, schema_version=-1, schema_hash=capture.schema_digest(conn))
-    capture.install(conn, resend_new=False)
+        capture.install_within(conn, resend_new=False)
     return Position(new, seq)
 
 
