@@ -199,7 +199,7 @@ def test_promoting_a_stranded_follower_never_forks_silently(
     print(f"forced epoch {forced['epoch']}; the other timeline's epoch 2")
 
 
-def test_followers_of_a_dead_leader_do_not_touch_an_old_file(
+def test_a_restarted_leader_with_no_newer_leader_leads_again(
     tmp_path: Path, cluster: Cluster
 ) -> None:
     """A leader restarted on its file while no newer leader exists leads again as before."""

@@ -153,19 +153,15 @@ def check_existing(path: Path, leaders_too: bool = False) -> dict[str, Any] | No
     a newer leader); None if there is none yet; refuse anything else."""
     if not path.exists() or path.stat().st_size == 0:
         return None
-    conn = connect(path, readonly=True)
-    try:
-        meta = read_meta(conn)
-        if meta.get("role") == "leader" and leaders_too:
-            return meta
-        if meta.get("role") != "follower":
-            raise DatabaseError(
-                f"{path} exists and is not a sqlrepl follower; refusing to overwrite it "
-                "(move it away, or give another path)"
-            )
+    meta = peek(path)
+    if meta.get("role") == "leader" and leaders_too:
         return meta
-    finally:
-        conn.close()
+    if meta.get("role") != "follower":
+        raise DatabaseError(
+            f"{path} exists and is not a sqlrepl follower; refusing to overwrite it "
+            "(move it away, or give another path)"
+        )
+    return meta
 
 
 def peek_members(path: Path) -> list[str]:

@@ -4,6 +4,7 @@ leader's file (its divergent changes go to a rollback file first)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,24 +25,18 @@ log = logging.getLogger("sqlrepl.follower")
 def close_leader_gate(f: Follower) -> bool:
     """A leader's file about to rejoin another leader refuses app writes from the start:
     True if its gate was open (and is now closed)."""
-    conn = connect(f.config.db)
-    try:
+    with contextlib.closing(connect(f.config.db)) as conn:
         if not gate.is_open(conn):
             return False
         gate.close(conn, f"this node is rejoining {f.config.leader} as a follower")
-        log.warning("write gate closed: this node rejoins %s as a follower", f.config.leader)
-        return True
-    finally:
-        conn.close()
+    log.warning("write gate closed: this node rejoins %s as a follower", f.config.leader)
+    return True
 
 
 def reopen_gate(f: Follower) -> None:
     """Undo `close_leader_gate` when the rejoin is refused: the file stays as it was."""
-    conn = connect(f.config.db)
-    try:
+    with contextlib.closing(connect(f.config.db)) as conn:
         gate.open_(conn)
-    finally:
-        conn.close()
 
 
 def open_file(f: Follower) -> None:
