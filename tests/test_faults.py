@@ -3,6 +3,7 @@ rejoining while apps write. Each checks from outside: files on disk, app writes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .daemons import Cluster, wait_until
+from .daemons import Cluster, insert, wait_until
 from .test_failover import app_db
 
 
@@ -106,3 +107,51 @@ def test_rejoin_loses_no_app_write(tmp_path: Path, cluster: Cluster) -> None:
         current.wait_ready()
     final = db if leader.role() == "leader" else tmp_path / "b.db"
     assert unaccounted(acked, final, tmp_path) == set()
+
+
+def test_rollback_keeps_writes_trimmed_from_the_log(tmp_path: Path, cluster: Cluster) -> None:
+    """A leader that trimmed its log past the point where a stale peer stopped is deposed
+    by that peer: every write it acknowledged after the fork point is in its rollback
+    file, although its log no longer names most of them."""
+    from .test_failover import run_cli
+    from .test_handover import unaccounted
+
+    db = app_db(tmp_path / "a.db")
+    leader = cluster.leader(db, "--trim-interval", "0.2", "--retention", "1")
+    c = cluster.follower(tmp_path / "c.db", leader)
+    insert(db, "shared")
+    cluster.wait_caught_up(db, c)
+    c.stop()
+    acked = {"shared"} | {f"w1-{i}" for i in range(30)}
+    for value in sorted(acked - {"shared"}):
+        insert(db, value)
+    # The leader forgets the silent peer and trims its log to its head.
+    wait_until(lambda: leader.status().get("followers") == [], "the silent peer forgotten")
+    wait_until(lambda: _trimmed(db) >= log_head_of(db) - 1, "the log trimmed")
+    leader.kill9()
+    c.start()
+    assert run_cli("promote", c.url, "--force")["epoch"] == 2
+    insert(tmp_path / "c.db", "new timeline")
+    leader.start()  # the same command: it finds the newer leader and rejoins it
+    wait_until(lambda: leader.role() == "follower", "the deposed leader to rejoin")
+    wait_until(lambda: leader.status().get("rollback") is not None, "the rollback reported")
+    assert unaccounted(acked, tmp_path / "c.db", tmp_path) == set()
+    rolled = [
+        json.loads(line) for line in Path(leader.status()["rollback"]).read_text().splitlines()
+    ]
+    assert {c["row"]["v"] for c in rolled if c["op"] == "upsert"} == acked - {"shared"}
+
+
+def _trimmed(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (value,) = conn.execute("SELECT value FROM _sqlrepl_meta WHERE key = 'trimmed'").fetchone()
+        return int(value)
+    finally:
+        conn.close()
+
+
+def log_head_of(db: Path) -> int:
+    from .dump import log_head
+
+    return log_head(db)

@@ -122,3 +122,39 @@ def test_promote_opens_the_gate_and_installs_capture_in_one_commit(replica: Repl
         replica.follower.execute("SELECT count(*) FROM _sqlrepl_log WHERE k0 = 2").fetchall()[0][0]
         == 1
     )
+
+
+def test_rollback_holds_changes_received_before_a_promotion(replica: Replica, tmp_path) -> None:
+    """A promoted follower deposed by a timeline that forked before its promotion: what it
+    applied by replication after the fork is in no log, yet its rollback file holds it,
+    beside its own writes; the new leader's own rows are reported as such."""
+    from sqlrepl.core import snapshot
+
+    write(replica, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)", "INSERT INTO t VALUES(1, 'a')")
+    replica.sync()
+    fork = log_head(replica.leader)
+    theirs = tmp_path / "theirs.db"
+    snapshot.take(replica.leader, theirs, 0.0)
+    other = apsw.Connection(str(theirs))
+    other.execute("INSERT INTO t VALUES(9, 'theirs')")
+    other.close()
+    write(replica, "INSERT INTO t VALUES(2, 'replicated')", "UPDATE t SET v = 'a2' WHERE id = 1")
+    replica.sync()
+    mine = roles.promote(replica.follower, "n2", "http://n2", "test", 0.0)
+    app = apsw.Connection(str(replica.follower_path))
+    app.execute("INSERT INTO t VALUES(3, 'own')")
+    app.close()
+    history = [{"epoch": mine.epoch + 1, "start_seq": fork}]
+    path = rollback.save_divergence(replica.follower, theirs, history, mine, 0.0)
+    import json
+
+    got = sorted(
+        (c["op"], c["key"]["id"], (c.get("row") or {}).get("v"), (c["leader_row"] or {}).get("v"))
+        for c in map(json.loads, path.read_text().splitlines())
+    )
+    assert got == [
+        ("delete", 9, None, "theirs"),
+        ("upsert", 1, "a2", "a"),
+        ("upsert", 2, "replicated", None),
+        ("upsert", 3, "own", None),
+    ]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import gate, roles, rollback, snapshot, tempfiles
@@ -47,16 +48,27 @@ def open_file(f: Follower) -> None:
     log.info("following %s from %s", f.config.leader, f.progress.position)
 
 
-async def install_snapshot(f: Follower, client: Client) -> None:
-    """Download a snapshot beside the file, verify it, make it a follower, put it in place
-    (a rename, or a live replace readers never see torn)."""
-    db = f.config.db
-    tmp = tempfiles.temp_path(db)
+async def fetch_snapshot(f: Follower, client: Client) -> Path:
+    """Download a snapshot of the leader beside the file and verify it; return its path."""
+    tmp = tempfiles.temp_path(f.config.db)
     log.info("downloading a snapshot from %s", f.config.leader)
     try:
         where = await client.download_snapshot(tmp, {"node": f.node, "url": f.url}, _log_progress())
         await asyncio.to_thread(snapshot.verify, tmp)
-        await asyncio.to_thread(snapshot.make_follower, tmp, f.config.leader, f.node)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info("downloaded a snapshot at %s", where)
+    return tmp
+
+
+async def install_snapshot(f: Follower, client: Client, fetched: Path | None = None) -> None:
+    """Make a verified snapshot (`fetched`, or one downloaded now) a follower and put it in
+    place (a rename, or a live replace readers never see torn)."""
+    db = f.config.db
+    tmp = fetched or await fetch_snapshot(f, client)
+    try:
+        where = await asyncio.to_thread(snapshot.make_follower, tmp, f.config.leader, f.node)
         if f.db is not None:
             await f.db.run(snapshot.place, tmp, db)
         else:
@@ -71,31 +83,36 @@ async def install_snapshot(f: Follower, client: Client) -> None:
         f.progress.position = await f.db.run(follower_position, f.db.conn)
 
 
-async def rejoin(f: Follower) -> bool:
+async def rejoin(f: Follower, client: Client) -> Path | None:
     """A deposed leader's file: save what diverged to a rollback file, then follow.
-    True if it diverged (its content must be resynced from a snapshot)."""
+    If it diverged, return the new leader's snapshot it was compared with (its content
+    must be resynced from it)."""
     conn = connect(f.config.db)
-    diverged = False
+    fetched: Path | None = None
     try:
         mine = await asyncio.to_thread(read_position, conn)
         if roles.diverged(f.history, mine):
+            fetched = await fetch_snapshot(f, client)
             path = await asyncio.to_thread(
-                rollback.save_divergence, conn, f.history, mine, time.time()
+                rollback.save_divergence, conn, fetched, f.history, mine, time.time()
             )
             f.rollback = str(path)
-            diverged = True
             log.error(
-                "this node diverged at %s: its changes after the fork are in %s; resyncing from %s",
+                "this node diverged at %s: what it holds that %s does not is in %s; resyncing",
                 mine,
-                path,
                 f.config.leader,
+                path,
             )
         await asyncio.to_thread(roles.demote, conn, f.config.leader)
+    except BaseException:
+        if fetched is not None:
+            fetched.unlink(missing_ok=True)
+        raise
     finally:
         conn.close()
     f.meta = roles.check_existing(f.config.db)
     log.info("rejoined as a follower of %s", f.config.leader)
-    return diverged
+    return fetched
 
 
 async def save_fork(f: Follower, why: str) -> None:

@@ -140,6 +140,7 @@ class Replicator:
                 f"{leader} leads cluster {info.get('cluster')}; refusing to touch it"
             )
         f.history = list(info.get("history") or [])
+        fetched = None
         if f.meta and f.meta.get("role") == "leader":
             if int(info.get("epoch") or 0) <= int(f.meta["epoch"]):
                 if f.gate_closed_here:
@@ -149,13 +150,14 @@ class Replicator:
                     f"{leader} leads epoch {info.get('epoch')}, not a newer one: "
                     "refusing to turn it into a follower"
                 )
-            self.need_snapshot |= await bootstrap.rejoin(f)
+            fetched = await bootstrap.rejoin(f, self.client)
+            self.need_snapshot |= fetched is not None
         self.leader_checked = True
         self.ask_now = True
         self.epoch_url = None
         if not f.meta or self.need_snapshot:
             f.progress.state = "bootstrapping"
-            await bootstrap.install_snapshot(f, self.client)
+            await bootstrap.install_snapshot(f, self.client, fetched)
             self.fts5 = None
             self.need_snapshot = False
         elif f.db is None:
