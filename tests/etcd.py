@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from .daemons import free_port, wait_until
 
@@ -46,6 +48,13 @@ class EtcdServer:
             )  # fmt: skip
         wait_until(self._healthy, "etcd to answer")
         return self
+
+    def get(self, key: str) -> Any:
+        """The JSON value at `key` (None: no such key), read straight from etcd."""
+        import etcd3gw
+
+        found = etcd3gw.client(host="127.0.0.1", port=self.client_port, timeout=5).get(key)
+        return json.loads(found[0]) if found else None
 
     def _healthy(self) -> bool:
         try:

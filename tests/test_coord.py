@@ -96,3 +96,15 @@ def test_bad_coordinator_urls(url: str, ttl: int, message: str) -> None:
     """A bad URL or TTL is refused before anything connects."""
     with pytest.raises(ConfigError, match=message):
         from_url(url, ttl)
+
+
+def test_contract_the_published_head_outlives_its_leader(coord: Coordinator) -> None:
+    """The head a leader publishes is read back, replaced by the next one, and kept after
+    the leader gives its lease up (candidates measure their lag against it)."""
+    coord.check_config("c1")
+    assert coord.head() is None
+    assert coord.acquire(info("a"), 0) is not None
+    coord.publish_head({"epoch": 3, "seq": 10, "url": "http://a:1"})
+    coord.publish_head({"epoch": 3, "seq": 12, "url": "http://a:1"})
+    coord.release()
+    assert coord.head() == {"epoch": 3, "seq": 12, "url": "http://a:1"}

@@ -66,6 +66,13 @@ class Coordinator(Protocol):
     def members(self) -> list[dict[str, Any]]:
         """What the cluster's members published."""
 
+    def publish_head(self, head: dict[str, Any]) -> None:
+        """The leader's newest position ({"epoch", "seq", "url"}), published with its lease
+        renewals and kept after it dies: candidates measure their lag against it."""
+
+    def head(self) -> dict[str, Any] | None:
+        """The newest head a leader published (None: none yet)."""
+
 
 def from_url(url: str | None, ttl: int = DEFAULT_TTL) -> Coordinator:
     """The coordinator for `url` (None or "static": static coordination)."""

@@ -3,8 +3,10 @@
     --coordinator etcd://HOST:PORT[,HOST:PORT]/NAME
 
 Keys live under /sqlrepl/NAME/: `leader` ({"url", "node", "cluster", "epoch"}, bound to
-the leader's lease), `members/NODE` (each node's position, bound to its own lease), and
-`config` ({"ttl"}, written once: every node must agree). All calls go through etcd3gw's
+the leader's lease), `members/NODE` (each node's position, bound to its own lease),
+`config` ({"ttl"}, written once: every node must agree), and `head` ({"epoch", "seq",
+"url"}: the leader's newest position, published with its renewals and kept after it
+dies, so candidates measure their lag against it). All calls go through etcd3gw's
 HTTP gateway client with a request timeout and try each endpoint in turn; the watch
 threads of etcd3gw are never used (a lost lease is judged by our own clock).
 """
@@ -78,6 +80,7 @@ class Etcd:
     last_good_send: float = 0.0
     _clients: list[Any] = field(default_factory=list)
     _member_lease: int | None = None
+    _head: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         timeout = self.settings.request_timeout
@@ -191,3 +194,15 @@ class Etcd:
     def members(self) -> list[dict[str, Any]]:
         prefix = self._key("members", "")
         return [json.loads(v) for v, _meta in self._call(lambda c: c.get_prefix(prefix))]
+
+    def publish_head(self, head: dict[str, Any]) -> None:
+        """Kept without a lease: it outlives the leader, so a candidate cut off from it
+        still learns how far it had got (Patroni's /optime/leader)."""
+        if head != self._head:
+            key = self._key("head")
+            self._call(lambda c: c.put(key, json.dumps(head)))
+            self._head = head
+
+    def head(self) -> dict[str, Any] | None:
+        found = self._call(lambda c: c.get(self._key("head")))
+        return dict(json.loads(found[0])) if found else None

@@ -23,6 +23,7 @@ class Static:
     def __init__(self) -> None:
         self._holder: dict[str, Any] | None = None
         self._members: dict[str, dict[str, Any]] = {}
+        self._head: dict[str, Any] | None = None
 
     def check_config(self, cluster: str | None, fresh: bool = False) -> None:
         return None
@@ -57,3 +58,9 @@ class Static:
 
     def members(self) -> list[dict[str, Any]]:
         return list(self._members.values())
+
+    def publish_head(self, head: dict[str, Any]) -> None:
+        self._head = head
+
+    def head(self) -> dict[str, Any] | None:
+        return self._head

@@ -55,6 +55,9 @@ class Progress:
 
     position: Position | None = None
     leader_head: int | None = None
+    #: The newest head a leader published to the coordinator (etcd), on our epoch or later:
+    #: a follower cut off from its leader still learns how far behind it is.
+    published_head: int | None = None
     last_contact: float | None = None
     #: The last instant this follower knew it held everything its leader had.
     fresh_at: float | None = None
@@ -66,8 +69,28 @@ class Progress:
         now = time.time()
         self.leader_head = head
         self.last_contact = now
-        if self.position is not None and self.position.seq >= head:
+        if self.position is not None and self.position.seq >= (self.known_head or 0):
             self.fresh_at = now
+
+    def saw_published(self, head: dict[str, Any] | None) -> None:
+        """Take the head the leader last published (ignored if from an older epoch)."""
+        if head is None or self.position is None or head.get("seq") is None:
+            self.published_head = None
+        elif int(head.get("epoch") or 0) >= self.position.epoch:
+            self.published_head = int(head["seq"])
+        else:
+            self.published_head = None
+
+    @property
+    def known_head(self) -> int | None:
+        """The newest head of the leader this follower knows of, from any source."""
+        heads = [h for h in (self.leader_head, self.published_head) if h is not None]
+        return max(heads) if heads else None
+
+    def lag(self) -> int:
+        """Changes behind the newest head known (0 before anything is known)."""
+        seq = self.position.seq if self.position else 0
+        return max((self.known_head or 0) - seq, 0)
 
     def lag_seconds(self, now: float, keepalive: float) -> float:
         """How old the newest state this follower knows it holds is: 0 while it was caught
@@ -95,6 +118,8 @@ class Follower:
         self.replicator = Replicator(self)
         self._replicating: asyncio.Task[None] | None = None
         self._tasks: Supervisor | None = None
+        #: Peers seen in the coordinator: node -> (what it published, when seen, monotonic).
+        self.peers: dict[str, tuple[dict[str, Any], float]] = {}
         #: This role closed its leader file's gate at start (reopened if the rejoin is refused).
         self.gate_closed_here = False
 
@@ -134,7 +159,7 @@ class Follower:
             return False, "not a candidate (started with --no-candidate)"
         if self.db is None or p.position is None:
             return False, "not bootstrapped yet"
-        lag = max((p.leader_head or 0) - p.position.seq, 0)
+        lag = p.lag()
         if lag > self.config.max_lag:
             return False, f"lagging {lag} changes behind its leader (max {self.config.max_lag})"
         return True, None

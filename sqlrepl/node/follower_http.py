@@ -52,9 +52,9 @@ class FollowerAPI:
                 "epoch": p.position.epoch if p.position else None,
                 "seq": p.position.seq if p.position else None,
                 "leader": f.config.leader,
-                "leader_seq": p.leader_head,
+                "leader_seq": p.known_head,
                 "lag": {
-                    "changes": max((p.leader_head or 0) - (p.position.seq if p.position else 0), 0),
+                    "changes": p.lag(),
                     "seconds": p.lag_seconds(now, f.config.wait + KEEPALIVE_GRACE),
                 },
                 "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,

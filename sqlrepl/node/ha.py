@@ -10,10 +10,12 @@ renewed lease reopens it. Nothing here ends silently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core import decisions
 from ..core.decisions import Action, Do, FollowerView, LeaderView
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from .leader import Leader
 
 log = logging.getLogger("sqlrepl.ha")
-#: How long a candidate waits for a peer's status when comparing positions.
+#: Shortest wait for a peer's status when comparing positions (else one HA cycle).
 PEER_TIMEOUT = 1.0
 
 
@@ -85,6 +87,10 @@ async def leader_view(leader: Leader) -> LeaderView:
             renewal = decisions.ALIVE if alive else decisions.LOST
         except PeerUnavailable:
             renewal = decisions.UNREACHABLE
+        if renewal == decisions.ALIVE and leader.leading:
+            head = {"epoch": leader.position.epoch, "seq": leader.head, "url": leader.url}
+            with contextlib.suppress(PeerUnavailable):
+                await asyncio.to_thread(coord.publish_head, head)
         expired = renewal != decisions.ALIVE and coord.lease_may_have_expired()
         lease = decisions.EXPIRED if expired else decisions.HELD
         return replace(base, lease=lease, renewal=renewal)
@@ -117,6 +123,7 @@ async def carry_out_leader(leader: Leader, action: Action) -> str:
 
 async def follower_view(follower: Follower) -> FollowerView:
     coord = follower.coord
+    follower.progress.saw_published(await asyncio.to_thread(coord.head))
     eligible, why_not = follower.eligibility()
     where = follower.progress.position
     await asyncio.to_thread(coord.publish, follower.node, follower.member_info(eligible))
@@ -151,15 +158,29 @@ async def follower_cycle(follower: Follower) -> str:
 
 
 async def better_peer(follower: Follower, mine: Position) -> str | None:
-    """A reachable, eligible candidate further ahead than `mine` (asked directly)."""
+    """An eligible candidate further ahead than `mine`. Each peer is asked directly; one
+    that does not answer in time counts with the position it last published (a slow peer
+    is not assumed to be behind), and one whose key expired lately is remembered for
+    twice the TTL (its key may have lapsed with the leader's, e.g. in an etcd outage)."""
+    now = time.monotonic()
     for member in await asyncio.to_thread(follower.coord.members):
-        if member.get("node") == follower.node or not member.get("url"):
-            continue
-        try:
-            async with Client(str(member["url"]), follower.config.token) as client:
-                peer = await client.status(timeout=PEER_TIMEOUT)
-        except SqlreplError:
-            continue
-        if decisions.further_ahead(peer, mine, follower.node):
+        node = str(member.get("node") or "")
+        if node and node != follower.node and member.get("url"):
+            follower.peers[node] = (member, now)
+    keep = 2 * follower.config.ttl
+    follower.peers = {n: (m, t) for n, (m, t) in follower.peers.items() if now - t <= keep}
+    known = [m for m, _seen in follower.peers.values()]
+    timeout = max(PEER_TIMEOUT, follower.coord.loop_wait)
+    answers = await asyncio.gather(*(_ask(str(m["url"]), follower, timeout) for m in known))
+    for member, answer in zip(known, answers, strict=True):
+        if decisions.further_ahead(answer or member, mine, follower.node):
             return str(member["url"])
     return None
+
+
+async def _ask(url: str, follower: Follower, timeout: float) -> dict[str, Any] | None:
+    try:
+        async with Client(url, follower.config.token) as client:
+            return await client.status(timeout=timeout)
+    except SqlreplError:
+        return None

@@ -1,0 +1,106 @@
+"""Elections and healing under partitions, slow links and frozen processes (real etcd,
+real daemons, a TCP proxy of our own between them). Every check is made from outside:
+app writes attempted on the files, status read over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from .daemons import Cluster, Daemon, wait_until
+from .etcd import EtcdServer
+from .proxy import Proxy
+from .test_etcd import TTL, open_leader
+from .test_failover import app_db, values
+
+
+def bulk(db: Path, prefix: str, n: int) -> set[str]:
+    """One app transaction of `n` inserts; the values it committed."""
+    rows = {f"{prefix}-{i}" for i in range(n)}
+    conn = sqlite3.connect(db, timeout=10)
+    with conn:
+        conn.executemany("INSERT INTO t(v) VALUES(?)", [(v,) for v in sorted(rows)])
+    conn.close()
+    return rows
+
+
+def test_a_stale_follower_knows_it_and_the_freshest_wins(
+    tmp_path: Path, cluster: Cluster, etcd: EtcdServer
+) -> None:
+    """A follower frozen while its leader ran 1,500 changes ahead, then resumed after the
+    leader died, reports its real lag (from the head the leader published in etcd) and is
+    not eligible; the other follower, which answers status only slowly, still wins, and
+    has every change."""
+    coord = ["--coordinator", etcd.coordinator(), "--ttl", str(TTL), "--max-lag", "1000"]
+    a_db, b_db, c_db = app_db(tmp_path / "a.db"), tmp_path / "b.db", tmp_path / "c.db"
+    a = cluster.leader(a_db, *coord[:4])
+    wait_until(lambda: a.status().get("gate") == "open", "the leader to take the lease")
+    b = cluster.follower(b_db, a, *coord)
+    with Proxy(0) as slow:
+        c = _follower_behind(cluster, c_db, a, coord, slow)
+        bulk(a_db, "before", 10)
+        cluster.wait_caught_up(a_db, b, c)
+        assert b.proc is not None
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            # The stopped follower's long poll is answered with this one row (it lands in
+            # its socket buffer); nothing of what follows reaches it.
+            bulk(a_db, "bait", 1)
+            wait_until(lambda: _unread_bytes(a.port) > 0, "the answer to the stopped poll")
+            ahead = bulk(a_db, "ahead", 1500)
+            cluster.wait_caught_up(a_db, c)
+            wait_until(
+                lambda: int((etcd.get("/sqlrepl/test/head") or {}).get("seq", 0)) >= 1500,
+                "the leader to publish its head",
+            )
+        finally:
+            a.kill9()
+            os.kill(b.proc.pid, signal.SIGCONT)
+        wait_until(lambda: b.status()["lag"]["changes"] >= 1500, "the stale follower's lag")
+        assert b.status()["eligible"] is False
+        assert "lagging" in str(b.status()["why_not"])
+        slow.delay(1.5)  # c answers status slower than a candidate used to wait
+        wait_until(lambda: open_leader([b, c]) is not None, "a new leader", deadline=TTL + 20)
+        assert open_leader([b, c]) is c
+        assert ahead <= values(c_db)
+        assert "won the election" not in b.log()
+
+
+def _follower_behind(
+    cluster: Cluster, db: Path, leader: Daemon, coord: list[str], proxy: Proxy
+) -> Daemon:
+    """A follower that others reach only through `proxy` (its advertised URL)."""
+    from .daemons import free_port
+
+    port = free_port()
+    proxy.target = ("127.0.0.1", port)
+    return cluster.follower(db, leader, *coord, "--advertise", proxy.url, port=port)
+
+
+def _unread_bytes(port: int) -> int:
+    """Bytes waiting unread in sockets connected to `port` (a stopped process's)."""
+    out = subprocess.run(
+        ["ss", "-tnH", "state", "established", "dst", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return sum(int(line.split()[0]) for line in out.splitlines() if line.split())
+
+
+def test_lag_counts_the_published_head_of_this_epoch_or_later() -> None:
+    """A follower's lag is measured against the newest head it knows from its leader or
+    from the coordinator; a head published on an older epoch does not count."""
+    from sqlrepl.core.positions import Position
+    from sqlrepl.node.follower import Progress
+
+    p = Progress(position=Position(3, 100))
+    p.saw_leader(100)
+    assert p.lag() == 0
+    p.saw_published({"epoch": 3, "seq": 1600})
+    assert (p.known_head, p.lag()) == (1600, 1500)
+    p.saw_published({"epoch": 2, "seq": 5000})
+    assert p.lag() == 0
+    p.saw_published({"epoch": 4, "seq": 130})
+    assert p.lag() == 30
