@@ -35,6 +35,10 @@ MAX_POLL_WAIT = 60.0
 #: How long one batch request of a follower waits at the leader for new changes: also the
 #: keep-alive of an idle follower (its last contact and freshness are never older than this).
 DEFAULT_POLL_WAIT = 3
+#: A follower takes its link for dead when a long poll stays silent this much longer than
+#: the poll's wait (the leader answers every poll within it, data or not): a connection
+#: cut without a reset is noticed within wait + grace seconds.
+STALL_GRACE = 2.0
 #: `status --check`: a follower further behind than this many seconds is unhealthy.
 DEFAULT_CHECK_LAG_SECONDS = 30.0
 #: Follower: retry delays after a failed pull (doubling from the first to the second).

@@ -128,9 +128,14 @@ class Cluster:
         self.daemons: list[Daemon] = []
 
     def leader(
-        self, db: Path, *extra: str, env: dict[str, str] | None = None, ready: bool = True
+        self,
+        db: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        ready: bool = True,
+        port: int | None = None,
     ) -> Daemon:
-        port = free_port()
+        port = port or free_port()
         d = Daemon(
             self.tmp,
             f"leader-{port}",
@@ -144,7 +149,7 @@ class Cluster:
     def follower(
         self,
         db: Path,
-        leader: Daemon,
+        leader: Daemon | str,
         *extra: str,
         env: dict[str, str] | None = None,
         ready: bool = True,
@@ -155,12 +160,13 @@ class Cluster:
             "follower",
             str(db),
             "--leader",
-            leader.url,
+            leader if isinstance(leader, str) else leader.url,
             "--listen",
             f"127.0.0.1:{port}",
             *extra,
         ]
-        d = Daemon(self.tmp, f"follower-{port}", args, port, env or leader.env)
+        env = env or (None if isinstance(leader, str) else leader.env)
+        d = Daemon(self.tmp, f"follower-{port}", args, port, env)
         self.daemons.append(d)
         return d.start(ready)
 

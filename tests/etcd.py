@@ -29,24 +29,29 @@ class EtcdServer:
     def coordinator(self, name: str = "test") -> str:
         return f"etcd://127.0.0.1:{self.client_port}/{name}"
 
-    def start(self) -> EtcdServer:
+    name = "n1"
+
+    def start(self, initial: str | None = None, wait: bool = True) -> EtcdServer:
+        """Start this member (alone, or in the cluster `initial` names)."""
         peer = f"http://127.0.0.1:{self.peer_port}"
+        self.data.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
                 [
                     str(self.binary),
-                    "--name", "n1",
+                    "--name", self.name,
                     "--data-dir", str(self.data),
                     "--listen-client-urls", self.url,
                     "--advertise-client-urls", self.url,
                     "--listen-peer-urls", peer,
                     "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", f"n1={peer}",
+                    "--initial-cluster", initial or f"{self.name}={peer}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
-        wait_until(self._healthy, "etcd to answer")
+        if wait:
+            wait_until(self._healthy, "etcd to answer")
         return self
 
     def get(self, key: str) -> Any:
@@ -71,3 +76,44 @@ class EtcdServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class EtcdCluster:
+    """Three etcd members on loopback, for faults inside etcd itself (losing its raft
+    leader). Each member is stopped by its pid."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.members = [EtcdServer(tmp / f"etcd{i}") for i in range(3)]
+        for i, m in enumerate(self.members):
+            m.name = f"m{i}"
+
+    def coordinator(self, name: str = "test") -> str:
+        hosts = ",".join(f"127.0.0.1:{m.client_port}" for m in self.members)
+        return f"etcd://{hosts}/{name}"
+
+    def start(self) -> EtcdCluster:
+        initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        for m in self.members:
+            m.start(initial=initial, wait=False)
+        for m in self.members:
+            wait_until(m._healthy, f"etcd member {m.name} to answer")
+        return self
+
+    def raft_leader(self) -> EtcdServer | None:
+        """The member that is etcd's raft leader now (None: an election is under way)."""
+        for m in self.members:
+            if m.proc is None or m.proc.poll() is not None:
+                continue
+            request = urllib.request.Request(m.url + "/v3/maintenance/status", data=b"{}")
+            try:
+                with urllib.request.urlopen(request, timeout=2) as r:
+                    status = json.load(r)
+            except OSError:
+                continue
+            if status.get("leader") == status["header"]["member_id"]:
+                return m
+        return None
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 from .daemons import Cluster, Daemon, wait_until
@@ -104,3 +105,71 @@ def test_lag_counts_the_published_head_of_this_epoch_or_later() -> None:
     assert p.lag() == 0
     p.saw_published({"epoch": 4, "seq": 130})
     assert p.lag() == 30
+
+
+def test_a_dead_link_is_noticed_and_healing_is_quick(tmp_path: Path, cluster: Cluster) -> None:
+    """A link that silently stops carrying packets (no reset) is noticed by the follower
+    within its poll wait and a grace, shown in status, and left for a new connection: once
+    the link carries packets again, the follower catches up at once."""
+    from .daemons import free_port
+
+    db = app_db(tmp_path / "a.db")
+    port = free_port()
+    with Proxy(port) as link:
+        cluster.leader(db, "--advertise", link.url, port=port)
+        b = cluster.follower(tmp_path / "b.db", link.url)
+        bulk(db, "before", 10)
+        cluster.wait_caught_up(db, b)
+        link.blackhole()
+        behind = bulk(db, "during", 200)
+        wait_until(lambda: b.status().get("error") is not None, "the dead link noticed", 15)
+        assert b.status()["lag"]["seconds"] > 0
+        link.heal()
+        cluster.wait_caught_up(db, b, deadline=15)
+        assert behind <= values(tmp_path / "b.db")
+
+
+def test_losing_etcds_own_raft_leader_fails_nothing_over(tmp_path: Path, cluster: Cluster) -> None:
+    """etcd loses its raft leader twice (kill -9 of that member, then SIGSTOP of the next
+    one, whose requests then hang instead of failing; etcd elects another leader in
+    about 2 s with its default election timeout): the sqlrepl leader keeps its lease and
+    epoch, and app writes on it never fail. The TTL must leave room for that election
+    (the README says which); 8 s does."""
+    from .daemons import Writer
+    from .etcd import EtcdCluster
+
+    etcds = EtcdCluster(tmp_path).start()
+    try:
+        ttl = 8
+        coord = ["--coordinator", etcds.coordinator(), "--ttl", str(ttl)]
+        files = [app_db(tmp_path / "n0.db"), tmp_path / "n1.db", tmp_path / "n2.db"]
+        leader = cluster.leader(files[0], *coord)
+        wait_until(lambda: leader.status().get("gate") == "open", "the leader to take the lease")
+        for f in files[1:]:
+            cluster.follower(f, leader, *coord)
+        epoch = leader.status()["epoch"]
+        with Writer(files[0]) as writer:
+            for fault in (signal.SIGKILL, signal.SIGSTOP):
+                wait_until(lambda: etcds.raft_leader() is not None, "etcd's raft leader")
+                victim = etcds.raft_leader()
+                assert victim is not None and victim.proc is not None
+                os.kill(victim.proc.pid, fault)
+                gone = victim
+                wait_until(
+                    lambda: etcds.raft_leader() not in (None, gone),  # noqa: B023
+                    "etcd to elect a leader",
+                )
+                # A TTL of app writes after etcd's election: a lapsed lease would show.
+                end = time.monotonic() + ttl
+                wait_until(lambda: time.monotonic() > end, "a TTL", 2 * ttl)  # noqa: B023
+                if fault == signal.SIGSTOP:
+                    os.kill(victim.proc.pid, signal.SIGCONT)
+                else:
+                    victim.proc.wait()
+                    victim.start(wait=True)
+        assert (leader.status()["epoch"], leader.status()["gate"]) == (epoch, "open")
+        assert "stepped down" not in leader.log()
+        assert writer.refused == [], writer.refused[:3]
+        assert len(writer.acked) > 100
+    finally:
+        etcds.stop()

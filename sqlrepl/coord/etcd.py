@@ -13,7 +13,9 @@ threads of etcd3gw are never used (a lost lease is judged by our own clock).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,10 @@ import etcd3gw
 
 from ..config import DEFAULT_TTL
 from ..errors import ConfigError, PeerUnavailable
+
+log = logging.getLogger("sqlrepl.etcd")
+#: Pause between two attempts of a failed renewal.
+RETRY_PAUSE = 0.05
 
 
 @dataclass
@@ -81,6 +87,10 @@ class Etcd:
     _clients: list[Any] = field(default_factory=list)
     _member_lease: int | None = None
     _head: dict[str, Any] | None = None
+    _warned: float = -1e9
+    _pool: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(8, "etcd")
+    )
 
     def __post_init__(self) -> None:
         timeout = self.settings.request_timeout
@@ -104,9 +114,31 @@ class Etcd:
 
     def _call(self, fn: Any) -> Any:
         errors = []
-        for client in self._clients:
+        clients = list(self._clients)
+        for client in clients:
             try:
-                return fn(client)
+                result = fn(client)
+            except Exception as exc:  # etcd3gw raises requests' and its own errors
+                errors.append(f"{client.host}:{client.port}: {exc}")
+                continue
+            if client is not clients[0]:
+                # The endpoint that answered goes first from now on: a dead or partitioned
+                # member costs one timeout once, not on every call.
+                self._clients = [client, *(c for c in clients if c is not client)]
+            return result
+        raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
+
+    def _call_any(self, fn: Any) -> Any:
+        """Send `fn` to every endpoint at once; the first answer wins (idempotent calls)."""
+        if len(self._clients) == 1:
+            return self._call(fn)
+        pool = self._pool
+        futures = {pool.submit(fn, c): c for c in self._clients}
+        errors = []
+        for done in concurrent.futures.as_completed(futures):
+            client = futures[done]
+            try:
+                return done.result()
             except Exception as exc:  # etcd3gw raises requests' and its own errors
                 errors.append(f"{client.host}:{client.port}: {exc}")
         raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
@@ -160,12 +192,35 @@ class Etcd:
         return epoch
 
     def renew(self) -> bool:
-        """Refresh the leader lease; True if it is still alive."""
+        """Refresh the leader lease; True if it is still alive.
+
+        A failed attempt is tried again at once, at every endpoint together, for as long
+        as an attempt can still end before the step-down point: a lost request or etcd
+        electing a new raft leader (a second or two without answers) costs no step-down.
+        """
         if self.lease_id is None:
             return False
-        sent = time.monotonic()
         lease_id = self.lease_id
-        ttl = self._call(lambda c: etcd3gw.Lease(lease_id, c).refresh())
+        deadline = self.last_good_send + self.settings.step_down_after
+        while True:
+            sent = time.monotonic()
+            try:
+                ttl = self._call_any(lambda c: etcd3gw.Lease(lease_id, c).refresh())
+                break
+            except PeerUnavailable:
+                if time.monotonic() + self.settings.request_timeout >= deadline:
+                    raise
+                time.sleep(RETRY_PAUSE)
+        took = time.monotonic() - sent
+        if took > self.settings.request_timeout / 2 and sent - self._warned > 60:
+            self._warned = sent
+            log.warning(
+                "a lease renewal took %.0f ms (timeout %.0f ms): with --ttl %s a slower link "
+                "makes this leader step down; raise --ttl (about 10 round trips to etcd fit)",
+                took * 1000,
+                self.settings.request_timeout * 1000,
+                self.settings.ttl,
+            )
         if ttl > 0:
             self.last_good_send = sent
             return True

@@ -25,6 +25,9 @@ from ..errors import (
 )
 
 CHUNK = 1 << 20
+#: A snapshot transfer that receives nothing for this long is taken for dead (the leader
+#: copies and hashes the file before it answers: big files need the time).
+SNAPSHOT_STALL = 120.0
 
 
 class Client:
@@ -46,15 +49,23 @@ class Client:
     async def close(self) -> None:
         await self._session.close()
 
-    def get(self, path: str, params: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
-        """GET `path`; connection failures become PeerUnavailable, 401 AuthError."""
-        return self._request("GET", path, params, timeout)
+    def get(
+        self,
+        path: str,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = 30.0,
+        stall: float | None = None,
+    ) -> Any:
+        """GET `path`; connection failures become PeerUnavailable, 401 AuthError. `stall`:
+        the longest the peer may send nothing (the answer's start included) before the
+        link is taken for dead."""
+        return self._request("GET", path, params, timeout, stall)
 
     async def post(
         self, path: str, params: dict[str, Any] | None = None, timeout: float = 30.0
     ) -> dict[str, Any]:
         """POST an action; return its JSON answer. A refusal (409) raises Refused."""
-        async with self._request("POST", path, params, timeout) as response:
+        async with self._request("POST", path, params, timeout, None) as response:
             if response.status == 409:
                 raise Refused(await _error_message(response))
             await expect_ok(response)
@@ -63,14 +74,21 @@ class Client:
 
     @asynccontextmanager
     async def _request(
-        self, method: str, path: str, params: dict[str, Any] | None, timeout: float
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        timeout: float | None,
+        stall: float | None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         try:
             async with self._session.request(
                 method,
                 self.url + path,
                 params={k: str(v) for k, v in (params or {}).items()},
-                timeout=aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT),
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout, connect=CONNECT_TIMEOUT, sock_read=stall
+                ),
             ) as response:
                 if response.status == 401:
                     raise AuthError(f"{self.url} refused our token (401)")
@@ -100,7 +118,7 @@ class Client:
         progress: Callable[[int, int], None] | None = None,
     ) -> Position:
         """Stream a snapshot into `dest`, checking its length and SHA-256; return its position."""
-        async with self.get("/snapshot", params, timeout=24 * 3600) as response:
+        async with self.get("/snapshot", params, None, SNAPSHOT_STALL) as response:
             await expect_ok(response)
             try:
                 where = Position(

@@ -38,6 +38,7 @@ async def _run(
 ) -> None:
     said = ""
     while True:
+        started = time.monotonic()
         try:
             sentence = await cycle()
         except asyncio.CancelledError:
@@ -49,7 +50,9 @@ async def _run(
         if sentence != said:
             log.info("%s", sentence)
             said = sentence
-        await asyncio.sleep(every)
+        # Cycles start every `every` seconds however long one took (slow links): a cycle
+        # that overran starts the next at once.
+        await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
 
 
 async def run_leader(leader: Leader) -> None:
@@ -123,14 +126,20 @@ async def carry_out_leader(leader: Leader, action: Action) -> str:
 
 async def follower_view(follower: Follower) -> FollowerView:
     coord = follower.coord
-    follower.progress.saw_published(await asyncio.to_thread(coord.head))
+    eligible, _ = follower.eligibility()
+    # One round trip's time, not three: on a slow link to etcd the cycle stays short.
+    head, holder, _published = await asyncio.gather(
+        asyncio.to_thread(coord.head),
+        asyncio.to_thread(coord.leader),
+        asyncio.to_thread(coord.publish, follower.node, follower.member_info(eligible)),
+    )
+    follower.progress.saw_published(head)
     eligible, why_not = follower.eligibility()
     where = follower.progress.position
-    await asyncio.to_thread(coord.publish, follower.node, follower.member_info(eligible))
     view = FollowerView(
         url=follower.url,
         following=follower.config.leader,
-        holder=await asyncio.to_thread(coord.leader),
+        holder=holder,
         handing_over=follower.transition is not None,
         eligible=eligible,
         why_not=why_not,

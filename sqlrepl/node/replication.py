@@ -181,7 +181,8 @@ class Replicator:
             "fts5": json.dumps(self.fts5),
             "epoch_url": self.epoch_url or "",
         }
-        async with self.client.get("/batch", params, timeout=f.config.wait + 30) as response:
+        stall = f.config.wait + config.STALL_GRACE
+        async with self.client.get("/batch", params, None, stall) as response:
             await expect_ok(response)
             head = int(response.headers.get(HEAD_HEADER, where.seq))
             self.members.add(json.loads(response.headers.get(MEMBERS_HEADER, "[]")))
