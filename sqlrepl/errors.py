@@ -3,7 +3,8 @@
     SqlreplError                 anything sqlrepl reports on purpose
     ├── ConfigError              bad options, token, listen address
     ├── DatabaseError            a file is not SQLite, belongs elsewhere, or is the wrong role
-    │   └── ApplyError           a batch could not be applied here (nothing of it was kept)
+    │   ├── ApplyError           a batch could not be applied here (nothing of it was kept)
+    │   └── StorageError         the disk refused a write (full, read-only, failing): retry
     ├── ProtocolError            a peer answered with something malformed, corrupt or truncated
     │   └── AuthError            the peer refused our token (401)
     ├── StaleEpochError          a batch from an older epoch than we already accepted
@@ -37,6 +38,11 @@ class ApplyError(DatabaseError):
 
     The batch is rolled back whole; the follower keeps retrying and reports the error.
     """
+
+
+class StorageError(DatabaseError):
+    """The disk refused a write (full, read-only, failing). Nothing half-written is kept;
+    a follower retries with backoff and reports it."""
 
 
 class ProtocolError(SqlreplError):

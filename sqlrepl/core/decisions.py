@@ -6,8 +6,9 @@ Every branch is unit-tested by its sentence.
 
 Leader: close the gate first if the lease may have expired (judged on the monotonic
 clock from the send time of the last good renewal, so a node frozen past its TTL closes
-its gate the moment it runs again); renew; with the lease keep the gate open; without
-it, follow whoever holds the key, or take it again if nobody does.
+its gate the moment it runs again); step down and stay down while its disk cannot take
+writes; renew; with the lease keep the gate open; without it, follow whoever holds the
+key, or take it again if nobody does.
 
 Follower: follow the key's holder; with no holder, race for the key only if this node is
 an eligible candidate and no reachable eligible peer is further ahead (ties go to the
@@ -60,6 +61,8 @@ class LeaderView:
     holder: str | None = None
     #: A handover (switchover, stop) is under way: it alone moves the gate and the lease.
     handing_over: bool = False
+    #: Why this node cannot write its database now (full, read-only or failing disk).
+    disk_error: str | None = None
 
 
 def decide_leader(v: LeaderView) -> Action:
@@ -71,6 +74,10 @@ def decide_leader(v: LeaderView) -> Action:
                 Do.STEP_DOWN, "stepped down: etcd unreachable, the lease may have expired"
             )
         return Action(Do.STEP_DOWN, "stepped down: the leader lease may have expired")
+    if v.disk_error is not None:
+        if v.lease == HELD:
+            return Action(Do.STEP_DOWN, f"stepped down: {v.disk_error}")
+        return Action(Do.NOTHING, f"not leading while the disk fails: {v.disk_error}")
     if v.lease == HELD:
         if v.renewal == LOST:
             return Action(Do.STEP_DOWN, "stepped down: lease lost")

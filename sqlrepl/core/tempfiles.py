@@ -9,6 +9,7 @@ whose process is gone. They never match a snapshot's name, so retention never co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -53,3 +54,66 @@ def remove_stale(directory: Path, target: str | None = None) -> list[Path]:
             entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
+
+
+#: What the disk probe writes: one page, enough to need a new block.
+PROBE_SIZE = 4096
+
+
+def probe_writable(target: Path) -> str | None:
+    """Can the directory of `target` take a new, durable block now? None if it can, else
+    why not ("No space left on device", "Read-only file system", an I/O error). Writes,
+    syncs and removes a temporary file; SQLite may still commit into space it holds, but
+    a disk that fails this is failing."""
+    probe = temp_path(target.with_name(target.name + ".probe"))
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0" * PROBE_SIZE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"cannot write to {target.parent}: {exc.strerror or exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+    return None
+
+
+#: Space a leader keeps in reserve beside its database (`DB.sqlrepl-reserve`): freed when
+#: the disk fills up, so that closing the write gate (a few schema pages) succeeds even
+#: where an app's small commit still would.
+RESERVE_SIZE = 4 << 20
+
+
+def reserve_path(db: Path) -> Path:
+    return db.with_name(db.name + ".sqlrepl-reserve")
+
+
+def make_reserve(db: Path) -> str | None:
+    """Allocate the reserve file if it is missing; None, or why it could not be."""
+    path = reserve_path(db)
+    if path.exists() and path.stat().st_size >= RESERVE_SIZE:
+        return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_SIZE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        return f"cannot reserve space beside {db}: {exc.strerror or exc}"
+    return None
+
+
+def free_reserve(db: Path) -> bool:
+    """Give the reserve's space back to the disk; True if there was one."""
+    try:
+        reserve_path(db).unlink()
+    except OSError:
+        return False
+    return True

@@ -81,6 +81,7 @@ async def leader_view(leader: Leader) -> LeaderView:
         leader.gate_open,
         decisions.NONE,
         handing_over=leader.handing_over,
+        disk_error=leader.disk_error,
     )
     if coord.holds_lease():
         if coord.lease_may_have_expired():

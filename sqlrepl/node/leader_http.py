@@ -44,8 +44,8 @@ class LeaderAPI:
                 "epoch": leader.position.epoch,
                 "seq": leader.head,
                 "followers": leader.retention.report(leader.head),
-                "problems": leader.problems,
-                "error": "; ".join(leader.problems) or None,
+                "problems": leader.all_problems(),
+                "error": "; ".join(leader.all_problems()) or None,
                 # The file's real gate; whether the lease is valid is reported beside it.
                 "gate": "open" if leader.gate_open else "closed",
                 "lease_valid": not leader.lease_doubtful(),

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import aiohttp
+import apsw
 
 from .. import config
 from ..core import roles
@@ -30,6 +31,7 @@ from ..errors import (
     SnapshotNeeded,
     SqlreplError,
     StaleEpochError,
+    StorageError,
 )
 from . import bootstrap, discovery
 from .client import Client, expect_ok
@@ -77,9 +79,14 @@ class Replicator:
         delay = config.BACKOFF_MIN
         while not stop.is_set():
             try:
-                if self.f.db is None or self.need_snapshot or not self.leader_checked:
-                    await self._bootstrap()
-                await self._pull()
+                try:
+                    if self.f.db is None or self.need_snapshot or not self.leader_checked:
+                        await self._bootstrap()
+                    await self._pull()
+                except (OSError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError) as exc:
+                    raise StorageError(
+                        f"cannot write beside {self.f.config.db}: {_why(exc)}"
+                    ) from exc
                 delay = config.BACKOFF_MIN
                 self.f.progress.error = None
                 continue
@@ -91,7 +98,7 @@ class Replicator:
                 log.warning("%s: re-bootstrapping from a snapshot", exc)
                 self.need_snapshot = True
                 continue
-            except ApplyError as exc:
+            except (ApplyError, StorageError) as exc:
                 log.error("%s", exc)  # nothing of the batch was kept; retried with backoff
                 self._failed(exc)
             except (AuthError, DatabaseError):
@@ -262,6 +269,10 @@ class Replicator:
             if applying is not None and not applying.done():
                 await asyncio.wait({applying})
         f.progress.position = await f.db.run(applier.finish)
+
+
+def _why(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc)
 
 
 def _apply_whole(applier: Applier, body: bytes) -> Position:

@@ -1,0 +1,117 @@
+"""Disk faults, on small tmpfs mounts made for the test (root only; skipped otherwise):
+a leader whose disk fills up steps down and another node takes writes; a follower whose
+disk fills up during a snapshot download retries, says so in status, and bootstraps once
+there is room. Every mount is removed at the end, whatever happened."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .daemons import Cluster, WriteSampler, wait_until
+from .etcd import EtcdServer
+from .test_etcd import TTL, open_leader
+from .test_failover import app_db
+from .test_faults import big_db, temps
+from .test_handover import unaccounted
+
+
+class Tmpfs:
+    def __init__(self, path: Path, size: str) -> None:
+        self.path = path
+        path.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
+
+    def resize(self, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+    def fill(self) -> Path:
+        """Fill every free block; return the filler file."""
+        filler = self.path / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (64 << 10))
+                    f.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        return filler
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path, cluster: Cluster) -> Iterator[Tmpfs]:
+    mount = Tmpfs(tmp_path / "small", "16m")
+    try:
+        yield mount
+    finally:
+        cluster.stop()  # nothing may hold the mount open
+        mount.unmount()
+
+
+def test_a_leader_whose_disk_fills_up_steps_down(
+    tmp_path: Path, cluster: Cluster, etcd: EtcdServer, tmpfs: Tmpfs
+) -> None:
+    """The leader's file is on a disk that fills up: it gives its lease up, a follower
+    takes writes, never two at once; when space returns, the old leader rejoins, and
+    every acknowledged write is on the final leader or in a rollback file."""
+    coord = ["--coordinator", etcd.coordinator(), "--ttl", str(TTL)]
+    files = [app_db(tmpfs.path / "n0.db"), tmp_path / "n1.db", tmp_path / "n2.db"]
+    leader = cluster.leader(files[0], *coord)
+    wait_until(lambda: leader.status().get("gate") == "open", "the leader to take the lease")
+    nodes = [leader] + [cluster.follower(f, leader, *coord) for f in files[1:]]
+    with WriteSampler(nodes, files) as sampler:
+        wait_until(lambda: len(sampler.acked) > 10, "app writes on the leader")
+        filler = tmpfs.fill()
+        wait_until(lambda: open_leader(nodes[1:]) is not None, "a new leader", TTL + 20)
+        status = leader.status()
+        assert "No space left on device" in str(status.get("error")), status
+        assert "stepped down" in leader.log()
+        filler.unlink()
+        wait_until(lambda: leader.role() == "follower", "the old leader to rejoin", 40)
+        new = open_leader(nodes[1:])
+        assert new is not None
+        wait_until(lambda: leader.status().get("state") == "streaming", "it to stream")
+    final = files[nodes.index(new)]
+    assert unaccounted(set(sampler.acked), final, tmp_path) == set()
+    assert unaccounted(set(sampler.acked), final, tmpfs.path) <= set()
+
+
+def test_a_follower_whose_disk_fills_during_bootstrap_retries(
+    tmp_path: Path, cluster: Cluster, tmpfs: Tmpfs
+) -> None:
+    """A snapshot bigger than the follower's free space: the follower stays up, says why
+    in status, leaves no temp file, and bootstraps once the disk grows."""
+    db = big_db(tmp_path / "a.db", 24)
+    leader = cluster.leader(db)
+    follower = cluster.follower(tmpfs.path / "b.db", leader, ready=False)
+    wait_until(
+        lambda: "No space left" in str(_status(follower).get("error")), "the full disk reported"
+    )
+    assert follower.proc is not None and follower.proc.poll() is None
+    assert _status(follower)["state"] == "retrying"
+    wait_until(lambda: temps(tmpfs.path) == [], "the partial download removed")
+    tmpfs.resize("128m")
+    wait_until(lambda: _status(follower).get("seq") is not None, "the bootstrap", 60)
+    cluster.wait_caught_up(db, follower)
+    assert "Traceback" not in follower.log()
+    assert os.path.getsize(tmpfs.path / "b.db") > 20 << 20
+
+
+def _status(node: object) -> dict:
+    try:
+        return node.status()  # type: ignore[attr-defined, no-any-return]
+    except OSError:
+        return {}
