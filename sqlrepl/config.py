@@ -45,6 +45,9 @@ DEFAULT_CHECK_LAG_SECONDS = 30.0
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 #: Leader: a fallback look for changes, for file systems that send no events.
 RECHECK_INTERVAL = 5.0
+#: How long one attempt to close the write gate polls for an app's write lock (then it
+#: logs and tries again, for as long as it takes).
+GATE_CLOSE_PATIENCE = 1.0
 #: How often a leader checks that its database's disk takes a new, synced block.
 DISK_CHECK_INTERVAL = 2.0
 #: How long the daemons' SQLite connections wait for an app's lock before SQLITE_BUSY.

@@ -8,10 +8,11 @@ import os
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
-from .daemons import Cluster, Daemon, wait_until
+from .daemons import Cluster, Daemon, insert, wait_until
 from .etcd import EtcdServer
 from .proxy import Proxy
 from .test_etcd import TTL, open_leader
@@ -173,3 +174,56 @@ def test_losing_etcds_own_raft_leader_fails_nothing_over(tmp_path: Path, cluster
         assert len(writer.acked) > 100
     finally:
         etcds.stop()
+
+
+def test_an_app_holding_the_write_lock_across_a_lease_loss(
+    tmp_path: Path, cluster: Cluster, etcd: EtcdServer
+) -> None:
+    """An app holds the leader's write lock (an insert not yet committed) while the leader
+    is cut off from etcd, past its step-down point and past another node's election, and
+    a second app waits for that lock. The held commit still succeeds (SQLite lets nobody
+    veto another process's commit; the README states this bound), and the waiting write
+    may too; then the gate closes and nothing more commits there; both writes, if they
+    committed, are in the rollback file when the old leader rejoins."""
+    from .daemons import WriteSampler
+    from .test_handover import unaccounted
+
+    with Proxy(etcd.client_port) as link:
+        to_etcd = f"etcd://127.0.0.1:{link.port}/test"
+        files = [app_db(tmp_path / "n0.db"), tmp_path / "n1.db", tmp_path / "n2.db"]
+        ttl = ["--ttl", str(TTL)]
+        leader = cluster.leader(files[0], "--coordinator", to_etcd, *ttl)
+        wait_until(lambda: leader.status().get("gate") == "open", "the leader to take the lease")
+        coord = ["--coordinator", etcd.coordinator(), *ttl]
+        nodes = [leader] + [cluster.follower(f, leader, *coord) for f in files[1:]]
+        for node in nodes[1:]:
+            wait_until(lambda n=node: n.status().get("state") == "streaming", "followers")
+        app = sqlite3.connect(files[0], timeout=30, isolation_level=None)
+        app.execute("BEGIN")
+        app.execute("INSERT INTO t(v) VALUES('held')")
+        acked = {"held"}
+        link.cut()
+        wait_until(lambda: open_leader(nodes[1:]) is not None, "a new leader", TTL + 20)
+        new = open_leader(nodes[1:])
+        assert new is not None
+
+        def waiting() -> None:
+            try:
+                insert(files[0], "waiting", timeout=30)
+                acked.add("waiting")
+            except sqlite3.DatabaseError:
+                pass
+
+        second = threading.Thread(target=waiting)
+        second.start()
+        app.execute("COMMIT")  # succeeds: nothing can veto another process's commit
+        app.close()
+        second.join()
+        wait_until(lambda: leader.status().get("gate") == "closed", "the gate closed")
+        with WriteSampler(nodes, files) as sampler:  # from now on, one node takes writes
+            wait_until(lambda: len(sampler.acked) > 5, "writes on the new leader")
+            link.heal()
+            wait_until(lambda: leader.role() == "follower", "the old leader to rejoin", 40)
+            wait_until(lambda: leader.status().get("rollback") is not None, "its rollback file")
+        final = files[nodes.index(new)]
+    assert unaccounted({*sampler.acked, *acked}, final, tmp_path) == set()

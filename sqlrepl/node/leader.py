@@ -71,6 +71,23 @@ def _patiently(fn: Callable[[], T], db: Path) -> T:
     raise AssertionError("unreachable")
 
 
+def _close_first(conn: apsw.Connection, reason: str) -> None:
+    """Close the gate, polling for the write lock every millisecond for a while: apps'
+    busy handlers back off up to 100 ms between tries, so when an app holding the lock
+    lets go, the gate takes it before another app's waiting write does."""
+    give_up = time.monotonic() + config.GATE_CLOSE_PATIENCE
+
+    def busy(_attempts: int) -> bool:
+        time.sleep(0.001)
+        return time.monotonic() < give_up
+
+    conn.set_busy_handler(busy)
+    try:
+        gate.close(conn, reason)
+    finally:
+        conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
+
+
 class Leader:
     def __init__(self, config: LeaderConfig, coord: Coordinator, listener: socket.socket) -> None:
         self.config = config
@@ -150,7 +167,7 @@ class Leader:
                 if open_:
                     await self.db.run(gate.open_, self.db.conn)
                 else:
-                    await self.db.run(gate.close, self.db.conn, reason)
+                    await self.db.run(_close_first, self.db.conn, reason)
                 break
             except apsw.BusyError:
                 if open_:
