@@ -262,6 +262,8 @@ class WriteSampler(Background):
         super().__init__()
         self.nodes = list(zip(nodes, files, strict=True))
         self.acked: list[str] = []
+        #: The file of every accepted attempt, in order.
+        self.accepted_on: list[Path] = []
         self.worst = 0
         self.count = 0
         self.seen: list[str] = []
@@ -275,6 +277,7 @@ class WriteSampler(Background):
         except sqlite3.DatabaseError:
             return False
         self.acked.append(value)
+        self.accepted_on.append(db)
         return True
 
     @contextlib.contextmanager
