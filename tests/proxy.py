@@ -5,6 +5,8 @@ slow or heal the link while they run.
         p.cut()        # close every connection and refuse new ones (RST-like: fast errors)
         p.blackhole()  # keep connections but forward nothing (a dead link: timeouts)
         p.delay(0.2)   # every chunk arrives 0.2 s late, each way (a slow link)
+        p.delay(0.2, loss=0.05)  # and 5 % of chunks are "lost": they (and what follows
+                                 # them) wait one more retransmission timeout, as over TCP
         p.heal()       # forward everything again, at once
 
 It runs its own asyncio loop in a thread; every connection is closed on exit.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import threading
 import time
@@ -22,6 +25,8 @@ from typing import Any
 from .daemons import free_port
 
 OK, CUT, BLACKHOLE = "ok", "cut", "blackhole"
+#: Linux's shortest TCP retransmission timeout.
+RTO_MIN = 0.2
 
 
 class Proxy:
@@ -30,6 +35,7 @@ class Proxy:
         self.port = free_port()
         self.mode = OK
         self.latency = 0.0
+        self.loss = 0.0
         self.connections = 0
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -54,11 +60,11 @@ class Proxy:
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
-    def _set(self, mode: str, latency: float | None = None) -> None:
+    def _set(self, mode: str, latency: float | None = None, loss: float = 0.0) -> None:
         async def change() -> None:
             self.mode = mode
             if latency is not None:
-                self.latency = latency
+                self.latency, self.loss = latency, loss
             if mode == CUT:
                 for w in list(self._writers):
                     w.transport.abort()
@@ -74,8 +80,8 @@ class Proxy:
     def blackhole(self) -> None:
         self._set(BLACKHOLE)
 
-    def delay(self, seconds: float) -> None:
-        self._set(OK, seconds)
+    def delay(self, seconds: float, loss: float = 0.0) -> None:
+        self._set(OK, seconds, loss)
 
     def heal(self) -> None:
         self._set(OK, 0.0)
@@ -130,7 +136,10 @@ class Proxy:
                 while self.mode == BLACKHOLE:
                     assert self._changed is not None
                     await self._changed.wait()
-                wait = arrived + self.latency - time.monotonic()
+                late = self.latency
+                if self.loss and random.random() < self.loss:
+                    late += max(RTO_MIN, 2 * self.latency)  # resent after a timeout
+                wait = arrived + late - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if self.mode == CUT:

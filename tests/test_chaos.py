@@ -256,10 +256,11 @@ def flapping_etcd_link(chaos: Chaos, sampler: WriteSampler) -> None:
 
 
 def slow_links_then_kill(chaos: Chaos, sampler: WriteSampler) -> float:
-    """150 ms each way on every link (300 ms round trips), then kill -9 of the leader."""
+    """150 ms each way on every link (300 ms round trips), 5 % of packets "lost" (late by a
+    retransmission timeout), then kill -9 of the leader."""
     for n in chaos.nodes:
-        n.etcd.delay(0.15)
-        n.inbound.delay(0.15)
+        n.etcd.delay(0.15, loss=0.05)
+        n.inbound.delay(0.15, loss=0.05)
     _pause(2 * TTL)  # run slowed for a while: no spurious failover (checked by the sampler)
     old = chaos.leader()
     old.daemon.kill9()
