@@ -158,3 +158,37 @@ def test_rollback_holds_changes_received_before_a_promotion(replica: Replica, tm
         ("upsert", 2, "replicated", None),
         ("upsert", 3, "own", None),
     ]
+
+
+def test_the_rollback_file_is_on_disk_before_it_is_named(
+    replica: Replica, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollback file and its directory entry are fsynced, whole, before
+    `save_divergence` returns (and so before the database is touched)."""
+    import os
+
+    from sqlrepl.core import db as core_db
+    from sqlrepl.core import snapshot
+
+    write(replica, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)", "INSERT INTO t VALUES(1, 'a')")
+    replica.sync()
+    fork = log_head(replica.leader)
+    theirs = tmp_path / "theirs.db"
+    snapshot.take(replica.leader, theirs, 0.0)
+    write(replica, "INSERT INTO t VALUES(2, 'lost')")
+    synced: list[tuple[str, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append((path, os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    monkeypatch.setattr(core_db.os, "fsync", fsync)
+    mine = Position(1, log_head(replica.leader))
+    path = rollback.save_divergence(
+        replica.leader, theirs, [{"epoch": 2, "start_seq": fork}], mine, 0.0
+    )
+    assert (str(path), path.stat().st_size) in synced
+    assert str(path.parent) in {p for p, _size in synced}
+    assert "lost" in path.read_text()
