@@ -42,6 +42,10 @@ class Settings:
         """How often the HA loop runs (and the lease is renewed)."""
         return self.ttl / 5
 
+    def key(self, *parts: str) -> str:
+        """The etcd key of `parts` under this cluster's prefix."""
+        return "/".join(["", "sqlrepl", self.name, *parts])
+
     @property
     def request_timeout(self) -> float:
         return min(2.0, self.ttl / 5)
@@ -73,6 +77,48 @@ def parse(url: str, ttl: int = DEFAULT_TTL) -> Settings:
     return settings
 
 
+class Endpoints:
+    """etcd's HTTP gateway at every endpoint, each with a request timeout. Blocking."""
+
+    def __init__(self, settings: Settings) -> None:
+        timeout = settings.request_timeout
+        self.clients = [
+            etcd3gw.client(host=h, port=p, timeout=timeout) for h, p in settings.endpoints
+        ]
+        self._pool = concurrent.futures.ThreadPoolExecutor(8, "etcd")
+
+    def call(self, fn: Any) -> Any:
+        """`fn(client)` at one endpoint after another until one answers."""
+        errors = []
+        clients = list(self.clients)
+        for client in clients:
+            try:
+                result = fn(client)
+            except Exception as exc:  # etcd3gw raises requests' and its own errors
+                errors.append(f"{client.host}:{client.port}: {exc}")
+                continue
+            if client is not clients[0]:
+                # The endpoint that answered goes first from now on: a dead or partitioned
+                # member costs one timeout once, not on every call.
+                self.clients[:] = [client, *(c for c in clients if c is not client)]
+            return result
+        raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
+
+    def call_any(self, fn: Any) -> Any:
+        """Send `fn` to every endpoint at once; the first answer wins (idempotent calls)."""
+        if len(self.clients) == 1:
+            return self.call(fn)
+        futures = {self._pool.submit(fn, c): c for c in self.clients}
+        errors = []
+        for done in concurrent.futures.as_completed(futures):
+            client = futures[done]
+            try:
+                return done.result()
+            except Exception as exc:  # etcd3gw raises requests' and its own errors
+                errors.append(f"{client.host}:{client.port}: {exc}")
+        raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
+
+
 @dataclass
 class Etcd:
     """One node's view of the cluster in etcd (a `coord.Coordinator`). Blocking calls: run
@@ -88,15 +134,11 @@ class Etcd:
     _member_lease: int | None = None
     _head: dict[str, Any] | None = None
     _warned: float = -1e9
-    _pool: concurrent.futures.ThreadPoolExecutor = field(
-        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(8, "etcd")
-    )
 
     def __post_init__(self) -> None:
-        timeout = self.settings.request_timeout
-        self._clients = [
-            etcd3gw.client(host=h, port=p, timeout=timeout) for h, p in self.settings.endpoints
-        ]
+        endpoints = Endpoints(self.settings)
+        self._call, self._call_any = endpoints.call, endpoints.call_any
+        self._clients = endpoints.clients
 
     @property
     def loop_wait(self) -> float:
@@ -109,44 +151,10 @@ class Etcd:
         holder = self.leader()
         return holder is not None and holder.get("epoch") == epoch and holder.get("url") == url
 
-    def _key(self, *parts: str) -> str:
-        return "/".join(["", "sqlrepl", self.settings.name, *parts])
-
-    def _call(self, fn: Any) -> Any:
-        errors = []
-        clients = list(self._clients)
-        for client in clients:
-            try:
-                result = fn(client)
-            except Exception as exc:  # etcd3gw raises requests' and its own errors
-                errors.append(f"{client.host}:{client.port}: {exc}")
-                continue
-            if client is not clients[0]:
-                # The endpoint that answered goes first from now on: a dead or partitioned
-                # member costs one timeout once, not on every call.
-                self._clients = [client, *(c for c in clients if c is not client)]
-            return result
-        raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
-
-    def _call_any(self, fn: Any) -> Any:
-        """Send `fn` to every endpoint at once; the first answer wins (idempotent calls)."""
-        if len(self._clients) == 1:
-            return self._call(fn)
-        pool = self._pool
-        futures = {pool.submit(fn, c): c for c in self._clients}
-        errors = []
-        for done in concurrent.futures.as_completed(futures):
-            client = futures[done]
-            try:
-                return done.result()
-            except Exception as exc:  # etcd3gw raises requests' and its own errors
-                errors.append(f"{client.host}:{client.port}: {exc}")
-        raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
-
     def check_config(self, cluster: str | None, fresh: bool = False) -> None:
         """Every node of a cluster must use the same TTL, and one etcd name serves one
         sqlrepl cluster: the first node records both."""
-        key = self._key("config")
+        key = self.settings.key("config")
         mine = {"ttl": self.settings.ttl, "cluster": cluster}
         self._call(lambda c: c.create(key, json.dumps(mine)))
         theirs = json.loads(self._call(lambda c: c.get(key))[0])
@@ -166,7 +174,7 @@ class Etcd:
 
     def leader(self) -> dict[str, Any] | None:
         """The leader key's value (with its create revision), or None if there is none."""
-        found = self._call(lambda c: c.get(self._key("leader"), metadata=True))
+        found = self._call(lambda c: c.get(self.settings.key("leader"), metadata=True))
         if not found:
             return None
         value, meta = found[0]
@@ -177,7 +185,7 @@ class Etcd:
         revision, or floor + 1 if that is higher), or None if someone else leads."""
         sent = time.monotonic()
         lease = self._call(lambda c: c.lease(self.settings.ttl))
-        key = self._key("leader")
+        key = self.settings.key("leader")
         if not self._call(lambda c: c.create(key, json.dumps(info), lease=lease)):
             self._call(lambda c: lease.revoke())
             return None
@@ -243,21 +251,21 @@ class Etcd:
         if member is None or self._call(lambda c: etcd3gw.Lease(member, c).refresh()) <= 0:
             member = self._member_lease = self._call(lambda c: c.lease(self.settings.ttl)).id
         lease = etcd3gw.Lease(member, self._clients[0])
-        key = self._key("members", node)
+        key = self.settings.key("members", node)
         self._call(lambda c: c.put(key, json.dumps(info), lease=lease))
 
     def members(self) -> list[dict[str, Any]]:
-        prefix = self._key("members", "")
+        prefix = self.settings.key("members", "")
         return [json.loads(v) for v, _meta in self._call(lambda c: c.get_prefix(prefix))]
 
     def publish_head(self, head: dict[str, Any]) -> None:
         """Kept without a lease: it outlives the leader, so a candidate cut off from it
         still learns how far it had got (Patroni's /optime/leader)."""
         if head != self._head:
-            key = self._key("head")
+            key = self.settings.key("head")
             self._call(lambda c: c.put(key, json.dumps(head)))
             self._head = head
 
     def head(self) -> dict[str, Any] | None:
-        found = self._call(lambda c: c.get(self._key("head")))
+        found = self._call(lambda c: c.get(self.settings.key("head")))
         return dict(json.loads(found[0])) if found else None

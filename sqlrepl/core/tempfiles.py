@@ -65,7 +65,8 @@ def probe_writable(target: Path) -> str | None:
     why not ("No space left on device", "Read-only file system", an I/O error). Writes,
     syncs and removes a temporary file; SQLite may still commit into space it holds, but
     a disk that fails this is failing."""
-    probe = temp_path(target.with_name(target.name + ".probe"))
+    # A fixed name, not a temp file's: one left by a killed process is simply reused.
+    probe = target.with_name(f".{target.name}.sqlrepl-probe")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -23,11 +23,11 @@ import apsw
 from .. import config
 from ..config import advertised_url
 from ..coord import Coordinator
-from ..core import batch, capture, gate, roles, tempfiles
+from ..core import batch, capture, gate, roles
 from ..core.db import connect, read_meta, use_wal
 from ..core.positions import log_head
-from ..errors import DatabaseError, SqlreplError, StorageError
-from . import ha, handover
+from ..errors import DatabaseError, SqlreplError
+from . import disk, ha, handover
 from .database import Database
 from .http import run_server
 from .leader_http import LeaderAPI
@@ -141,7 +141,7 @@ class Leader:
             async with Supervisor(self.done) as tasks:
                 tasks.loop("stop signal", handover.stop_when(self, stop))
                 tasks.loop("change loop", self._follow_changes())
-                tasks.loop("disk check", self._check_disk())
+                tasks.loop("disk check", disk.watch(self))
                 tasks.task("batch waiters", self._release_waiters())
                 if self.config.trim_interval > 0:
                     tasks.loop("log trim", self.retention.run(lambda: self.head))
@@ -182,35 +182,6 @@ class Leader:
         self.gate_open = open_
         log.warning("write gate %s%s", "opened" if open_ else "closed: ", reason)
 
-    async def _check_disk(self) -> None:
-        """Probe the database's disk; the HA loop steps down while it fails, status says so."""
-        while True:
-            problem = await asyncio.to_thread(tempfiles.probe_writable, self.config.db)
-            if problem is None:
-                problem = await asyncio.to_thread(tempfiles.make_reserve, self.config.db)
-            if problem != self.disk_error:
-                if problem:
-                    log.error("%s: this leader cannot take writes", problem)
-                else:
-                    log.warning("the disk of %s takes writes again", self.config.db)
-                self.disk_error = problem
-            await asyncio.sleep(config.DISK_CHECK_INTERVAL)
-
-    async def _close_on_a_full_disk(self, reason: str) -> None:
-        """A full disk may still take an app's small commit (SQLite reuses WAL space), so
-        the gate must close before the lease goes: free the reserve and try again. If it
-        still fails, the lease is kept (no second leader while apps may still commit
-        here) and the next HA cycle tries again."""
-        freed = await asyncio.to_thread(tempfiles.free_reserve, self.config.db)
-        log.error("the disk of %s is full%s", self.config.db, ": reserve freed" if freed else "")
-        try:
-            await self.set_gate(False, f"this node is no longer the leader: {reason}")
-        except apsw.FullError as exc:
-            raise StorageError(
-                f"write gate NOT closed: {self.config.db}'s disk is full; keeping the lease "
-                "so that no other node takes writes while apps may still commit here"
-            ) from exc
-
     def lease_doubtful(self) -> bool:
         """The lease may have expired (e.g. just after a freeze): ship nothing; the HA
         cycle is about to close the gate."""
@@ -222,7 +193,7 @@ class Leader:
             try:
                 await self.set_gate(False, f"this node is no longer the leader: {reason}")
             except apsw.FullError:
-                await self._close_on_a_full_disk(reason)
+                await disk.close_gate_on_a_full_disk(self, reason)
             except (apsw.ReadOnlyError, apsw.IOError) as exc:
                 # The disk refuses every write, the apps' too: the lease goes anyway, or no
                 # node would take writes until an operator stepped in.
