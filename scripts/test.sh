@@ -2,9 +2,10 @@
 # Install everything the tests need (etcd included) into .venv, then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v etcd >/dev/null 2>&1; then
+if ! command -v etcd >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null 2>&1; then
+  # etcd for the coordination tests; the sqlite3 shell is one of the real apps tested.
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
+  apt-get update -qq && apt-get install -y -qq etcd-server sqlite3 >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'

@@ -24,6 +24,9 @@ DEFAULT_TTL = 10
 DEFAULT_MAX_LAG = 1000
 #: Leader: seconds between log trims (0: never trim).
 DEFAULT_TRIM_INTERVAL = 10.0
+#: Leader: changes the log keeps (bounded in the capture path); a follower further
+#: behind re-bootstraps from a snapshot.
+DEFAULT_LOG_LIMIT = 1_000_000
 #: Leader: seconds a silent follower is remembered; after that it re-bootstraps.
 DEFAULT_RETENTION = 24 * 3600.0
 #: Leader: longest a switchover waits for its target to apply everything.
@@ -52,8 +55,6 @@ GATE_CLOSE_PATIENCE = 1.0
 DISK_CHECK_INTERVAL = 2.0
 #: How long the daemons' SQLite connections wait for an app's lock before SQLITE_BUSY.
 BUSY_TIMEOUT_MS = 10_000
-#: Attempts (each waiting the busy timeout) before a leader start gives up on a locked file.
-BUSY_ATTEMPTS = 6
 #: Seconds to wait for a TCP connection to a peer.
 CONNECT_TIMEOUT = 5.0
 #: Coordination when no --coordinator is given.

@@ -189,16 +189,25 @@ def test_follower_refuses_app_writes_naming_the_leader(replica: Replica) -> None
     assert dump(replica.follower_path)["t"] == [(("int", 1), ("int", 1))]
 
 
-def test_seq_never_goes_back_after_trim(replica: Replica) -> None:
-    """After the log is trimmed to its newest entry, new changes get higher seqs."""
+def test_the_log_bounds_itself_and_seq_never_goes_back(replica: Replica) -> None:
+    """With a log limit of one, every app write drops the entry before it in its own
+    transaction; new changes still get higher seqs, and a follower behind the log is
+    told to re-bootstrap."""
+    from sqlrepl.core.positions import trimmed
+    from sqlrepl.errors import SnapshotNeeded
+
     write(replica, "CREATE TABLE t(x)")
-    capture.sync_capture(replica.leader)
+    capture.install(replica.leader, log_limit=1)
     write(replica, "INSERT INTO t VALUES(1)")
     top = log_head(replica.leader)
-    capture.trim(replica.leader, 10**9)
-    assert log_head(replica.leader) == top
+    assert replica.leader.execute("SELECT count(*) FROM _sqlrepl_log").fetchall() == [(1,)]
     write(replica, "INSERT INTO t VALUES(2)")
     assert log_head(replica.leader) == top + 1
+    assert trimmed(replica.leader) == top
+    with pytest.raises(SnapshotNeeded):
+        replica.sync()
+    assert capture.installed(replica.leader, log_limit=1)
+    assert not capture.installed(replica.leader, log_limit=2)
 
 
 def test_new_table_rows_written_before_capture_arrive(replica: Replica) -> None:

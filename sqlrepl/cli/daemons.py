@@ -33,14 +33,23 @@ from .base import (
     type=click.FloatRange(min=0),
     default=config.DEFAULT_TRIM_INTERVAL,
     show_default=True,
-    help="Seconds between log trims (0: never trim).",
+    help="Accepted for compatibility and ignored: the daemon no longer trims the log (it "
+    "is bounded by --log-limit as apps write).",
 )
 @click.option(
     "--retention",
     type=click.FloatRange(min=0),
     default=config.DEFAULT_RETENTION,
     show_default=True,
-    help="Seconds a silent follower is remembered; after that it re-bootstraps.",
+    help="Seconds a silent follower stays listed in status.",
+)
+@click.option(
+    "--log-limit",
+    type=click.IntRange(min=1),
+    default=config.DEFAULT_LOG_LIMIT,
+    show_default=True,
+    help="Changes the leader's log keeps; each app write drops the oldest beyond it. A "
+    "follower further behind re-bootstraps from a snapshot.",
 )
 @coordinator_options
 @advertise_option
@@ -50,6 +59,7 @@ def leader(
     token_file: Path | None,
     trim_interval: float,
     retention: float,
+    log_limit: int,
     coordinator: str | None,
     ttl: int,
     advertise: str | None,
@@ -69,8 +79,8 @@ def leader(
             db,
             *listen,
             token,
-            trim_interval,
             retention,
+            log_limit,
             coordinator=coordinator,
             ttl=ttl,
             advertise=advertise,

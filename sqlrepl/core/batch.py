@@ -24,7 +24,7 @@ import apsw
 
 from ..errors import SnapshotNeeded
 from .db import read_meta, schema_version, transaction
-from .positions import log_head
+from .positions import log_head, trimmed
 from .schema import TableInfo, fts5_fingerprints, fts5_tables, table_info, user_schema
 from .sql import LOG, TABLES, key_columns, quote
 from .wire import FrameWriter, Header, TableShape
@@ -94,7 +94,7 @@ def build(
         if version != meta.get("schema_version"):
             raise SchemaMoved()
         top = log_head(conn)
-        if after < int(meta.get("trimmed", 0)) or after > top:
+        if after < trimmed(conn) or after > top:
             raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
         cache = cache or TableCache()
         touched = _touched(conn, after, top)

@@ -13,9 +13,10 @@ from typing import Any
 
 import apsw
 
+from ..config import DEFAULT_LOG_LIMIT
 from ..errors import DatabaseError
-from .db import read_meta, scalar, schema_version, transaction, write_meta
-from .positions import SNAPSHOT, Position, current_position, log_head
+from .db import has_table, read_meta, scalar, schema_version, transaction, write_meta
+from .positions import SNAPSHOT, Position, current_position
 from .schema import (
     ROWID_ALIASES,
     TableInfo,
@@ -27,8 +28,9 @@ from .schema import (
 )
 from .sql import (
     CAPTURE_PREFIX,
-    FOLLOWERS,
     LOG,
+    META,
+    RETAIN_TRIGGER,
     TABLES,
     capture_trigger_name,
     capture_triggers,
@@ -36,6 +38,7 @@ from .sql import (
     key_columns,
     like_prefix,
     quote,
+    retention_trigger,
 )
 
 SCHEMA_TID = 0
@@ -43,19 +46,40 @@ SCHEMA_TID = 0
 SHADOW = "shadow"
 
 
-def install(conn: apsw.Connection, *, resend_new: bool = True) -> Position:
-    """Make `conn`'s file a leader: internal tables, identity, capture on every table.
+def install(
+    conn: apsw.Connection, *, resend_new: bool = True, log_limit: int = DEFAULT_LOG_LIMIT
+) -> Position:
+    """Make `conn`'s file a leader: internal tables, identity, capture on every table,
+    the log bounded to `log_limit` entries.
 
-    Idempotent. Refuses a file that is a follower. With `resend_new=False` (a promoted
-    follower, whose followers already hold every row) new tables are not marked for a
-    full resend.
+    Idempotent, and writes nothing when all of it is in place already (a restart while
+    apps write must not need the write lock). Refuses a file that is a follower. With
+    `resend_new=False` (a promoted follower, whose followers already hold every row) new
+    tables are not marked for a full resend.
     """
-    with transaction(conn):
-        install_within(conn, resend_new)
+    if not installed(conn, log_limit):
+        with transaction(conn):
+            install_within(conn, resend_new, log_limit)
     return current_position(conn)
 
 
-def install_within(conn: apsw.Connection, resend_new: bool = True) -> None:
+def installed(conn: apsw.Connection, log_limit: int = DEFAULT_LOG_LIMIT) -> bool:
+    """Is capture in place and in step with the schema, with this log bound? (Reads only.)"""
+    with transaction(conn, "DEFERRED"):
+        if not has_table(conn, META) or not has_table(conn, LOG):
+            return False
+        meta = read_meta(conn)
+        return (
+            meta.get("role") == "leader"
+            and "cluster" in meta
+            and schema_version(conn) == meta.get("schema_version")
+            and _retention_sql(conn) == retention_trigger(log_limit)
+        )
+
+
+def install_within(
+    conn: apsw.Connection, resend_new: bool = True, log_limit: int = DEFAULT_LOG_LIMIT
+) -> None:
     """`install`, inside the caller's transaction (a promotion opens the gate and installs
     capture in one transaction: no app write can commit in between, uncaptured)."""
     meta = read_meta(conn)
@@ -63,7 +87,17 @@ def install_within(conn: apsw.Connection, resend_new: bool = True) -> None:
     conn.execute(create_internal_tables())
     if "cluster" not in meta:
         write_meta(conn, cluster=uuid.uuid4().hex, epoch=1, role="leader", trimmed=0)
+    if _retention_sql(conn) != retention_trigger(log_limit):
+        conn.execute(f"DROP TRIGGER IF EXISTS {RETAIN_TRIGGER}")
+        conn.execute(retention_trigger(log_limit))
     _sync(conn, resend_new)
+
+
+def _retention_sql(conn: apsw.Connection) -> str | None:
+    found = conn.execute(
+        "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?", (RETAIN_TRIGGER,)
+    ).fetchall()
+    return str(found[0][0]) if found else None
 
 
 def refuse_to_lead(path: str, meta: dict[str, Any]) -> None:
@@ -79,6 +113,12 @@ def refuse_to_lead(path: str, meta: dict[str, Any]) -> None:
             f"{meta.get('snapshot_epoch')}/{meta.get('snapshot_seq')}; make a writable "
             "database of it with `sqlrepl restore`"
         )
+
+
+def schema_moved(conn: apsw.Connection) -> bool:
+    """Has a leader file's schema changed since capture was last brought in step? (Reads.)"""
+    meta = read_meta(conn)
+    return meta.get("role") == "leader" and schema_version(conn) != meta.get("schema_version")
 
 
 def sync_capture(conn: apsw.Connection) -> bool:
@@ -256,34 +296,3 @@ def _ensure_log_width(conn: apsw.Connection, width: int) -> None:
 
 def _mark(conn: apsw.Connection, tid: int) -> None:
     conn.execute(f"INSERT INTO {LOG}(tid, k0) VALUES(?, NULL)", (tid,))
-
-
-def trim(conn: apsw.Connection, upto: int) -> int:
-    """Delete log entries with seq <= upto, always keeping the newest (seq never goes back).
-
-    Returns the highest seq now trimmed.
-    """
-    with transaction(conn):
-        limit = min(upto, log_head(conn) - 1)
-        trimmed = int(read_meta(conn).get("trimmed", 0))
-        if limit <= trimmed:
-            return trimmed
-        conn.execute(f"DELETE FROM {LOG} WHERE seq <= ?", (limit,))
-        write_meta(conn, trimmed=limit)
-        return limit
-
-
-def remember_followers(
-    conn: apsw.Connection, seen: dict[str, tuple[str, int, float]], forget_before: float
-) -> dict[str, tuple[str, int, float]]:
-    """Persist follower positions (node -> (url, seq, seen)); forget silent ones; return the rest"""
-    with transaction(conn):
-        conn.executemany(
-            f"INSERT INTO {FOLLOWERS}(node, url, seq, seen) VALUES(?, ?, ?, ?) "
-            "ON CONFLICT(node) DO UPDATE SET url = excluded.url, seq = excluded.seq, "
-            "seen = excluded.seen WHERE excluded.seen >= seen",
-            [(node, *row) for node, row in seen.items()],
-        )
-        conn.execute(f"DELETE FROM {FOLLOWERS} WHERE seen < ?", (forget_before,))
-        rows: list[Any] = conn.execute(f"SELECT node, url, seq, seen FROM {FOLLOWERS}").fetchall()
-    return {str(node): (str(url), int(seq), float(when)) for node, url, seq, when in rows}

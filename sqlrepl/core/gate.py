@@ -8,9 +8,12 @@ is a fact of the file (are there guard triggers?), never a belief of the daemon.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import apsw
 
-from .db import drop_triggers, transaction
+from .db import drop_triggers, read_meta, schema_version, transaction, write_meta
 from .schema import user_tables
 from .sql import GUARD_PREFIX, guard_triggers, like_prefix, literal
 
@@ -42,14 +45,26 @@ def install(conn: apsw.Connection, message: str, tables: list[str] | None = None
 
 def close(conn: apsw.Connection, reason: str) -> None:
     """Refuse every app write from now on, with an error naming `reason`."""
-    with transaction(conn):
+    with transaction(conn), _in_step(conn):
         install(conn, refused_message(reason))
 
 
 def open_(conn: apsw.Connection) -> None:
     """Let apps write again (a leader starting, or a switchover that did not happen)."""
-    with transaction(conn):
+    with transaction(conn), _in_step(conn):
         remove(conn)
+
+
+@contextlib.contextmanager
+def _in_step(conn: apsw.Connection) -> Iterator[None]:
+    """The gate's triggers change the schema, not the app's: a leader file whose capture
+    was in step with the schema stays so (one commit, and nothing for capture to catch up
+    with later)."""
+    meta = read_meta(conn)
+    in_step = meta.get("role") == "leader" and meta.get("schema_version") == schema_version(conn)
+    yield
+    if in_step:
+        write_meta(conn, schema_version=schema_version(conn))
 
 
 def remove(conn: apsw.Connection) -> None:

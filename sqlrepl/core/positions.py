@@ -35,6 +35,15 @@ def log_head(conn: apsw.Connection) -> int:
     return int(scalar(conn, f"SELECT coalesce(max(seq), 0) FROM {LOG}"))
 
 
+def trimmed(conn: apsw.Connection) -> int:
+    """The newest seq a leader's log no longer holds the changes up to: a follower at or
+    after it can be served from the log. The log is bounded in the capture path (its
+    oldest entry moves up with every write) and starts over at a promotion (`trimmed`
+    in meta)."""
+    oldest = int(scalar(conn, f"SELECT coalesce(min(seq), 1) FROM {LOG}"))
+    return max(int(read_meta(conn).get("trimmed", 0)), oldest - 1)
+
+
 def read_position(conn: apsw.Connection) -> Position:
     """The position of a sqlrepl file of either role (call inside a transaction for a
     consistent answer, or use `current_position`)."""

@@ -30,8 +30,8 @@ from typing import Any
 import apsw
 
 from . import roles
-from .db import durable, read_meta
-from .positions import Position
+from .db import durable
+from .positions import Position, trimmed
 from .schema import table_info, user_tables
 from .sql import LOG, TABLES, key_columns, quote
 
@@ -79,7 +79,7 @@ def _logged(conn: apsw.Connection, after: int) -> Iterator[tuple[int, str, tuple
 def log_covers(conn: apsw.Connection, fork: int) -> bool:
     """Does the log still name every change made after `fork`? Not if it was trimmed past
     it, or if this node was promoted after it (what it applied before is in no log)."""
-    return int(read_meta(conn).get("trimmed", 0)) <= fork
+    return trimmed(conn) <= fork
 
 
 def differences(

@@ -11,6 +11,8 @@ TABLES = "_sqlrepl_tables"
 GUARD_PREFIX = "_sqlrepl_g"
 CAPTURE_PREFIX = "_sqlrepl_c"
 FOLLOWERS = "_sqlrepl_followers"
+#: The trigger that bounds the log in the capture path (no trims by the daemon).
+RETAIN_TRIGGER = "_sqlrepl_retain"
 #: Key columns the log starts with; WITHOUT ROWID tables with wider keys add more.
 LOG_KEY_COLUMNS = 4
 
@@ -135,3 +137,13 @@ def insert_row(table: str, names: Sequence[str], replace: bool) -> str:
 def delete_key(table: str, keys: Sequence[str]) -> str:
     where = " AND ".join(f"{quote(k)} = ?" for k in keys)
     return f"DELETE FROM {quote(table)} WHERE {where}"
+
+
+def retention_trigger(limit: int) -> str:
+    """Keep the newest `limit` log entries: each entry an app's write adds drops the one
+    `limit` behind it, in the app's own transaction (a point delete: the daemon itself
+    never trims, so it writes nothing to the file in steady state)."""
+    return (
+        f"CREATE TRIGGER {RETAIN_TRIGGER} AFTER INSERT ON {LOG} "
+        f"BEGIN DELETE FROM {LOG} WHERE seq <= NEW.seq - {int(limit)}; END"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -44,6 +45,10 @@ class NotLeading(SqlreplError):
     """A batch was asked of a node that is no longer the leader."""
 
 
+class SchemaDeferred(SqlreplError):
+    """The schema changed and capture waits for a quiet moment: nothing to send yet."""
+
+
 class BatchServer:
     def __init__(self, leader: Leader) -> None:
         self.leader = leader
@@ -63,6 +68,12 @@ class BatchServer:
         if fork:
             return error(410, f"follower at {epoch}/{after} {fork}", {FORK_HEADER: "1"})
         leader.retention.register(request.query.get("node"), request.query.get("url", ""), after)
+        if leader.ddl.pending and wait > 0:
+            # Capture waits for a quiet moment to catch up with the schema: wait for it
+            # within the poll's time (the follower takes a longer silence for a dead link).
+            started = time.monotonic()
+            await self._wait_past(leader.head, wait)
+            wait = max(0.0, wait - (time.monotonic() - started))
         if after == leader.head and wait > 0 and epoch >= mine:
             # (A follower still on an older epoch gets its answer at once: it accepts
             # this leader's epoch without waiting for the next change.)
@@ -100,6 +111,8 @@ class BatchServer:
             return error(410, str(exc))
         except NotLeading as exc:
             return error(503, str(exc))
+        except SchemaDeferred:
+            return web.Response(status=204, headers=self.headers())
         finally:
             if build.done():
                 spool.close()
@@ -116,8 +129,11 @@ class BatchServer:
                     batch.build(leader.db.conn, after, out, leader.tables, fts5)
                     return
                 except batch.SchemaMoved:
+                    if not leader.ddl.due():
+                        raise SchemaDeferred() from None  # the change loop syncs it soon
                     if not capture.sync_capture(leader.db.conn):
                         raise NotLeading("this node handed over its leadership") from None
+                    leader.ddl.done()
                     leader.report_problems()
         finally:
             spool.finish()

@@ -45,7 +45,7 @@ async def _hand_over(
     leader: Leader, to: str, target: str, why: str, started: float
 ) -> dict[str, Any]:
     await leader.set_gate(False, f"{why} to {to} in progress; retry on the new leader")
-    top = await leader.refresh()
+    top = await leader.refresh(now=True)  # the real head, even if a schema change waits
     if not await _caught_up(leader, target, top):
         await leader.set_gate(True)
         raise Refused(f"{why} abandoned: {to} did not reach seq {top} in time")

@@ -26,9 +26,10 @@ from ..coord import Coordinator
 from ..core import batch, capture, gate, roles
 from ..core.db import connect, read_meta, use_wal
 from ..core.positions import log_head
-from ..errors import DatabaseError, SqlreplError
+from ..errors import SqlreplError
 from . import disk, ha, handover
 from .database import Database
+from .ddl import Deferral
 from .http import run_server
 from .leader_http import LeaderAPI
 from .members import Members
@@ -46,8 +47,10 @@ class LeaderConfig:
     host: str
     port: int
     token: str | None = None
-    trim_interval: float = config.DEFAULT_TRIM_INTERVAL
+    #: Seconds a silent follower stays in the registry (and status).
     retention: float = config.DEFAULT_RETENTION
+    #: Changes the log keeps (bounded in the capture path).
+    log_limit: int = config.DEFAULT_LOG_LIMIT
     #: Longest a switchover waits for its target to apply everything.
     switchover_timeout: float = config.DEFAULT_SWITCHOVER_TIMEOUT
     #: Coordinator URL (None: static) and the lease TTL.
@@ -58,17 +61,20 @@ class LeaderConfig:
 
 
 def _patiently(fn: Callable[[], T], db: Path) -> T:
-    """Run `fn`, retrying while apps keep the file's write lock (they do let go eventually)."""
-    for attempt in range(1, config.BUSY_ATTEMPTS + 1):
+    """Run `fn`, retrying with backoff for as long as apps keep the file's write lock:
+    SQLite has no fair lock queue, so an app writing in a tight loop can win every race
+    for a while, but a daemon must never exit because apps are busy. (Only a start that
+    has something to install writes at all.)"""
+    delay = config.BACKOFF_MIN
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return fn()
         except apsw.BusyError:
-            if attempt == config.BUSY_ATTEMPTS:
-                raise DatabaseError(f"{db} stayed locked by other writers; try again") from None
-            log.warning(
-                "%s is busy (attempt %d of %d); retrying", db, attempt, config.BUSY_ATTEMPTS
-            )
-    raise AssertionError("unreachable")
+            log.warning("%s is busy (attempt %d); retrying in %.1fs", db, attempt, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, config.BACKOFF_MAX)
 
 
 def _close_first(conn: apsw.Connection, reason: str) -> None:
@@ -95,14 +101,16 @@ class Leader:
         self.listener = listener
         conn = connect(config.db)
         use_wal(conn)
-        self.position = _patiently(lambda: capture.install(conn), config.db)
+        self.position = _patiently(
+            lambda: capture.install(conn, log_limit=config.log_limit), config.db
+        )
         self.meta = read_meta(conn)
         self.db = Database(conn)
         self.head = self.position.seq
         self.changed = asyncio.Condition()
         self.url = advertised_url(config.host, config.port, config.advertise)
         members = Members(config.db, self.url)
-        self.retention = Retention(self.db, config.trim_interval, config.retention, members)
+        self.retention = Retention(config.retention, members)
         self.watcher = DatabaseWatcher(config.db)
         self.stopping = False
         self.tables = batch.TableCache()
@@ -119,6 +127,8 @@ class Leader:
         self.leading = True
         #: A handover is under way: the HA loop leaves the gate and the lease to it.
         self.handing_over = False
+        #: When capture catches up with a schema change (a write): at a quiet moment.
+        self.ddl = Deferral()
         #: Why the database's disk cannot take writes now (None: it can), probed regularly.
         self.disk_error: str | None = None
 
@@ -143,8 +153,6 @@ class Leader:
                 tasks.loop("change loop", self._follow_changes())
                 tasks.loop("disk check", disk.watch(self))
                 tasks.task("batch waiters", self._release_waiters())
-                if self.config.trim_interval > 0:
-                    tasks.loop("log trim", self.retention.run(lambda: self.head))
                 if self.coord.automatic:
                     tasks.loop("HA loop", ha.run_leader(self))
                 app = LeaderAPI(self).app()
@@ -217,9 +225,12 @@ class Leader:
         self.transition = transition
         asyncio.get_running_loop().call_later(0.05, self.done.set)
 
-    async def refresh(self) -> int:
-        """Sync capture with the schema if it moved; publish the new head to waiters."""
-        top = await self.db.run(self._sync_and_head)
+    async def refresh(self, now: bool = False) -> int:
+        """Sync capture with the schema if it moved (when `ddl` says so, or `now`: until
+        then the head stays where it was); publish the new head to waiters."""
+        top = await self.db.run(self._sync_and_head, now)
+        if top is None:
+            return self.head
         if top != self.head:
             self.head = top
             async with self.changed:
@@ -239,8 +250,10 @@ class Leader:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that lands as the event fires, and this loop would then never end.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(config.RECHECK_INTERVAL):
+                async with asyncio.timeout(self.ddl.next_look(config.RECHECK_INTERVAL)):
                     await self.watcher.dirty.wait()
+            if self.watcher.dirty.is_set():
+                self.ddl.wrote()
             self.watcher.dirty.clear()
             try:
                 await self.refresh()
@@ -249,10 +262,16 @@ class Leader:
                 log.warning("database busy: capture sync postponed")
                 self.watcher.dirty.set()
 
-    def _sync_and_head(self) -> int:
-        if capture.sync_capture(self.db.conn):
-            log.info("schema changed: capture re-synced")
-            self.report_problems()
+    def _sync_and_head(self, now: bool = False) -> int | None:
+        """In the database thread: the log's head, once capture is in step with the
+        schema (None while a sync waits for a quiet moment, unless `now`)."""
+        if capture.schema_moved(self.db.conn):
+            if not self.ddl.due() and not now:
+                return None
+            if capture.sync_capture(self.db.conn):
+                log.info("schema changed: capture re-synced")
+                self.report_problems()
+            self.ddl.done()
         return log_head(self.db.conn)
 
     def all_problems(self) -> list[str]:

@@ -1,35 +1,26 @@
-"""The leader's follower registry and log retention.
+"""The leader's follower registry: where each follower is, from its pulls.
 
-The leader remembers where each follower is (from its pulls), trims log entries that
-every known follower has applied, and forgets followers silent for longer than the
-retention (they re-bootstrap from a snapshot when they come back).
+Kept in memory only (the daemon writes nothing to the app's file in steady state): the
+log bounds itself in the capture path (`--log-limit`), so trimming no longer waits for
+followers, and one further behind than the log re-bootstraps from a snapshot. A
+follower silent for longer than the retention drops out of the registry (and status);
+the members it taught us stay in the members sidecar.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-from ..core import capture
-from .database import Database
 from .members import Members
-
-log = logging.getLogger("sqlrepl.leader")
 
 
 class Retention:
-    def __init__(self, db: Database, interval: float, retention: float, members: Members) -> None:
-        self.db = db
+    def __init__(self, retention: float, members: Members) -> None:
         self.members = members
-        self.interval = interval
         self.retention = retention
         #: node -> (url, seq, seen: time.time())
-        self.followers: dict[str, tuple[str, int, float]] = capture.remember_followers(
-            db.conn, {}, 0
-        )
+        self.followers: dict[str, tuple[str, int, float]] = {}
 
     def register(self, node: str | None, url: str, seq: int) -> None:
         """A follower at `seq` asked for a batch or a snapshot."""
@@ -44,6 +35,7 @@ class Retention:
 
     def report(self, head: int) -> list[dict[str, Any]]:
         now = time.time()
+        self.followers = {n: f for n, f in self.followers.items() if now - f[2] <= self.retention}
         return [
             {
                 "node": node,
@@ -54,19 +46,3 @@ class Retention:
             }
             for node, (url, seq, seen) in sorted(self.followers.items())
         ]
-
-    async def run(self, head: Callable[[], int]) -> None:
-        """Trim every `interval` seconds, for as long as the role lasts."""
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.trim(head())
-            except Exception:
-                log.exception("log trim failed; trying again in %ss", self.interval)
-
-    async def trim(self, head: int) -> int:
-        forget = time.time() - self.retention
-        kept = await self.db.run(capture.remember_followers, self.db.conn, self.followers, forget)
-        self.followers = kept
-        upto = min((seq for _url, seq, _seen in kept.values()), default=head)
-        return await self.db.run(capture.trim, self.db.conn, upto)

@@ -1,0 +1,52 @@
+"""When the leader brings capture in step with a schema change: not at once, but once the
+file has been quiet for a moment, and at most a bounded time after the change was seen.
+
+Bringing capture in step is a write to the app's file (triggers for new tables, the
+table registry, a marker in the log). Any commit by another connection makes an app's
+deferred transaction that has already read fail on its first write (`database is
+locked`; busy timeouts do not retry it), and apps that create a table usually write to
+it at once. So the daemon waits until the file has had no commit for `QUIET_S`, or
+until `LONGEST_S` passed since it saw the change. Meanwhile nothing is lost: rows written
+to a table without triggers yet are shipped whole when its capture is installed, and
+batches wait (a batch never mixes schemas).
+"""
+
+from __future__ import annotations
+
+import time
+
+#: The file must have had no commit for this long before the daemon writes to it.
+QUIET_S = 0.3
+#: The longest a schema change waits for a quiet moment.
+LONGEST_S = 10.0
+
+
+class Deferral:
+    def __init__(self, quiet: float = QUIET_S, longest: float = LONGEST_S) -> None:
+        self.quiet, self.longest = quiet, longest
+        #: time.monotonic() of the first sight of a change capture is not in step with.
+        self.pending_since: float | None = None
+        #: time.monotonic() of the latest commit seen on the file.
+        self.last_write = time.monotonic()
+
+    @property
+    def pending(self) -> bool:
+        return self.pending_since is not None
+
+    def wrote(self) -> None:
+        """The file changed (a file event)."""
+        self.last_write = time.monotonic()
+
+    def due(self) -> bool:
+        """A schema change was seen (now, or before): may the daemon write now?"""
+        now = time.monotonic()
+        if self.pending_since is None:
+            self.pending_since = now
+        return now - self.last_write >= self.quiet or now - self.pending_since >= self.longest
+
+    def done(self) -> None:
+        self.pending_since = None
+
+    def next_look(self, otherwise: float) -> float:
+        """How long the change loop may sleep before it looks again."""
+        return min(self.quiet, otherwise) if self.pending else otherwise
