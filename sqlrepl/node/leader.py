@@ -24,10 +24,10 @@ from .. import config
 from ..config import advertised_url
 from ..coord import Coordinator
 from ..core import batch, capture, gate, roles
-from ..core.db import connect, read_meta, use_wal
+from ..core.db import connect, read_meta, schema_version, use_wal
 from ..core.positions import log_head
 from ..errors import SqlreplError
-from . import disk, ha, handover
+from . import disk, ha, handover, identity
 from .database import Database
 from .ddl import Deferral
 from .http import run_server
@@ -100,11 +100,18 @@ class Leader:
         self.coord = coord
         self.listener = listener
         conn = connect(config.db)
+        identity.check(config.db, capture.cluster_of(conn))
         use_wal(conn)
         self.position = _patiently(
             lambda: capture.install(conn, log_limit=config.log_limit), config.db
         )
         self.meta = read_meta(conn)
+        identity.remember(config.db, str(self.meta["cluster"]))
+        #: Set when an app dropped sqlrepl's tables and the leader rebuilt them (status).
+        self.tampered: str | None = None
+        #: Set while apps keep the file locked past the busy timeout (status).
+        self.locked: str | None = None
+        self._schema_version = schema_version(conn)
         self.db = Database(conn)
         self.head = self.position.seq
         self.changed = asyncio.Condition()
@@ -257,14 +264,27 @@ class Leader:
             self.watcher.dirty.clear()
             try:
                 await self.refresh()
+                if self.locked is not None:
+                    log.warning("%s can be read again", self.config.db)
+                self.locked = None
             except apsw.BusyError:
-                # Apps held the write lock for the whole busy timeout: look again soon.
-                log.warning("database busy: capture sync postponed")
+                # Apps held the lock for the whole busy timeout: say so, look again soon.
+                if self.locked is None:
+                    self.locked = (
+                        f"{self.config.db} stays locked by another connection (an app in "
+                        "PRAGMA locking_mode=EXCLUSIVE, or one holding a transaction open?): "
+                        "nothing new is replicated until it lets go"
+                    )
+                    log.error("%s", self.locked)
                 self.watcher.dirty.set()
 
     def _sync_and_head(self, now: bool = False) -> int | None:
         """In the database thread: the log's head, once capture is in step with the
         schema (None while a sync waits for a quiet moment, unless `now`)."""
+        version = schema_version(self.db.conn)
+        if version != self._schema_version:
+            self._schema_version = version
+            identity.rebuild_if_dropped(self)
         if capture.schema_moved(self.db.conn):
             if not self.ddl.due() and not now:
                 return None
@@ -276,7 +296,8 @@ class Leader:
 
     def all_problems(self) -> list[str]:
         """What status reports: what cannot be replicated, and a failing disk."""
-        return [*self.problems, *([self.disk_error] if self.disk_error else [])]
+        extra = [p for p in (self.disk_error, self.tampered, self.locked) if p]
+        return [*self.problems, *extra]
 
     def report_problems(self) -> None:
         """Say loudly, after every schema sync, what cannot be replicated."""

@@ -1,0 +1,82 @@
+"""Which cluster a leader file belongs to, remembered beside it (`DB.sqlrepl-cluster`).
+
+The cluster identity lives in the file's `_sqlrepl_meta`. An app or an ORM migration can
+drop that table (Alembic's autogenerate proposes it for tables it does not know); a
+leader started on the file afterwards would make it the leader of a *new* cluster, and
+every follower would refuse it. The sidecar, written once when a leader starts, lets the
+next start tell "a new file" from "a file whose sqlrepl tables were dropped" and refuse
+the latter with a clear line. Daemon-only state: never in the app's file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..core import capture
+from ..errors import DatabaseError
+
+if TYPE_CHECKING:
+    from .leader import Leader
+
+log = logging.getLogger("sqlrepl.leader")
+
+
+def sidecar(db: Path) -> Path:
+    return db.with_name(db.name + ".sqlrepl-cluster")
+
+
+def recorded(db: Path) -> str | None:
+    try:
+        return sidecar(db).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def check(db: Path, cluster: str | None) -> None:
+    """Refuse to start a new cluster on a file that belonged to one (its tables dropped)."""
+    before = recorded(db)
+    if cluster is None and before is not None:
+        raise DatabaseError(
+            f"{db} was the leader of sqlrepl cluster {before}, but its _sqlrepl_ tables are "
+            "gone (dropped by an app or a migration?): refusing to make it the leader of a "
+            f"new cluster. Restore it from a snapshot (sqlrepl restore), or remove "
+            f"{sidecar(db)} to start a new cluster on this file"
+        )
+
+
+def remember(db: Path, cluster: str) -> None:
+    """Record the file's cluster (only when it changed: a start writes nothing else)."""
+    if recorded(db) == cluster:
+        return
+    path = sidecar(db)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.sqlrepl-tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(cluster + "\n")
+        os.replace(tmp, path)
+
+
+def rebuild_if_dropped(leader: Leader) -> None:
+    """In the database thread, after a schema change: if an app or a migration dropped
+    sqlrepl's tables, say so loudly and rebuild them under the same identity."""
+    conn = leader.db.conn
+    missing = capture.missing_internals(conn)
+    if not missing:
+        return
+    meta = {
+        **leader.meta,
+        "role": "leader",
+        "epoch": leader.position.epoch,
+        "history": json.dumps(leader.history),
+    }
+    capture.rebuild(conn, meta, leader.head, leader.config.log_limit)
+    leader.tampered = (
+        f"sqlrepl's own tables {', '.join(missing)} were dropped (by an app or a migration?); "
+        f"rebuilt under cluster {meta['cluster']}: followers resync. Keep _sqlrepl_* out "
+        "of migrations (README: ORM users)"
+    )
+    log.error("%s", leader.tampered)
