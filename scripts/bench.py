@@ -91,6 +91,24 @@ def capture_ratio(tmp: Path, fn, n: int) -> float:
     return results[True] / results[False]
 
 
+def capture_ratio_live(tmp: Path, fn, n: int) -> float:
+    """The same writes with the leader daemon running beside the app (and a follower
+    pulling), as users run it, against a plain file with no daemon."""
+    plain = tmp / f"live-{fn.__name__}-plain.db"
+    fresh(plain, False)
+    base = fn(plain, n)
+    db, copy = tmp / f"live-{fn.__name__}.db", tmp / f"live-{fn.__name__}-f.db"
+    fresh(db, False)
+    leader = Node(tmp, "leader", str(db)).start()
+    follower = Node(tmp, "follower", str(copy), "--leader", leader.url).start()
+    try:
+        ours = fn(db, n)
+    finally:
+        follower.stop()
+        leader.stop()
+    return ours / base
+
+
 def port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -391,6 +409,8 @@ UNITS = {
 TARGETS = {
     "capture_ratio_bulk": (">=", 0.6),
     "capture_ratio_txn": (">=", 0.6),
+    "capture_live_bulk": (">=", 0.6),
+    "capture_live_txn": (">=", 0.6),
     "catchup_ratio": (">=", 0.5),
     "lag_p99_ms": ("<=", 10.0),
     "snapshot_ratio": ("<=", 1.5),
@@ -411,6 +431,8 @@ def measure(quick: bool) -> dict[str, float]:
         tmp = Path(d)
         out["capture_ratio_bulk"] = capture_ratio(tmp, bulk, int(out["bulk_rows"]))
         out["capture_ratio_txn"] = capture_ratio(tmp, single, int(out["txn_count"]))
+        out["capture_live_bulk"] = capture_ratio_live(tmp, bulk, int(out["bulk_rows"]))
+        out["capture_live_txn"] = capture_ratio_live(tmp, single, int(out["txn_count"]))
         rate, raw = catchup(tmp, int(out["catchup_rows"]))
         out.update(catchup_rows_per_s=rate, raw_insert_rows_per_s=raw, catchup_ratio=rate / raw)
         boot, copy, size = snapshot_bootstrap(tmp, 64 if quick else 1024)
@@ -443,6 +465,8 @@ def render(out: dict[str, float], quick: bool) -> None:
     rows = [
         (f"capture, {out['bulk_rows']:,.0f}-row bulk insert", "", "", "capture_ratio_bulk"),
         (f"capture, {out['txn_count']:,.0f} single-row txns", "", "", "capture_ratio_txn"),
+        ("capture, bulk, leader daemon + follower live", "", "", "capture_live_bulk"),
+        ("capture, single-row txns, daemons live", "", "", "capture_live_txn"),
         (
             f"catch-up of a {out['catchup_rows']:,.0f}-row backlog",
             f"{out['catchup_rows_per_s']:,.0f} rows/s",

@@ -48,6 +48,9 @@ DEFAULT_CHECK_LAG_SECONDS = 30.0
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 #: Leader: a fallback look for changes, for file systems that send no events.
 RECHECK_INTERVAL = 5.0
+#: The leader looks at the file at most this often under a stream of commits (one batch
+#: for a burst; adds at most this much to replication lag, and nothing after a quiet spell).
+LOOK_INTERVAL_S = 0.004
 #: How long one attempt to close the write gate polls for an app's write lock (then it
 #: logs and tries again, for as long as it takes).
 GATE_CLOSE_PATIENCE = 1.0

@@ -253,6 +253,7 @@ class Leader:
 
     async def _follow_changes(self) -> None:
         """On every file event: keep capture in step with the schema, publish the new head."""
+        last_look = 0.0
         while True:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that lands as the event fires, and this loop would then never end.
@@ -261,7 +262,13 @@ class Leader:
                     await self.watcher.dirty.wait()
             if self.watcher.dirty.is_set():
                 self.ddl.wrote()
+                # Under a stream of commits, at most one look (and one batch per follower)
+                # per LOOK_INTERVAL_S: apps run faster beside the daemon. A commit after a
+                # quiet spell is looked at at once.
+                await asyncio.sleep(max(0.0, last_look + config.LOOK_INTERVAL_S - time.monotonic()))
+                last_look = time.monotonic()
             self.watcher.dirty.clear()
+            self.watcher.rearm()  # writes from here on wake the next look
             try:
                 await self.refresh()
                 if self.locked is not None:
