@@ -71,7 +71,7 @@ def run_app(script: str, *args: str) -> str:
 
 @pytest.mark.parametrize("where", ["plain file", "leader"])
 def test_django_request_loop_sees_no_error(tmp_path: Path, cluster: Cluster, where: str) -> None:
-    """Django's default ATOMIC read-then-write loop for 12 s, after a migration, while the
+    """Django's default ATOMIC read-then-write loop for 30 s, after a migration, while the
     leader runs with its old trim and retention settings at their shortest: 0 failures,
     as on a plain file; the follower equals the leader."""
     pytest.importorskip("django")
@@ -84,7 +84,7 @@ def test_django_request_loop_sees_no_error(tmp_path: Path, cluster: Cluster, whe
         # A deploy: the migration replicated (capture caught up at a quiet moment), then
         # the app serves requests.
         converged(db, tmp_path / "f.db", follower, cluster)
-    out = run_app(DJANGO_APP, str(db), "12")
+    out = run_app(DJANGO_APP, str(db), "30")
     assert "failed 0" in out, out
     if where == "leader":
         converged(db, tmp_path / "f.db", follower, cluster)

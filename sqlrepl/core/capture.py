@@ -16,7 +16,6 @@ import apsw
 from ..config import DEFAULT_LOG_LIMIT
 from ..errors import DatabaseError
 from .db import (
-    drop_triggers,
     has_table,
     read_meta,
     scalar,
@@ -24,7 +23,7 @@ from .db import (
     transaction,
     write_meta,
 )
-from .positions import SNAPSHOT, Position, current_position, log_head
+from .positions import SNAPSHOT, Position, current_position
 from .schema import (
     ROWID_ALIASES,
     TableInfo,
@@ -304,32 +303,3 @@ def _ensure_log_width(conn: apsw.Connection, width: int) -> None:
 
 def _mark(conn: apsw.Connection, tid: int) -> None:
     conn.execute(f"INSERT INTO {LOG}(tid, k0) VALUES(?, NULL)", (tid,))
-
-
-def cluster_of(conn: apsw.Connection) -> str | None:
-    """The cluster identity recorded in the file (None: none, or its meta table is gone)."""
-    if not has_table(conn, META):
-        return None
-    cluster = read_meta(conn).get("cluster")
-    return str(cluster) if cluster else None
-
-
-def missing_internals(conn: apsw.Connection) -> list[str]:
-    """sqlrepl's own tables a leader file lacks (dropped by an app or a migration?)."""
-    return [t for t in (LOG, META, TABLES) if not has_table(conn, t)]
-
-
-def rebuild(conn: apsw.Connection, meta: dict[str, Any], head: int, log_limit: int) -> None:
-    """Re-create a leader file's dropped internal tables under its identity (`meta`, as
-    the daemon knows it): the log starts over after `head` (followers behind it
-    re-bootstrap) and every table is registered anew and resent whole."""
-    with transaction(conn):
-        conn.execute(create_internal_tables())
-        if not read_meta(conn).get("cluster"):
-            write_meta(conn, **meta)
-        if log_head(conn) < head:
-            conn.execute(f"INSERT INTO {LOG}(seq, tid, k0) VALUES(?, ?, NULL)", (head, SCHEMA_TID))
-        conn.execute(f"DELETE FROM {TABLES}")
-        drop_triggers(conn, CAPTURE_PREFIX)
-        write_meta(conn, role="leader", trimmed=log_head(conn), schema_version=-1)
-        install_within(conn, resend_new=True, log_limit=log_limit)

@@ -29,7 +29,7 @@ from typing import Any
 
 import apsw
 
-from . import roles
+from . import capture, roles
 from .db import durable
 from .positions import Position, trimmed
 from .schema import table_info, user_tables
@@ -187,7 +187,8 @@ def save_divergence(
     directory); return its path."""
     fork = roles.start_of_next_epoch(history, mine.epoch)
     assert fork is not None
-    covered = log_covers(conn, fork)
+    # Rows written after a schema change capture had not caught up with are in no log.
+    covered = log_covers(conn, fork) and not capture.schema_moved(conn)
     logged = {(table, key) for _seq, table, key in _logged(conn, fork)}
     path = rollback_path(Path(conn.filename), mine, fork, now)
     with open(path, "w") as out:

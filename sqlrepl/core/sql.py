@@ -142,13 +142,13 @@ def delete_key(table: str, keys: Sequence[str]) -> str:
 
 
 def retention_trigger(limit: int) -> str:
-    """Keep the newest `limit` log entries (and up to RETAIN_EVERY more): every
-    RETAIN_EVERY-th entry an app's write adds drops, in the app's own transaction, the
+    """Keep the newest `limit` log entries (and up to min(RETAIN_EVERY, limit) more):
+    every such entry an app's write adds drops, in the app's own transaction, the
     entries `limit` behind it in one range delete. The daemon itself never trims, so it
     writes nothing to the file in steady state; deleting in batches costs apps far less
     than one delete per entry."""
     return (
         f"CREATE TRIGGER {RETAIN_TRIGGER} AFTER INSERT ON {LOG} "
-        f"WHEN NEW.seq % {RETAIN_EVERY} = 0 "
+        f"WHEN NEW.seq % {min(RETAIN_EVERY, int(limit))} = 0 "
         f"BEGIN DELETE FROM {LOG} WHERE seq <= NEW.seq - {int(limit)}; END"
     )

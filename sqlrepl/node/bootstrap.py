@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core import gate, roles, rollback, snapshot, tempfiles
+from ..core import capture, gate, roles, rollback, snapshot, tempfiles
 from ..core.apply import applier_connection
 from ..core.db import connect, durable
 from ..core.positions import follower_position, read_position
@@ -91,7 +91,10 @@ async def rejoin(f: Follower, client: Client) -> Path | None:
     fetched: Path | None = None
     try:
         mine = await asyncio.to_thread(read_position, conn)
-        if roles.diverged(f.history, mine):
+        # Writes after a schema change that capture had not caught up with are in no log
+        # (capture waits for a quiet moment): the file may hold what the new leader lacks.
+        unsynced = await asyncio.to_thread(capture.schema_moved, conn)
+        if roles.diverged(f.history, mine) or unsynced:
             fetched = await fetch_snapshot(f, client)
             path = await asyncio.to_thread(
                 rollback.save_divergence, conn, fetched, f.history, mine, time.time()

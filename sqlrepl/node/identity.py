@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core import capture
+from ..core import internals
 from ..errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def rebuild_if_dropped(leader: Leader) -> None:
     """In the database thread, after a schema change: if an app or a migration dropped
     sqlrepl's tables, say so loudly and rebuild them under the same identity."""
     conn = leader.db.conn
-    missing = capture.missing_internals(conn)
+    missing = internals.missing_internals(conn)
     if not missing:
         return
     meta = {
@@ -73,7 +73,7 @@ def rebuild_if_dropped(leader: Leader) -> None:
         "epoch": leader.position.epoch,
         "history": json.dumps(leader.history),
     }
-    capture.rebuild(conn, meta, leader.head, leader.config.log_limit)
+    internals.rebuild(conn, meta, leader.head, leader.config.log_limit)
     leader.tampered = (
         f"sqlrepl's own tables {', '.join(missing)} were dropped (by an app or a migration?); "
         f"rebuilt under cluster {meta['cluster']}: followers resync. Keep _sqlrepl_* out "

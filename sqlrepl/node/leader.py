@@ -23,7 +23,7 @@ import apsw
 from .. import config
 from ..config import advertised_url
 from ..coord import Coordinator
-from ..core import batch, capture, gate, roles
+from ..core import batch, capture, gate, internals, roles
 from ..core.db import connect, read_meta, schema_version, use_wal
 from ..core.positions import log_head
 from ..errors import SqlreplError
@@ -100,7 +100,7 @@ class Leader:
         self.coord = coord
         self.listener = listener
         conn = connect(config.db)
-        identity.check(config.db, capture.cluster_of(conn))
+        identity.check(config.db, internals.cluster_of(conn))
         use_wal(conn)
         self.position = _patiently(
             lambda: capture.install(conn, log_limit=config.log_limit), config.db
