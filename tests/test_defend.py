@@ -14,6 +14,7 @@ import pytest
 
 from .daemons import Cluster, insert, wait_until
 from .dump import dump
+from .test_etcd import accepts_writes
 from .test_failover import app_db, values
 
 #: What an ORM's autogenerate proposes for tables it does not know (Alembic does).
@@ -47,7 +48,7 @@ def test_dropped_tables_are_noticed_said_and_rebuilt(tmp_path: Path, cluster: Cl
     wait_until(lambda: "dropped" in str(leader.status().get("problems")), "the drop reported")
     assert "ERROR" in leader.log() and "_sqlrepl_" in leader.log()
     assert leader.status()["cluster"] == cluster_id
-    wait_until(lambda: _accepts(db), "app writes to work again")
+    wait_until(lambda: accepts_writes(db), "app writes to work again")
     insert(db, "after")
     wait_until(lambda: "after" in values(tmp_path / "b.db"), "the follower to converge")
     assert dump(tmp_path / "b.db") == dump(db)
@@ -57,14 +58,6 @@ def test_dropped_tables_are_noticed_said_and_rebuilt(tmp_path: Path, cluster: Cl
     )  # fmt: skip
     assert check.returncode != 0
     assert follower.status()["cluster"] == cluster_id
-
-
-def _accepts(db: Path) -> bool:
-    try:
-        insert(db, "probe")
-        return True
-    except sqlite3.DatabaseError:
-        return False
 
 
 def test_a_restart_after_the_tables_were_dropped_refuses_a_new_identity(
