@@ -22,7 +22,7 @@ DEFAULT_TTL = 10
 #: (automatically, or without --force). 0 would leave a cluster leaderless whenever the
 #: leader dies while every follower is a few changes behind (Patroni: maximum_lag_on_failover).
 DEFAULT_MAX_LAG = 1000
-#: Leader: seconds between log trims (0: never trim).
+#: Leader: `--trim-interval`, accepted and ignored (the log bounds itself as apps write).
 DEFAULT_TRIM_INTERVAL = 10.0
 #: Leader: changes the log keeps (bounded in the capture path); a follower further
 #: behind re-bootstraps from a snapshot.

@@ -9,7 +9,7 @@
     │   └── AuthError            the peer refused our token (401)
     ├── StaleEpochError          a batch from an older epoch than we already accepted
     ├── Refused                  a node refused an action (promote, switchover) and said why
-    ├── SnapshotNeeded           the leader trimmed past our position: re-bootstrap
+    ├── SnapshotNeeded           the leader's log no longer covers our position: re-bootstrap
     │   └── Diverged             the follower holds changes the leader's timeline lacks
     ├── PeerUnavailable          a peer could not be reached (retry later)
     └── TaskFailed               a daemon's background task failed unexpectedly (the
