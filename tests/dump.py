@@ -39,7 +39,8 @@ def dump(path: Any) -> dict[str, list[tuple[Any, ...]]]:
         conn.close()
 
 
-def _scalar(path: Any, sql: str) -> Any:
+def scalar(path: Any, sql: str) -> Any:
+    """One value read from the file (read-only)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return conn.execute(sql).fetchone()[0]
@@ -49,17 +50,17 @@ def _scalar(path: Any, sql: str) -> Any:
 
 def log_head(path: Any) -> int:
     """The newest seq in a leader's change log."""
-    return int(_scalar(path, "SELECT coalesce(max(seq), 0) FROM _sqlrepl_log"))
+    return int(scalar(path, "SELECT coalesce(max(seq), 0) FROM _sqlrepl_log"))
 
 
 def epoch(path: Any) -> int:
     """The epoch a sqlrepl file is on, read from the file itself."""
-    return int(_scalar(path, "SELECT value FROM _sqlrepl_meta WHERE key = 'epoch'"))
+    return int(scalar(path, "SELECT value FROM _sqlrepl_meta WHERE key = 'epoch'"))
 
 
 def applied_seq(path: Any) -> int:
     """The position a follower file holds, read from the file itself."""
-    return int(_scalar(path, "SELECT value FROM _sqlrepl_meta WHERE key = 'seq'"))
+    return int(scalar(path, "SELECT value FROM _sqlrepl_meta WHERE key = 'seq'"))
 
 
 def schema(path: Any) -> list[tuple[str, str, str]]:

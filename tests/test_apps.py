@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from .daemons import Cluster, Daemon, wait_until
-from .dump import dump
+from .dump import dump, scalar
 from .test_failover import app_db
 
 #: A Django "request" loop with stock settings: ATOMIC (deferred BEGIN), read a counter,
@@ -174,7 +174,7 @@ def test_restarts_while_an_app_writes_in_a_tight_loop(tmp_path: Path, cluster: C
         """), str(db)],
     )  # fmt: skip
     try:
-        wait_until(lambda: _count(db) > 100, "the app writing")
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM t") > 100, "the app writing")
         for _round in range(10):
             leader.kill9()
             leader.start()
@@ -184,14 +184,6 @@ def test_restarts_while_an_app_writes_in_a_tight_loop(tmp_path: Path, cluster: C
         app.wait()
     cluster.wait_caught_up(db, follower)
     assert dump(tmp_path / "f.db") == dump(db)
-
-
-def _count(db: Path) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def test_no_daemon_commit_in_steady_state(tmp_path: Path, cluster: Cluster) -> None:

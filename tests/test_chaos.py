@@ -17,6 +17,7 @@ Each run prints one `chaos:` line (failover and healing times) for the closing r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -176,31 +177,30 @@ def _follows(node: Daemon, leader: Node) -> bool:
 @pytest.fixture
 def chaos(tmp_path: Path, cluster: Cluster, etcd: EtcdServer) -> Iterator[Chaos]:
     c = Chaos(tmp_path, cluster)
-    proxies: list[Proxy] = []
-    try:
-        for i in range(3):
-            port = free_port()
-            link = Proxy(etcd.client_port).__enter__()
-            inbound = Proxy(port).__enter__()
-            proxies += [link, inbound]
-            db = tmp_path / f"n{i}.db"
-            args = [
-                "--coordinator", f"etcd://127.0.0.1:{link.port}/chaos", "--ttl", str(TTL),
-                "--advertise", inbound.url,
-            ]  # fmt: skip
-            if i == 0:
-                _accounts(app_db(db))
-                daemon = cluster.leader(db, *args, port=port)
-                wait_until(lambda d=daemon: d.status().get("gate") == "open", "the first leader")
-            else:
-                daemon = cluster.follower(db, c.nodes[0].inbound.url, *args, port=port)
-            c.nodes.append(Node(daemon, db, link, inbound))
-        cluster.wait_caught_up(c.files[0], *c.daemons[1:])
-        yield c
-    finally:
-        cluster.stop()
-        for p in proxies:
-            p.__exit__(None, None, None)
+    with contextlib.ExitStack() as proxies:
+        try:
+            for i in range(3):
+                port = free_port()
+                link = proxies.enter_context(Proxy(etcd.client_port))
+                inbound = proxies.enter_context(Proxy(port))
+                db = tmp_path / f"n{i}.db"
+                args = [
+                    "--coordinator", f"etcd://127.0.0.1:{link.port}/chaos", "--ttl", str(TTL),
+                    "--advertise", inbound.url,
+                ]  # fmt: skip
+                if i == 0:
+                    _accounts(app_db(db))
+                    daemon = cluster.leader(db, *args, port=port)
+                    wait_until(
+                        lambda d=daemon: d.status().get("gate") == "open", "the first leader"
+                    )
+                else:
+                    daemon = cluster.follower(db, c.nodes[0].inbound.url, *args, port=port)
+                c.nodes.append(Node(daemon, db, link, inbound))
+            cluster.wait_caught_up(c.files[0], *c.daemons[1:])
+            yield c
+        finally:
+            cluster.stop()  # the daemons go before their links do
 
 
 def _accounts(db: Path) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .daemons import Cluster, insert, wait_until
+from .dump import log_head, scalar
 from .test_failover import app_db
 
 
@@ -125,7 +126,8 @@ def test_rollback_keeps_writes_trimmed_from_the_log(tmp_path: Path, cluster: Clu
     acked = {"shared"} | {f"w1-{i}" for i in range(30)}
     for value in sorted(acked - {"shared"}):
         insert(db, value)
-    assert _oldest(db) > log_head_of(db) - 10, "the log keeps the newest 5 changes only"
+    oldest = scalar(db, "SELECT min(seq) FROM _sqlrepl_log")
+    assert oldest > log_head(db) - 10, "the log keeps the newest 5 changes only"
     leader.kill9()
     c.start()
     assert run_cli("promote", c.url, "--force")["epoch"] == 2
@@ -138,17 +140,3 @@ def test_rollback_keeps_writes_trimmed_from_the_log(tmp_path: Path, cluster: Clu
         json.loads(line) for line in Path(leader.status()["rollback"]).read_text().splitlines()
     ]
     assert {c["row"]["v"] for c in rolled if c["op"] == "upsert"} == acked - {"shared"}
-
-
-def _oldest(db: Path) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT min(seq) FROM _sqlrepl_log").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def log_head_of(db: Path) -> int:
-    from .dump import log_head
-
-    return log_head(db)

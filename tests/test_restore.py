@@ -7,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from .daemons import Cluster, free_port, insert, sqlrepl, wait_until
+from .daemons import Cluster, Daemon, free_port, insert, sqlrepl, wait_until
 from .dump import dump
 from .test_failover import app_db, values
 from .test_operator import fingerprint, refused
@@ -17,6 +17,16 @@ def snapshot_of(url: str, dest: Path) -> Path:
     result = sqlrepl("snapshot", url, str(dest), "--json")
     assert result.returncode == 0, result.stderr
     return Path(json.loads(result.stdout)["path"])
+
+
+def backed_up(tmp: Path, cluster: Cluster, value: str) -> tuple[Path, Daemon, Daemon, Path]:
+    """A leader with one app row and a follower that has it, and a snapshot taken then."""
+    db = app_db(tmp / "a.db")
+    leader = cluster.leader(db)
+    follower = cluster.follower(tmp / "b.db", leader)
+    insert(db, value)
+    cluster.wait_caught_up(db, follower)
+    return db, leader, follower, snapshot_of(leader.url, tmp / "snap.db")
 
 
 def sqlrepl_tables(db: Path) -> list[str]:
@@ -33,12 +43,7 @@ def sqlrepl_tables(db: Path) -> list[str]:
 def test_a_snapshot_is_not_a_leader_until_restored(tmp_path: Path, cluster: Cluster) -> None:
     """`sqlrepl leader SNAPSHOT` is refused and changes nothing; `restore` makes a plain
     file that a leader turns into a new cluster, which the old followers refuse."""
-    db = app_db(tmp_path / "a.db")
-    leader = cluster.leader(db)
-    follower = cluster.follower(tmp_path / "b.db", leader)
-    insert(db, "in the snapshot")
-    cluster.wait_caught_up(db, follower)
-    snap = snapshot_of(leader.url, tmp_path / "snap.db")
+    db, leader, follower, snap = backed_up(tmp_path, cluster, "in the snapshot")
     before = fingerprint(snap)
     refused(sqlrepl("leader", str(snap), "--listen", "127.0.0.1:1"), "is a snapshot")
     assert fingerprint(snap) == before
@@ -65,12 +70,7 @@ def test_restore_as_leader_makes_followers_ahead_of_it_fork(
     """Restored as the old cluster's leader, a backup leads a new epoch from its position;
     a follower that had gone further reports the fork, keeps its content aside, and ends
     equal to the restored leader."""
-    db = app_db(tmp_path / "a.db")
-    leader = cluster.leader(db)
-    follower = cluster.follower(tmp_path / "b.db", leader)
-    insert(db, "in the backup")
-    cluster.wait_caught_up(db, follower)
-    snap = snapshot_of(leader.url, tmp_path / "snap.db")
+    db, leader, follower, snap = backed_up(tmp_path, cluster, "in the backup")
     insert(db, "after the backup")
     cluster.wait_caught_up(db, follower)
     leader.kill9()

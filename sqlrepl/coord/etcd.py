@@ -17,7 +17,7 @@ import concurrent.futures
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -130,15 +130,12 @@ class Etcd:
     lease_id: int | None = None
     #: time.monotonic() at which the last successful renewal (or grant) was *sent*.
     last_good_send: float = 0.0
-    _clients: list[Any] = field(default_factory=list)
     _member_lease: int | None = None
     _head: dict[str, Any] | None = None
     _warned: float = -1e9
 
     def __post_init__(self) -> None:
-        endpoints = Endpoints(self.settings)
-        self._call, self._call_any = endpoints.call, endpoints.call_any
-        self._clients = endpoints.clients
+        self._etcd = Endpoints(self.settings)
 
     @property
     def loop_wait(self) -> float:
@@ -156,8 +153,8 @@ class Etcd:
         sqlrepl cluster: the first node records both."""
         key = self.settings.key("config")
         mine = {"ttl": self.settings.ttl, "cluster": cluster}
-        self._call(lambda c: c.create(key, json.dumps(mine)))
-        theirs = json.loads(self._call(lambda c: c.get(key))[0])
+        self._etcd.call(lambda c: c.create(key, json.dumps(mine)))
+        theirs = json.loads(self._etcd.call(lambda c: c.get(key))[0])
         if theirs.get("ttl") != self.settings.ttl:
             raise ConfigError(
                 f"--ttl {self.settings.ttl} differs from the cluster's {theirs.get('ttl')}"
@@ -170,11 +167,11 @@ class Etcd:
                 f"{recorded}; this file belongs to {mine_}: refusing to touch it"
             )
         if cluster and not recorded:
-            self._call(lambda c: c.put(key, json.dumps({**theirs, "cluster": cluster})))
+            self._etcd.call(lambda c: c.put(key, json.dumps({**theirs, "cluster": cluster})))
 
     def leader(self) -> dict[str, Any] | None:
         """The leader key's value (with its create revision), or None if there is none."""
-        found = self._call(lambda c: c.get(self.settings.key("leader"), metadata=True))
+        found = self._etcd.call(lambda c: c.get(self.settings.key("leader"), metadata=True))
         if not found:
             return None
         value, meta = found[0]
@@ -184,17 +181,17 @@ class Etcd:
         """Take the leader key if nobody holds it; return the new epoch (the key's create
         revision, or floor + 1 if that is higher), or None if someone else leads."""
         sent = time.monotonic()
-        lease = self._call(lambda c: c.lease(self.settings.ttl))
+        lease = self._etcd.call(lambda c: c.lease(self.settings.ttl))
         key = self.settings.key("leader")
-        if not self._call(lambda c: c.create(key, json.dumps(info), lease=lease)):
-            self._call(lambda c: lease.revoke())
+        if not self._etcd.call(lambda c: c.create(key, json.dumps(info), lease=lease)):
+            self._etcd.call(lambda c: lease.revoke())
             return None
         try:
-            found = self._call(lambda c: c.get(key, metadata=True))
+            found = self._etcd.call(lambda c: c.get(key, metadata=True))
             epoch = max(int(found[0][1]["create_revision"]), floor + 1)
-            self._call(lambda c: c.put(key, json.dumps({**info, "epoch": epoch}), lease=lease))
+            self._etcd.call(lambda c: c.put(key, json.dumps({**info, "epoch": epoch}), lease=lease))
         except Exception:
-            self._call(lambda c: lease.revoke())  # give the half-taken key back
+            self._etcd.call(lambda c: lease.revoke())  # give the half-taken key back
             raise
         self.lease_id, self.last_good_send = lease.id, sent
         return epoch
@@ -213,7 +210,7 @@ class Etcd:
         while True:
             sent = time.monotonic()
             try:
-                ttl = self._call_any(lambda c: etcd3gw.Lease(lease_id, c).refresh())
+                ttl = self._etcd.call_any(lambda c: etcd3gw.Lease(lease_id, c).refresh())
                 break
             except PeerUnavailable:
                 if time.monotonic() + self.settings.request_timeout >= deadline:
@@ -242,30 +239,30 @@ class Etcd:
         """Give the leader key up at once (clean shutdown, handover)."""
         if self.lease_id is not None:
             lease_id, self.lease_id = self.lease_id, None
-            self._call(lambda c: etcd3gw.Lease(lease_id, c).revoke())
+            self._etcd.call(lambda c: etcd3gw.Lease(lease_id, c).revoke())
 
     def publish(self, node: str, info: dict[str, Any]) -> None:
         """This node's URL and position, for candidates comparing themselves (the key
         expires with the TTL when the node stops publishing)."""
         member = self._member_lease
-        if member is None or self._call(lambda c: etcd3gw.Lease(member, c).refresh()) <= 0:
-            member = self._member_lease = self._call(lambda c: c.lease(self.settings.ttl)).id
-        lease = etcd3gw.Lease(member, self._clients[0])
+        if member is None or self._etcd.call(lambda c: etcd3gw.Lease(member, c).refresh()) <= 0:
+            member = self._member_lease = self._etcd.call(lambda c: c.lease(self.settings.ttl)).id
+        lease = etcd3gw.Lease(member, self._etcd.clients[0])
         key = self.settings.key("members", node)
-        self._call(lambda c: c.put(key, json.dumps(info), lease=lease))
+        self._etcd.call(lambda c: c.put(key, json.dumps(info), lease=lease))
 
     def members(self) -> list[dict[str, Any]]:
         prefix = self.settings.key("members", "")
-        return [json.loads(v) for v, _meta in self._call(lambda c: c.get_prefix(prefix))]
+        return [json.loads(v) for v, _meta in self._etcd.call(lambda c: c.get_prefix(prefix))]
 
     def publish_head(self, head: dict[str, Any]) -> None:
         """Kept without a lease: it outlives the leader, so a candidate cut off from it
         still learns how far it had got (Patroni's /optime/leader)."""
         if head != self._head:
             key = self.settings.key("head")
-            self._call(lambda c: c.put(key, json.dumps(head)))
+            self._etcd.call(lambda c: c.put(key, json.dumps(head)))
             self._head = head
 
     def head(self) -> dict[str, Any] | None:
-        found = self._call(lambda c: c.get(self.settings.key("head")))
+        found = self._etcd.call(lambda c: c.get(self.settings.key("head")))
         return dict(json.loads(found[0])) if found else None

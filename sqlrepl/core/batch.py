@@ -94,7 +94,7 @@ def build(
         if version != meta.get("schema_version"):
             raise SchemaMoved()
         top = log_head(conn)
-        if after < trimmed(conn) or after > top:
+        if after < trimmed(conn, meta) or after > top:
             raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
         cache = cache or TableCache()
         touched = _touched(conn, after, top)

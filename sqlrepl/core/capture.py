@@ -122,17 +122,24 @@ def refuse_to_lead(path: str, meta: dict[str, Any]) -> None:
         )
 
 
-def schema_moved(conn: apsw.Connection) -> bool:
-    """Has a leader file's schema changed since capture was last brought in step? (Reads.)"""
+def in_step(conn: apsw.Connection) -> bool | None:
+    """Is a leader file's capture in step with its schema? None for any other file.
+    (Reads only.)"""
     meta = read_meta(conn)
-    return meta.get("role") == "leader" and schema_version(conn) != meta.get("schema_version")
+    if meta.get("role") != "leader":
+        return None
+    return schema_version(conn) == meta.get("schema_version")
+
+
+def schema_moved(conn: apsw.Connection) -> bool:
+    """Has a leader file's schema changed since capture was last brought in step?"""
+    return in_step(conn) is False
 
 
 def sync_capture(conn: apsw.Connection) -> bool:
     """Bring capture in step with the schema if it changed. True if it did anything
     (never on a file that is no longer a leader's)."""
-    meta = read_meta(conn)
-    if meta.get("role") != "leader" or schema_version(conn) == meta.get("schema_version"):
+    if not schema_moved(conn):
         return False
     with transaction(conn):
         return _sync(conn)

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import apsw
 
-from .db import drop_triggers, read_meta, schema_version, transaction, write_meta
+from . import capture
+from .db import drop_triggers, schema_version, transaction, write_meta
 from .schema import user_tables
 from .sql import GUARD_PREFIX, guard_triggers, like_prefix, literal
 
@@ -60,10 +61,9 @@ def _in_step(conn: apsw.Connection) -> Iterator[None]:
     """The gate's triggers change the schema, not the app's: a leader file whose capture
     was in step with the schema stays so (one commit, and nothing for capture to catch up
     with later)."""
-    meta = read_meta(conn)
-    in_step = meta.get("role") == "leader" and meta.get("schema_version") == schema_version(conn)
+    was = capture.in_step(conn)
     yield
-    if in_step:
+    if was:
         write_meta(conn, schema_version=schema_version(conn))
 
 

@@ -7,6 +7,7 @@ a leader's log head, or the last batch a follower applied (stored with the data)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import apsw
 
@@ -35,13 +36,14 @@ def log_head(conn: apsw.Connection) -> int:
     return int(scalar(conn, f"SELECT coalesce(max(seq), 0) FROM {LOG}"))
 
 
-def trimmed(conn: apsw.Connection) -> int:
+def trimmed(conn: apsw.Connection, meta: dict[str, Any] | None = None) -> int:
     """The newest seq a leader's log no longer holds the changes up to: a follower at or
     after it can be served from the log. The log is bounded in the capture path (its
     oldest entry moves up with every write) and starts over at a promotion (`trimmed`
     in meta)."""
     oldest = int(scalar(conn, f"SELECT coalesce(min(seq), 1) FROM {LOG}"))
-    return max(int(read_meta(conn).get("trimmed", 0)), oldest - 1)
+    meta = read_meta(conn) if meta is None else meta
+    return max(int(meta.get("trimmed", 0)), oldest - 1)
 
 
 def read_position(conn: apsw.Connection) -> Position:

@@ -38,42 +38,22 @@ from .sql import LOG, TABLES, key_columns, quote
 Key = tuple[str, tuple[Any, ...]]
 
 
-def divergent_changes(conn: apsw.Connection, after: int) -> Iterator[dict[str, Any]]:
-    """The current image (or deletion) of every row a leader file logged after seq `after`:
-    the changes its apps made that the new timeline never received."""
-    for seq, table, key in _logged(conn, after):
-        info = table_info(conn, table)
-        row = _image(conn, "main", table, info.keys, list(info.image_names), key)
-        change: dict[str, Any] = {
-            "seq": seq,
-            "table": table,
-            "key": dict(zip(info.keys, key, strict=True)),
-        }
-        if row is not None:
-            change.update(op="upsert", row=row)
-        else:
-            change["op"] = "delete"
-        yield change
-
-
-def _logged(conn: apsw.Connection, after: int) -> Iterator[tuple[int, str, tuple[Any, ...]]]:
-    """(seq, table, key) of each row the log names after `after`, once each."""
+def logged_keys(conn: apsw.Connection, after: int) -> list[Key]:
+    """(table, key) of each row a leader file's log names after seq `after`, once each, in
+    log order: the rows its apps changed that the new timeline may never have received."""
     names = {int(t): str(n) for t, n in conn.execute(f"SELECT tid, name FROM {TABLES}")}
     width = len([c for c in conn.execute(f"PRAGMA table_info({LOG})")]) - 2  # seq, tid, k…
-    logged = ", ".join(key_columns(width))
-    seen: set[Key] = set()
-    rows = conn.execute(
-        f"SELECT seq, tid, {logged} FROM {LOG} WHERE seq > ? AND k0 IS NOT NULL ORDER BY seq",
+    key_width = {tid: len(table_info(conn, name).keys) for tid, name in names.items()}
+    found: dict[Key, None] = {}
+    for tid, *keys in conn.execute(
+        f"SELECT tid, {', '.join(key_columns(width))} FROM {LOG} "
+        "WHERE seq > ? AND k0 IS NOT NULL ORDER BY seq",
         (after,),
-    ).fetchall()
-    for seq, tid, *keys in rows:
+    ):
         table = names.get(int(str(tid)))
-        if table is None:
-            continue
-        key = tuple(keys[: len(table_info(conn, table).keys)])
-        if (table, key) not in seen:
-            seen.add((table, key))
-            yield int(str(seq)), table, key
+        if table is not None:
+            found[(table, tuple(keys[: key_width[int(str(tid))]]))] = None
+    return list(found)
 
 
 def log_covers(conn: apsw.Connection, fork: int) -> bool:
@@ -83,86 +63,90 @@ def log_covers(conn: apsw.Connection, fork: int) -> bool:
 
 
 def differences(
-    conn: apsw.Connection, theirs: Path, only: set[Key] | None = None
+    conn: apsw.Connection, theirs: Path, only: list[Key] | None = None
 ) -> Iterator[dict[str, Any]]:
     """Every row of `conn`'s user tables whose image `theirs` (another database file)
-    lacks or holds differently, and every key `theirs` has that `conn` lacks; with `only`,
-    just those (table, key) pairs."""
+    lacks or holds differently, and every key `theirs` has that `conn` lacks. With `only`,
+    just those (table, key) pairs, looked up one by one (no table is scanned)."""
+    wanted: dict[str, list[tuple[Any, ...]]] = {}
+    for table, key in only or []:
+        wanted.setdefault(table, []).append(key)
     conn.execute("ATTACH ? AS theirs", (str(theirs),))
     try:
         for table in user_tables(conn):
             info = table_info(conn, table)
-            cols = [*info.keys, *info.columns]
-            yield from _table_differences(conn, table, info.keys, cols, only)
+            shape = _Shape(conn, table, info.keys, [*info.keys, *info.columns])
+            if only is None:
+                yield from shape.scan()
+            else:
+                yield from shape.compare(wanted.get(table, []))
     finally:
         conn.execute("DETACH theirs")
 
 
-def _table_differences(
-    conn: apsw.Connection,
-    table: str,
-    keys: tuple[str, ...],
-    cols: list[str],
-    only: set[Key] | None,
-) -> Iterator[dict[str, Any]]:
-    t = quote(table)
-    listed = ", ".join(quote(c) for c in cols)
-    key_list = ", ".join(quote(k) for k in keys)
+class _Shape:
+    """One table of `main`, compared with the same table of the attached `theirs`."""
 
-    def names(schema: str) -> list[str]:
-        return sorted(str(r[1]).lower() for r in conn.execute(f"PRAGMA {schema}.table_xinfo({t})"))
+    def __init__(
+        self, conn: apsw.Connection, table: str, keys: tuple[str, ...], cols: list[str]
+    ) -> None:
+        self.conn, self.table, self.keys, self.cols = conn, table, keys, cols
+        t = quote(table)
 
-    comparable = names("theirs") == names("main")
-    if comparable:
+        def names(schema: str) -> list[str]:
+            pragma = f"PRAGMA {schema}.table_xinfo({t})"
+            return sorted(str(r[1]).lower() for r in conn.execute(pragma))
+
+        #: Does `theirs` hold this table with the same columns? (Else every row differs.)
+        self.comparable = names("theirs") == names("main")
+
+    def scan(self) -> Iterator[dict[str, Any]]:
+        """Every difference, found by EXCEPT over both tables."""
+        t, n = quote(self.table), len(self.keys)
+        listed = ", ".join(quote(c) for c in self.cols)
+        if not self.comparable:
+            for row in self.conn.execute(f"SELECT {listed} FROM main.{t}").fetchall():
+                yield self._entry(tuple(row[:n]), dict(zip(self.cols, row, strict=True)), None)
+            return
         mine = f"SELECT {listed} FROM main.{t} EXCEPT SELECT {listed} FROM theirs.{t}"
+        for row in self.conn.execute(mine).fetchall():
+            key = tuple(row[:n])
+            image = dict(zip(self.cols, row, strict=True))
+            yield self._entry(key, image, self._image("theirs", key))
+        key_list = ", ".join(quote(k) for k in self.keys)
         missing = f"SELECT {key_list} FROM theirs.{t} EXCEPT SELECT {key_list} FROM main.{t}"
-    else:  # a table the new leader lacks, or holds with other columns: every row
-        mine, missing = f"SELECT {listed} FROM main.{t}", ""
-    n = len(keys)
-    for row in conn.execute(mine).fetchall():
-        key = tuple(row[:n])
-        if only is not None and (table, key) not in only:
-            continue
-        leader_row = _image(conn, "theirs", table, keys, cols, key) if comparable else None
-        yield _entry(table, keys, key, "upsert", dict(zip(cols, row, strict=True)), leader_row)
-    if missing:
-        for found in conn.execute(missing).fetchall():
+        for found in self.conn.execute(missing).fetchall():
             key = tuple(found)
-            if only is not None and (table, key) not in only:
-                continue
-            leader_row = _image(conn, "theirs", table, keys, cols, key)
-            yield _entry(table, keys, key, "delete", None, leader_row)
+            yield self._entry(key, None, self._image("theirs", key))
 
+    def compare(self, keys: list[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
+        """The differences among these keys only."""
+        for key in keys:
+            mine = self._image("main", key)
+            leader = self._image("theirs", key) if self.comparable else None
+            if mine != leader:
+                yield self._entry(key, mine, leader)
 
-def _entry(
-    table: str,
-    keys: tuple[str, ...],
-    key: tuple[Any, ...],
-    op: str,
-    row: dict[str, Any] | None,
-    leader_row: dict[str, Any] | None,
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {"table": table, "key": dict(zip(keys, key, strict=True)), "op": op}
-    if row is not None:
-        entry["row"] = row
-    entry["leader_row"] = leader_row
-    return entry
+    def _entry(
+        self, key: tuple[Any, ...], row: dict[str, Any] | None, leader: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "table": self.table,
+            "key": dict(zip(self.keys, key, strict=True)),
+            "op": "upsert" if row is not None else "delete",
+        }
+        if row is not None:
+            entry["row"] = row
+        entry["leader_row"] = leader
+        return entry
 
-
-def _image(
-    conn: apsw.Connection,
-    schema: str,
-    table: str,
-    keys: tuple[str, ...],
-    cols: list[str],
-    key: tuple[Any, ...],
-) -> dict[str, Any] | None:
-    where = " AND ".join(f"{quote(k)} IS ?" for k in keys)
-    found = conn.execute(
-        f"SELECT {', '.join(quote(c) for c in cols)} FROM {schema}.{quote(table)} WHERE {where}",
-        key,
-    ).fetchall()
-    return dict(zip(cols, found[0], strict=True)) if found else None
+    def _image(self, schema: str, key: tuple[Any, ...]) -> dict[str, Any] | None:
+        where = " AND ".join(f"{quote(k)} IS ?" for k in self.keys)
+        listed = ", ".join(quote(c) for c in self.cols)
+        found = self.conn.execute(
+            f"SELECT {listed} FROM {schema}.{quote(self.table)} WHERE {where}", key
+        ).fetchall()
+        return dict(zip(self.cols, found[0], strict=True)) if found else None
 
 
 def _json_value(value: Any) -> Any:
@@ -189,11 +173,12 @@ def save_divergence(
     assert fork is not None
     # Rows written after a schema change capture had not caught up with are in no log.
     covered = log_covers(conn, fork) and not capture.schema_moved(conn)
-    logged = {(table, key) for _seq, table, key in _logged(conn, fork)}
+    logged = logged_keys(conn, fork)
+    named = set(logged)
     path = rollback_path(Path(conn.filename), mine, fork, now)
     with open(path, "w") as out:
         for change in differences(conn, theirs, logged if covered else None):
-            change["logged"] = (change["table"], tuple(change["key"].values())) in logged
+            change["logged"] = (change["table"], tuple(change["key"].values())) in named
             out.write(json.dumps(change, default=_json_value) + "\n")
     durable(path)
     return path

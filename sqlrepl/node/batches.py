@@ -28,6 +28,7 @@ from ..core.wire import (
     FrameWriter,
 )
 from ..errors import SnapshotNeeded, SqlreplError
+from . import ddl
 from .http import error, int_param, json_param
 from .spool import Spool
 
@@ -129,12 +130,10 @@ class BatchServer:
                     batch.build(leader.db.conn, after, out, leader.tables, fts5)
                     return
                 except batch.SchemaMoved:
-                    if not leader.ddl.due():
-                        raise SchemaDeferred() from None  # the change loop syncs it soon
-                    if not capture.sync_capture(leader.db.conn):
+                    if capture.in_step(leader.db.conn) is None:
                         raise NotLeading("this node handed over its leadership") from None
-                    leader.ddl.done()
-                    leader.report_problems()
+                    if not ddl.catch_up(leader):
+                        raise SchemaDeferred() from None  # the change loop syncs it soon
         finally:
             spool.finish()
 

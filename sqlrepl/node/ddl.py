@@ -13,7 +13,18 @@ batches wait (a batch never mixes schemas).
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import TYPE_CHECKING
+
+from ..core import capture
+from ..core.db import schema_version
+from . import identity
+
+if TYPE_CHECKING:
+    from .leader import Leader
+
+log = logging.getLogger("sqlrepl.leader")
 
 #: The file must have had no commit for this long before the daemon writes to it.
 QUIET_S = 0.3
@@ -50,3 +61,24 @@ class Deferral:
     def next_look(self, otherwise: float) -> float:
         """How long the change loop may sleep before it looks again."""
         return min(self.quiet, otherwise) if self.pending else otherwise
+
+
+def catch_up(leader: Leader, now: bool = False) -> bool:
+    """In the database thread: bring capture in step with a schema change once
+    `leader.ddl` says it is due (or `now`); False while it waits. A look at an unchanged
+    schema reads one pragma, nothing more."""
+    conn = leader.db.conn
+    version = schema_version(conn)
+    if version == leader.schema_version and not leader.ddl.pending:
+        return True
+    if version != leader.schema_version:
+        identity.rebuild_if_dropped(leader)
+    if capture.schema_moved(conn):
+        if not now and not leader.ddl.due():
+            return False
+        if capture.sync_capture(conn):
+            log.info("schema changed: capture re-synced")
+            leader.report_problems()
+    leader.ddl.done()
+    leader.schema_version = schema_version(conn)
+    return True

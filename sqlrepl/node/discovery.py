@@ -28,16 +28,18 @@ async def survey(urls: Iterable[str], token: str | None) -> list[dict[str, Any]]
     for _hop in range(2):
         todo -= asked
         asked |= todo
-        answers = await asyncio.gather(*(_ask(u, token) for u in sorted(todo)))
+        answers = await asyncio.gather(*(ask(u, token) for u in sorted(todo)))
         found += [a for a in answers if a is not None]
         todo = {str(a["leader"]) for a in found if a.get("role") == "follower" and a.get("leader")}
     return found
 
 
-async def _ask(url: str, token: str | None) -> dict[str, Any] | None:
+async def ask(url: str, token: str | None, timeout: float = ASK_TIMEOUT) -> dict[str, Any] | None:
+    """The status of the node at `url` (with the URL asked), or None if it does not answer
+    in time."""
     try:
         async with Client(url, token) as client:
-            return {**await client.status(timeout=ASK_TIMEOUT), "asked": url}
+            return {**await client.status(timeout=timeout), "asked": url}
     except SqlreplError:
         return None
 

@@ -74,12 +74,9 @@ class Progress:
 
     def saw_published(self, head: dict[str, Any] | None) -> None:
         """Take the head the leader last published (ignored if from an older epoch)."""
-        if head is None or self.position is None or head.get("seq") is None:
-            self.published_head = None
-        elif int(head.get("epoch") or 0) >= self.position.epoch:
-            self.published_head = int(head["seq"])
-        else:
-            self.published_head = None
+        seq, epoch = (head or {}).get("seq"), int((head or {}).get("epoch") or 0)
+        ours = self.position is not None and epoch >= self.position.epoch
+        self.published_head = int(seq) if ours and seq is not None else None
 
     @property
     def known_head(self) -> int | None:

@@ -15,14 +15,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core import decisions
 from ..core.decisions import Action, Do, FollowerView, LeaderView
 from ..core.positions import Position
 from ..core.roles import Transition
 from ..errors import PeerUnavailable, SqlreplError
-from .client import Client
+from . import discovery
 
 if TYPE_CHECKING:
     from .follower import Follower
@@ -181,16 +181,9 @@ async def better_peer(follower: Follower, mine: Position) -> str | None:
     follower.peers = {n: (m, t) for n, (m, t) in follower.peers.items() if now - t <= keep}
     known = [m for m, _seen in follower.peers.values()]
     timeout = max(PEER_TIMEOUT, follower.coord.loop_wait)
-    answers = await asyncio.gather(*(_ask(str(m["url"]), follower, timeout) for m in known))
+    token = follower.config.token
+    answers = await asyncio.gather(*(discovery.ask(str(m["url"]), token, timeout) for m in known))
     for member, answer in zip(known, answers, strict=True):
         if decisions.further_ahead(answer or member, mine, follower.node):
             return str(member["url"])
     return None
-
-
-async def _ask(url: str, follower: Follower, timeout: float) -> dict[str, Any] | None:
-    try:
-        async with Client(url, follower.config.token) as client:
-            return await client.status(timeout=timeout)
-    except SqlreplError:
-        return None

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core import internals
+from ..core import internals, tempfiles
 from ..errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def remember(db: Path, cluster: str) -> None:
     if recorded(db) == cluster:
         return
     path = sidecar(db)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.sqlrepl-tmp")
+    tmp = tempfiles.temp_path(path)
     with contextlib.suppress(OSError):
         tmp.write_text(cluster + "\n")
         os.replace(tmp, path)

@@ -27,7 +27,7 @@ from ..core import batch, capture, gate, internals, roles
 from ..core.db import connect, read_meta, schema_version, use_wal
 from ..core.positions import log_head
 from ..errors import SqlreplError
-from . import disk, ha, handover, identity
+from . import ddl, disk, ha, handover, identity
 from .database import Database
 from .ddl import Deferral
 from .http import run_server
@@ -111,7 +111,8 @@ class Leader:
         self.tampered: str | None = None
         #: Set while apps keep the file locked past the busy timeout (status).
         self.locked: str | None = None
-        self._schema_version = schema_version(conn)
+        #: The schema version capture was last known to be in step with (see `ddl`).
+        self.schema_version = schema_version(conn)
         self.db = Database(conn)
         self.head = self.position.seq
         self.changed = asyncio.Condition()
@@ -288,18 +289,7 @@ class Leader:
     def _sync_and_head(self, now: bool = False) -> int | None:
         """In the database thread: the log's head, once capture is in step with the
         schema (None while a sync waits for a quiet moment, unless `now`)."""
-        version = schema_version(self.db.conn)
-        if version != self._schema_version:
-            self._schema_version = version
-            identity.rebuild_if_dropped(self)
-        if capture.schema_moved(self.db.conn):
-            if not self.ddl.due() and not now:
-                return None
-            if capture.sync_capture(self.db.conn):
-                log.info("schema changed: capture re-synced")
-                self.report_problems()
-            self.ddl.done()
-        return log_head(self.db.conn)
+        return log_head(self.db.conn) if ddl.catch_up(self, now) else None
 
     def all_problems(self) -> list[str]:
         """What status reports: what cannot be replicated, and a failing disk."""

@@ -79,14 +79,9 @@ class Replicator:
         delay = config.BACKOFF_MIN
         while not stop.is_set():
             try:
-                try:
-                    if self.f.db is None or self.need_snapshot or not self.leader_checked:
-                        await self._bootstrap()
-                    await self._pull()
-                except (OSError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError) as exc:
-                    raise StorageError(
-                        f"cannot write beside {self.f.config.db}: {_why(exc)}"
-                    ) from exc
+                if self.f.db is None or self.need_snapshot or not self.leader_checked:
+                    await self._bootstrap()
+                await self._pull()
                 delay = config.BACKOFF_MIN
                 self.f.progress.error = None
                 continue
@@ -98,9 +93,15 @@ class Replicator:
                 log.warning("%s: re-bootstrapping from a snapshot", exc)
                 self.need_snapshot = True
                 continue
-            except (ApplyError, StorageError) as exc:
+            except ApplyError as exc:
                 log.error("%s", exc)  # nothing of the batch was kept; retried with backoff
                 self._failed(exc)
+            except (OSError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError) as exc:
+                # A full or failing disk (a snapshot download, an apply): nothing half-
+                # written is kept; retried with backoff, and shown in status.
+                problem = StorageError(f"cannot write beside {self.f.config.db}: {_why(exc)}")
+                log.error("%s", problem)
+                self._failed(problem)
             except (AuthError, DatabaseError):
                 raise
             except (PeerUnavailable, ProtocolError, StaleEpochError) as exc:

@@ -26,8 +26,7 @@ class Retention:
         """A follower at `seq` asked for a batch or a snapshot."""
         if node:
             self.followers[node] = (url, seq, time.time())
-            if url not in self.members.urls:
-                self.members.add([url])
+            self.members.add([url])  # rewrites its file only when the URL is new
 
     def at(self, url: str) -> int | None:
         """The position of the follower known by `url` (None: not known)."""
