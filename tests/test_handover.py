@@ -216,3 +216,27 @@ def test_a_restarted_leader_with_no_newer_leader_leads_again(
     conn = sqlite3.connect(f"file:{tmp_path / 'b.db'}?mode=ro", uri=True)
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2
     conn.close()
+
+
+def test_a_leader_restarted_as_a_follower_of_its_own_follower_leads_again(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """After a switchover the new leader is killed; restarted with its original command
+    (`follower --leader OLD`) while OLD follows it, it leads again instead of waiting
+    forever for a leader that will never come; nothing acknowledged is lost."""
+    a_db = app_db(tmp_path / "a.db")
+    a = cluster.leader(a_db)
+    b = cluster.follower(tmp_path / "b.db", a)
+    insert(a_db, "before")
+    cluster.wait_caught_up(a_db, b)
+    assert run_cli("switchover", "--to", b.url)["leader"] == b.url
+    wait_until(lambda: follows(a, b), "the old leader to follow the new one")
+    insert(tmp_path / "b.db", "on the new leader")
+    cluster.wait_caught_up(tmp_path / "b.db", a)
+    b.kill9()
+    b.start()  # the same command: follower --leader A, and A follows B
+    wait_until(lambda: b.role() == "leader" and b.status()["gate"] == "open", "b to lead again")
+    insert(tmp_path / "b.db", "after the restart")
+    cluster.wait_caught_up(tmp_path / "b.db", a)
+    assert {"before", "on the new leader", "after the restart"} <= values(a_db)
+    assert "leading again" in b.log()

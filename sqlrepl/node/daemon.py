@@ -95,28 +95,52 @@ async def _first_role(
         follower.leader = str(meta.get("leader"))
         log.warning("%s follows %s: running as its follower", base.db, follower.leader)
         return "follower", leader, follower
-    if base is leader:
-        capture.refuse_to_lead(str(base.db), meta)
-        newer = await _newer_leader(leader, meta)
+    if base is leader or meta.get("role") == "leader":
+        if base is leader:
+            capture.refuse_to_lead(str(base.db), meta)
+        given = [] if base is leader else [follower.leader]
+        newer, answers = await _newer_leader(leader, meta, given)
         if newer:
             follower.leader = newer
             log.warning("%s leads a newer epoch: rejoining as its follower", newer)
             return "follower", leader, follower
-        return "leader", leader, follower
+        if base is leader or _follows_me(answers, follower.leader, leader):
+            if base is follower:
+                log.warning(
+                    "%s follows this node, and no member leads a newer epoch than %s's: "
+                    "leading again",
+                    follower.leader,
+                    base.db,
+                )
+            return "leader", leader, follower
     return "follower", leader, follower
 
 
-async def _newer_leader(config: LeaderConfig, meta: dict[str, Any]) -> str | None:
-    """A leader restarted on its file asks the members it remembers whether another node
-    leads a newer epoch of its cluster meanwhile (it was deposed while down)."""
-    if not meta:
-        return None
+def _follows_me(answers: list[dict[str, Any]], url: str, config: LeaderConfig) -> bool:
+    """Does the node at `url` answer that it follows this one? (A leader file restarted
+    as a follower of a node that follows it: nobody else would ever lead.)"""
     me = advertised_url(config.host, config.port, config.advertise)
-    urls = set(await asyncio.to_thread(roles.peek_members, config.db))
+    return any(
+        a.get("asked") == url.rstrip("/") and a.get("role") == "follower" and a.get("leader") == me
+        for a in answers
+    )
+
+
+async def _newer_leader(
+    config: LeaderConfig, meta: dict[str, Any], also: list[str]
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """A leader file restarted asks the members it remembers (and `also`) whether another
+    node leads a newer epoch of its cluster meanwhile (it was deposed while down); returns
+    that node's URL (None: none) and every answer."""
+    if not meta:
+        return None, []
+    me = advertised_url(config.host, config.port, config.advertise)
+    urls = set(await asyncio.to_thread(roles.peek_members, config.db)) | set(also)
     urls |= Members(config.db, me).others()
     urls.discard(me)
     answers = await discovery.survey(urls, config.token)
-    return discovery.newest_leader(answers, meta.get("cluster"), int(meta.get("epoch") or 0))
+    epoch = int(meta.get("epoch") or 0)
+    return discovery.newest_leader(answers, meta.get("cluster"), epoch), answers
 
 
 def _both_configs(

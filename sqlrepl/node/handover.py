@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import config
 from ..core import roles
 from ..errors import Refused, SqlreplError
+from . import discovery
 from .client import Client
 
 if TYPE_CHECKING:
@@ -99,15 +100,8 @@ async def _caught_up(leader: Leader, url: str, top: int) -> bool:
 async def best_follower(leader: Leader) -> str | None:
     """The most up-to-date eligible follower that answers now (ties: smaller node id)."""
     urls = sorted({url for url, _seq, _seen in leader.retention.followers.values() if url})
-
-    async def ask(url: str) -> dict[str, Any] | None:
-        try:
-            async with Client(url, leader.config.token) as client:
-                return await client.status(timeout=STATUS_TIMEOUT)
-        except SqlreplError:
-            return None
-
-    answers = await asyncio.gather(*(ask(u) for u in urls))
+    token = leader.config.token
+    answers = await asyncio.gather(*(discovery.ask(u, token, STATUS_TIMEOUT) for u in urls))
     ready = [
         a
         for a in answers
