@@ -15,8 +15,10 @@ FOLLOWERS = "_sqlrepl_followers"
 RETAIN_TRIGGER = "_sqlrepl_retain"
 #: The log is cut back every this many entries.
 RETAIN_EVERY = 1024
-#: Key columns the log starts with; WITHOUT ROWID tables with wider keys add more.
-LOG_KEY_COLUMNS = 4
+#: Key columns the log starts with; WITHOUT ROWID tables with wider keys add more
+#: (ALTER TABLE ADD COLUMN). One column: every byte of the log record is paid per row
+#: an app writes (four columns cost 4 % of bulk-insert throughput, scripts/bench.py).
+LOG_KEY_COLUMNS = 1
 
 
 def quote(name: str) -> str:
