@@ -3,6 +3,13 @@
 The public Python API (see the README):
 
     Position           where a node stands: (epoch, seq)
+    token(conn)        the position token ("E:S") covering a connection's commits
+    wait(token, leader, acks=1, timeout=10)
+                       return once `acks` followers hold the token (NotAcknowledged)
+    connect(path, leader, acks=1)
+                       a sqlite3 connection whose commit() waits for acknowledgements
+    connect_follower(path, after=token, max_lag=seconds)
+                       a read-only connection to a follower's file, fresh enough
     SqlreplError …     the exception tree (sqlrepl.errors)
     __version__
 
@@ -14,18 +21,22 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .api import SyncConnection, connect, connect_follower, token, wait
 from .core.positions import Position
 from .errors import (
     ApplyError,
     AuthError,
     ConfigError,
     DatabaseError,
+    NotAcknowledged,
     PeerUnavailable,
     ProtocolError,
     Refused,
     SnapshotNeeded,
     SqlreplError,
     StaleEpochError,
+    TokenForked,
+    TooStale,
 )
 
 try:
@@ -38,6 +49,7 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "DatabaseError",
+    "NotAcknowledged",
     "PeerUnavailable",
     "Position",
     "ProtocolError",
@@ -45,5 +57,12 @@ __all__ = [
     "SnapshotNeeded",
     "SqlreplError",
     "StaleEpochError",
+    "SyncConnection",
+    "TokenForked",
+    "TooStale",
     "__version__",
+    "connect",
+    "connect_follower",
+    "token",
+    "wait",
 ]

@@ -42,6 +42,9 @@ DEFAULT_POLL_WAIT = 3
 #: the poll's wait (the leader answers every poll within it, data or not): a connection
 #: cut without a reset is noticed within wait + grace seconds.
 STALL_GRACE = 2.0
+#: Leader: with --min-sync-replicas, how far behind the head (seconds) a follower may be
+#: and still count (Redis' min-replicas-max-lag).
+DEFAULT_MAX_REPLICA_LAG = 10.0
 #: `status --check`: a follower further behind than this many seconds is unhealthy.
 DEFAULT_CHECK_LAG_SECONDS = 30.0
 #: Follower: retry delays after a failed pull (doubling from the first to the second).

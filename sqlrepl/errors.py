@@ -12,6 +12,11 @@
     ├── SnapshotNeeded           the leader's log no longer covers our position: re-bootstrap
     │   └── Diverged             the follower holds changes the leader's timeline lacks
     ├── PeerUnavailable          a peer could not be reached (retry later)
+    ├── NotAcknowledged          a wait for a position token ran out of time (says how
+    │                            many followers acknowledged it)
+    ├── TokenForked              a position token past a fork: no node of this timeline
+    │                            will ever hold it
+    ├── TooStale                 a follower cannot prove it is as fresh as asked
     └── TaskFailed               a daemon's background task failed unexpectedly (the
                                  traceback is in the log; the role ended)
 
@@ -72,6 +77,19 @@ class Diverged(SnapshotNeeded):
 
 class PeerUnavailable(SqlreplError):
     """A peer could not be reached."""
+
+
+class NotAcknowledged(SqlreplError):
+    """A wait for a position token ran out of time: fewer nodes than asked hold it."""
+
+
+class TokenForked(SqlreplError):
+    """A position token lies past a fork point: its write was never part of this timeline
+    (a deposed leader's unreplicated write), so no wait for it can ever end."""
+
+
+class TooStale(SqlreplError):
+    """A follower cannot prove that it is as fresh as the caller asked."""
 
 
 class TaskFailed(SqlreplError):

@@ -1,13 +1,15 @@
-"""Commands about the cluster: status, promote, switchover, history."""
+"""Commands about the cluster: status, promote, switchover, history, wait."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .. import config, render
+from ..errors import ConfigError
 from .base import (
     Command,
     cli,
@@ -102,3 +104,68 @@ def history(url: str, as_json: bool, token_file: Path | None) -> None:
 
     rows = epochs(url, config.load_token(token_file))
     render.print_json(rows) if as_json else render.history_table(rows)
+
+
+class TokenParam(click.ParamType):
+    name = "TOKEN"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from ..core import tokens
+
+        try:
+            return tokens.format_token(tokens.parse(str(value)))
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class AcksParam(click.ParamType):
+    name = "K"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        if str(value) == "majority" or str(value).isdigit():
+            return str(value)
+        self.fail(f"{value!r} is not a number of followers or 'majority'", param, ctx)
+
+
+@cli.command(cls=Command)
+@click.argument("url")
+@click.argument("token", type=TokenParam())
+@click.option(
+    "--acks",
+    type=AcksParam(),
+    help="Followers that must hold TOKEN: a number or 'majority' (URL is the leader; "
+    "default 1). Without it, a follower's URL waits until that follower holds TOKEN.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, max=300),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait before failing.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@token_option
+def wait(
+    url: str,
+    token: str,
+    acks: str | None,
+    timeout: float,
+    as_json: bool,
+    token_file: Path | None,
+) -> None:
+    """Wait until TOKEN (EPOCH:SEQ, from `SELECT token FROM _sqlrepl_position`) is held.
+
+    Exits 0 once enough followers acknowledged it (the leader counts) or once the
+    follower at URL holds it; exits 1 on a timeout, naming how many acknowledged, and at
+    once for a token past a fork that no node will ever hold.
+    """
+    from ..api import wait as wait_for
+
+    held = wait_for(token, url, acks=acks, timeout=timeout, auth=config.load_token(token_file))
+    result = {"token": token, "acks": held, "url": url}
+    if as_json:
+        render.print_json(result)
+    elif acks is None and held == 0:
+        click.echo(f"{url} holds {token}")
+    else:
+        click.echo(f"{token} acknowledged by {held} follower{'s' if held != 1 else ''}")

@@ -51,6 +51,21 @@ from .base import (
     help="Changes the leader's log keeps; each app write drops the oldest beyond it. A "
     "follower further behind re-bootstraps from a snapshot.",
 )
+@click.option(
+    "--min-sync-replicas",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Refuse writes (close the write gate) while fewer followers than this are "
+    "connected and within --max-replica-lag; reopen by itself.",
+)
+@click.option(
+    "--max-replica-lag",
+    type=click.FloatRange(min=0),
+    default=config.DEFAULT_MAX_REPLICA_LAG,
+    show_default=True,
+    help="Seconds behind the head a follower may be and still count for --min-sync-replicas.",
+)
 @coordinator_options
 @advertise_option
 def leader(
@@ -60,6 +75,8 @@ def leader(
     trim_interval: float,
     retention: float,
     log_limit: int,
+    min_sync_replicas: int,
+    max_replica_lag: float,
     coordinator: str | None,
     ttl: int,
     advertise: str | None,
@@ -84,6 +101,8 @@ def leader(
             coordinator=coordinator,
             ttl=ttl,
             advertise=advertise,
+            min_sync_replicas=min_sync_replicas,
+            max_replica_lag=max_replica_lag,
         )
     )
 

@@ -17,6 +17,7 @@ from ..config import DEFAULT_LOG_LIMIT
 from ..errors import DatabaseError
 from .db import (
     has_table,
+    has_view,
     read_meta,
     scalar,
     schema_version,
@@ -73,7 +74,7 @@ def install(
 def installed(conn: apsw.Connection, log_limit: int = DEFAULT_LOG_LIMIT) -> bool:
     """Is capture in place and in step with the schema, with this log bound? (Reads only.)"""
     with transaction(conn, "DEFERRED"):
-        if not has_table(conn, META) or not has_table(conn, LOG):
+        if not has_table(conn, META) or not has_table(conn, LOG) or not has_view(conn):
             return False
         meta = read_meta(conn)
         return (

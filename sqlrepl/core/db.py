@@ -11,7 +11,7 @@ import apsw
 
 from ..config import BUSY_TIMEOUT_MS
 from ..errors import DatabaseError
-from .sql import META, like_prefix, quote
+from .sql import META, POSITION_VIEW, create_position_view, like_prefix, quote
 
 
 def connect(
@@ -60,6 +60,17 @@ def transaction(conn: apsw.Connection, mode: str = "IMMEDIATE") -> Iterator[apsw
 def has_table(conn: apsw.Connection, name: str) -> bool:
     row = conn.execute("SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?", (name,))
     return row.fetchone() is not None
+
+
+def has_view(conn: apsw.Connection, name: str = POSITION_VIEW) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_schema WHERE type='view' AND name=?", (name,))
+    return row.fetchone() is not None
+
+
+def ensure_position_view(conn: apsw.Connection) -> None:
+    """Create the position view in a file that lacks it (one made by an older version)."""
+    if not has_view(conn):
+        conn.execute(create_position_view())
 
 
 def read_meta(conn: apsw.Connection) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ..errors import DatabaseError
 from . import roles, snapshot
 from .db import connect, drop_triggers, read_meta, transaction
 from .positions import SNAPSHOT, Position, read_position
-from .sql import PREFIX, like_prefix, quote
+from .sql import POSITION_VIEW, PREFIX, like_prefix, quote
 
 
 def describe(conn: apsw.Connection) -> dict[str, Any]:
@@ -44,6 +44,7 @@ def make_plain(conn: apsw.Connection) -> None:
     """Remove sqlrepl from the file: its triggers and its tables."""
     with transaction(conn):
         drop_triggers(conn, PREFIX)
+        conn.execute(f"DROP VIEW IF EXISTS {quote(POSITION_VIEW)}")
         names = conn.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE ? ESCAPE '\\'",
             (like_prefix(PREFIX),),

@@ -11,7 +11,15 @@ import apsw
 
 from ..errors import DatabaseError
 from . import gate
-from .db import connect, drop_triggers, read_meta, transaction, use_wal, write_meta
+from .db import (
+    connect,
+    drop_triggers,
+    ensure_position_view,
+    read_meta,
+    transaction,
+    use_wal,
+    write_meta,
+)
 from .positions import SNAPSHOT, Position, read_position
 from .sql import FOLLOWERS, LOG, META, PREFIX
 
@@ -99,6 +107,7 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
                 node=node,
             )
             gate.install(conn, gate.follower_message(leader))
+            ensure_position_view(conn)
         use_wal(conn)
         return where
     finally:

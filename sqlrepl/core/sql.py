@@ -58,7 +58,34 @@ CREATE TABLE IF NOT EXISTS {TABLES}(tid INTEGER PRIMARY KEY, name TEXT NOT NULL 
                                     sql TEXT NOT NULL, capture TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {FOLLOWERS}(node TEXT PRIMARY KEY, url TEXT, seq INTEGER NOT NULL,
                                        seen REAL NOT NULL) WITHOUT ROWID;
+{create_position_view()};
 """
+
+
+#: The view any driver reads a commit's position token from (`core/tokens.py`).
+POSITION_VIEW = "_sqlrepl_position"
+
+
+def create_position_view() -> str:
+    """`SELECT token FROM _sqlrepl_position`: the file's position as `epoch:seq`, in
+    any role (a leader's log head, a follower's applied batch, a snapshot's stamp), and
+    the schema version capture was last in step with (see the README)."""
+    meta = f"(SELECT value FROM {META} WHERE key = '%s')"
+    role = meta % "role"
+    epoch = (
+        f"CAST(CASE {role} WHEN 'snapshot' THEN {meta % 'snapshot_epoch'} "
+        f"ELSE {meta % 'epoch'} END AS INTEGER)"
+    )
+    seq = (
+        f"CAST(CASE {role} WHEN 'follower' THEN {meta % 'seq'} "
+        f"WHEN 'snapshot' THEN {meta % 'snapshot_seq'} "
+        f"ELSE (SELECT coalesce(max(seq), 0) FROM {LOG}) END AS INTEGER)"
+    )
+    return (
+        f"CREATE VIEW IF NOT EXISTS {POSITION_VIEW}(epoch, seq, token, schema_version) AS "
+        f"SELECT e, s, e || ':' || s, v FROM (SELECT {epoch} AS e, {seq} AS s, "
+        f"{meta % 'schema_version'} AS v)"
+    )
 
 
 def _log_insert(tid: int, exprs: Sequence[str], where: str = "", source: str = "") -> str:

@@ -68,17 +68,20 @@ class BatchServer:
         fork = roles.fork_reason(leader.history, Position(epoch, after), led_by)
         if fork:
             return error(410, f"follower at {epoch}/{after} {fork}", {FORK_HEADER: "1"})
-        leader.retention.register(request.query.get("node"), request.query.get("url", ""), after)
-        if leader.ddl.pending and wait > 0:
-            # Capture waits for a quiet moment to catch up with the schema: wait for it
-            # within the poll's time (the follower takes a longer silence for a dead link).
-            started = time.monotonic()
-            await self._wait_past(leader.head, wait)
-            wait = max(0.0, wait - (time.monotonic() - started))
-        if after == leader.head and wait > 0 and epoch >= mine:
-            # (A follower still on an older epoch gets its answer at once: it accepts
-            # this leader's epoch without waiting for the next change.)
-            await self._wait_past(after, wait)
+        node, url = request.query.get("node"), request.query.get("url", "")
+        leader.retention.register(node, url, after)
+        leader.acks.pulled(node, url, after, leader.head)  # `after` is in its file: an ack
+        with leader.acks.waiting(node):
+            if leader.ddl.pending and wait > 0:
+                # Capture waits for a quiet moment to catch up with the schema: wait for it
+                # within the poll's time (the follower takes a longer silence for a dead link).
+                started = time.monotonic()
+                await self._wait_past(leader.head, wait)
+                wait = max(0.0, wait - (time.monotonic() - started))
+            if after == leader.head and wait > 0 and epoch >= mine:
+                # (A follower still on an older epoch gets its answer at once: it accepts
+                # this leader's epoch without waiting for the next change.)
+                await self._wait_past(after, wait)
         if after == leader.head:
             return web.Response(status=204, headers=self.headers())
         if request.transport is None or request.transport.is_closing():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import capture, gate, roles, rollback, snapshot, tempfiles
 from ..core.apply import applier_connection
-from ..core.db import connect, durable
+from ..core.db import connect, durable, ensure_position_view
 from ..core.positions import follower_position, read_position
 from .client import Client
 from .database import Database
@@ -43,6 +43,7 @@ def reopen_gate(f: Follower) -> None:
 def open_file(f: Follower) -> None:
     """Open the follower's own file for replay and read its position."""
     conn = applier_connection(connect(f.config.db))
+    ensure_position_view(conn)  # a file made by an older version: apps read tokens here
     f.db = Database(conn)
     f.progress.position = follower_position(conn)
     log.info("following %s from %s", f.config.leader, f.progress.position)

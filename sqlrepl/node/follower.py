@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..config import advertised_url
+from ..config import STALL_GRACE, advertised_url
 from ..coord import Coordinator
 from ..core import roles
 from ..core.positions import Position
-from . import bootstrap, ha
+from . import bootstrap, freshness, ha
 from .database import Database
 from .follower_http import FollowerAPI
 from .http import forward_event, run_server
@@ -91,10 +91,11 @@ class Progress:
 
     def lag_seconds(self, now: float, keepalive: float) -> float:
         """How old the newest state this follower knows it holds is: 0 while it was caught
-        up at its last contact, no older than one keep-alive; otherwise the time since it
-        last was (it grows while the leader is out of reach)."""
-        age = now - (self.fresh_at if self.fresh_at is not None else self.started)
-        return 0.0 if self.fresh_at is not None and age <= keepalive else round(age, 3)
+        up at its last contact, no older than one keep-alive, and knows of nothing newer;
+        otherwise the time since it last was (it grows while the leader is out of reach)."""
+        since = self.fresh_at if self.fresh_at is not None else self.started
+        lag = freshness.lag_seconds(since, self.fresh_at is None or self.lag() > 0, keepalive, now)
+        return lag if lag is not None else round(now - since, 3)
 
 
 class Follower:
@@ -106,6 +107,8 @@ class Follower:
         self.meta = roles.check_existing(config.db, leaders_too=True)
         self.node = str((self.meta or {}).get("node") or uuid.uuid4().hex[:12])
         self.progress = Progress()
+        #: The freshness proof beside the file, for apps that read it directly.
+        self.fresh_file = freshness.FreshnessFile(config.db, config.wait + STALL_GRACE)
         self.db: Database | None = None
         self.history: list[dict[str, Any]] = []
         #: The rollback file written when this node rejoined with divergent changes.

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..config import STALL_GRACE
+from ..core import tokens
 from ..core.positions import Position
-from ..errors import SqlreplError
-from . import discovery
+from ..core.wire import FORK_HEADER
+from ..errors import ConfigError, SqlreplError, TokenForked
+from . import discovery, health, sync
 from .client import Client
 from .http import auth_middleware, error, int_param
 from .snapshots import serve_snapshot
@@ -22,8 +25,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("sqlrepl.follower")
 #: How long a promoted follower waits for the old leader to accept its demotion.
 FENCE_TIMEOUT = 2.0
-#: Seconds past one long poll that a caught-up follower still counts as fresh.
-KEEPALIVE_GRACE = 2.0
+#: Seconds past one long poll that a caught-up follower still counts as fresh: as long
+#: as its link counts as alive.
+KEEPALIVE_GRACE = STALL_GRACE
+#: How often `GET /wait` looks at the follower's position.
+WAIT_POLL = 0.002
 
 
 class FollowerAPI:
@@ -31,7 +37,10 @@ class FollowerAPI:
         self.follower = follower
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[auth_middleware(self.follower.config.token)])
+        token = self.follower.config.token
+        app = web.Application(middlewares=[auth_middleware(token, health.PATHS)])
+        health.add_routes(app, self.health)
+        app.router.add_get("/wait", self.wait)
         app.router.add_get("/status", self.status)
         app.router.add_get("/snapshot", self.snapshot)
         app.router.add_post("/promote", self.promote)
@@ -68,6 +77,40 @@ class FollowerAPI:
                 "rollback": f.rollback,
             }
         )
+
+    def health(self) -> health.Health:
+        f, p = self.follower, self.follower.progress
+        problem = "not bootstrapped yet" if f.db is None or p.position is None else p.error
+        seconds = p.lag_seconds(time.time(), f.config.wait + KEEPALIVE_GRACE)
+        return health.Health("follower", problem, False, p.lag(), seconds)
+
+    async def wait(self, request: web.Request) -> web.Response:
+        """`GET /wait?token=E:S&timeout=SECONDS`: answers once this follower's file holds
+        the token (acknowledgements are counted by the leader)."""
+        f = self.follower
+        try:
+            token, acks, timeout = sync.wait_params(request)
+            if "acks" in request.query:
+                raise ConfigError(f"acks are counted by the leader ({f.config.leader})")
+        except ConfigError as exc:
+            return error(400, str(exc))
+        deadline = time.monotonic() + timeout
+        while True:
+            where = f.progress.position
+            try:
+                if where is not None and tokens.holds(f.history, where, token):
+                    return web.json_response(
+                        {"token": tokens.format_token(token), "at": str(where)}
+                    )
+            except TokenForked as exc:
+                return error(409, str(exc), {FORK_HEADER: "1"})
+            if time.monotonic() >= deadline:
+                return error(
+                    504,
+                    f"timed out after {timeout:g}s: this follower is at {where}, "
+                    f"not yet at token {tokens.format_token(token)}",
+                )
+            await asyncio.sleep(WAIT_POLL)
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         f = self.follower

@@ -21,12 +21,13 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def auth_middleware(token: str | None) -> Any:
+def auth_middleware(token: str | None, open_paths: frozenset[str] = frozenset()) -> Any:
+    """Refuse requests without the token, except to `open_paths` (health checks)."""
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None:
+        if expected is not None and request.path not in open_paths:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 return error(401, "missing or wrong token")

@@ -27,7 +27,7 @@ from ..core import batch, capture, gate, internals, roles
 from ..core.db import connect, read_meta, schema_version, use_wal
 from ..core.positions import log_head
 from ..errors import SqlreplError
-from . import ddl, disk, ha, handover, identity
+from . import ddl, disk, ha, handover, identity, sync
 from .database import Database
 from .ddl import Deferral
 from .http import run_server
@@ -58,6 +58,10 @@ class LeaderConfig:
     ttl: int = config.DEFAULT_TTL
     #: The URL others reach this node at (default: from the listen address).
     advertise: str | None = None
+    #: Writes are refused while fewer followers than this are connected and fresh.
+    min_sync_replicas: int = 0
+    #: ... within this many seconds of the head.
+    max_replica_lag: float = config.DEFAULT_MAX_REPLICA_LAG
 
 
 def _patiently(fn: Callable[[], T], db: Path) -> T:
@@ -127,6 +131,11 @@ class Leader:
         self.history = roles.history(conn)
         #: The file's write gate: changed only by this daemon, through `set_gate`.
         self.gate_open = gate.is_open(conn)
+        #: Whether the rest of the daemon wants the gate open (`hold` may overrule it).
+        self.gate_wanted = self.gate_open
+        #: Why the gate stays closed though this node leads: too few sync replicas.
+        self.hold = sync.initial_hold(config.min_sync_replicas)
+        self.acks = sync.Acks()
         #: Set when this role ends: on SIGTERM, a handover, or a failed task.
         self.done = asyncio.Event()
         self.transition: roles.Transition | None = None
@@ -163,6 +172,8 @@ class Leader:
                 tasks.task("batch waiters", self._release_waiters())
                 if self.coord.automatic:
                     tasks.loop("HA loop", ha.run_leader(self))
+                if self.config.min_sync_replicas > 0:
+                    tasks.loop("sync replicas", sync.enforce_min_replicas(self))
                 app = LeaderAPI(self).app()
                 tasks.task("HTTP server", run_server(app, self.listener, self.done))
         finally:
@@ -174,10 +185,15 @@ class Leader:
             log.info("leader stopped" if self.transition is None else "leader role ended")
         return None if stop.is_set() else self.transition
 
-    async def set_gate(self, open_: bool, reason: str = "") -> None:
+    async def set_gate(self, open_: bool, reason: str = "", held: bool = False) -> None:
         """Open or close the file's write gate. Closing never gives up on a busy file: it
         tries again until the app lets go of the write lock, and closes the moment it does;
-        opening a busy file is left to the next attempt."""
+        opening a busy file is left to the next attempt. While `hold` is set (too few sync
+        replicas) an opening is remembered and done when the hold lifts."""
+        if not held:
+            self.gate_wanted = open_
+        if open_ and self.hold is not None:
+            return
         while True:
             try:
                 if open_:
@@ -293,7 +309,7 @@ class Leader:
 
     def all_problems(self) -> list[str]:
         """What status reports: what cannot be replicated, and a failing disk."""
-        extra = [p for p in (self.disk_error, self.tampered, self.locked) if p]
+        extra = [p for p in (self.disk_error, self.tampered, self.locked, self.hold) if p]
         return [*self.problems, *extra]
 
     def report_problems(self) -> None:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..core import roles
 from ..errors import Refused
-from . import handover
+from . import handover, health, sync
 from .batches import BatchServer
 from .http import auth_middleware, error, int_param
 from .snapshots import serve_snapshot
@@ -25,7 +25,10 @@ class LeaderAPI:
         self.leader = leader
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[auth_middleware(self.leader.config.token)])
+        token = self.leader.config.token
+        app = web.Application(middlewares=[auth_middleware(token, health.PATHS)])
+        health.add_routes(app, self.health)
+        app.router.add_get("/wait", lambda request: sync.wait(self.leader, request))
         app.router.add_get("/status", self.status)
         app.router.add_get("/batch", BatchServer(self.leader).batch)
         app.router.add_get("/snapshot", self.snapshot)
@@ -55,6 +58,14 @@ class LeaderAPI:
                 "history": leader.history,
             }
         )
+
+    def health(self) -> health.Health:
+        leader = self.leader
+        problem = leader.disk_error or leader.locked
+        if not leader.leading:
+            problem = problem or "stepped down: not leading"
+        writable = leader.leading and leader.gate_open and not leader.lease_doubtful()
+        return health.Health("leader", problem, writable)
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         leader = self.leader

@@ -209,6 +209,7 @@ class Replicator:
                 # not only with its next change.
                 f.progress.position = await f.db.run(adopt_epoch, f.db.conn, epoch)
                 log.info("accepted epoch %s from %s", epoch, f.config.leader)
+            f.fresh_file.update(f.progress.fresh_at, f.progress.lag() > 0)
 
     async def _confirm_epoch(self, epoch: int) -> None:
         """Accept a newer epoch only if the coordinator confirms this leader holds it."""

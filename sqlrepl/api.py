@@ -1,0 +1,249 @@
+"""The consistency contract for apps: position tokens, waiting for acknowledgements, and
+reading one's own writes on a follower. Plain `sqlite3` connections; no daemon code runs
+in the app.
+
+    token(conn)                        the token ("E:S") covering conn's last commit
+    wait(token, leader, acks=1)        block until `acks` followers hold it (or raise)
+    connect(path, leader, acks=1)      a connection whose commit() waits for acks
+    connect_follower(path, after=, max_lag=)
+                                       a read-only connection to a follower's file, once
+                                       it holds `after` / when it proves it is fresh
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .core import tokens
+from .core.positions import Position
+from .core.sql import META, POSITION_VIEW
+from .core.wire import FORK_HEADER
+from .errors import (
+    AuthError,
+    ConfigError,
+    DatabaseError,
+    NotAcknowledged,
+    PeerUnavailable,
+    Refused,
+    SqlreplError,
+    TokenForked,
+    TooStale,
+)
+from .node import freshness
+
+DEFAULT_TIMEOUT = 10.0
+#: Polling a file for a position: first and longest pause.
+POLL_MIN, POLL_MAX = 0.0005, 0.01
+
+
+def token(conn: Any, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """The position token covering every commit `conn` made (any DB-API connection to a
+    sqlrepl file). Right after a schema change the leader brings capture in step first
+    (within seconds): this waits for it, up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    pause = POLL_MIN
+    while True:
+        try:
+            tok, logged = _row(conn, f"SELECT token, schema_version FROM {POSITION_VIEW}")
+            (role,) = _row(conn, f"SELECT value FROM {META} WHERE key = 'role'")
+            (now,) = _row(conn, "PRAGMA schema_version")
+        except (sqlite3.Error, IndexError) as exc:
+            raise DatabaseError(f"not a sqlrepl file (no {POSITION_VIEW} view): {exc}") from exc
+        if role != "leader" or logged is None or int(logged) == int(now):
+            return str(tok)
+        if getattr(conn, "in_transaction", False):
+            raise SqlreplError(
+                "this transaction changed the schema: read the token after its commit"
+            )
+        if time.monotonic() >= deadline:
+            raise NotAcknowledged(
+                f"capture did not catch up with the schema change within {timeout:g}s "
+                "(is the leader daemon running?)"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, POLL_MAX)
+
+
+def _row(conn: Any, sql: str) -> tuple[Any, ...]:
+    return tuple(conn.execute(sql).fetchall()[0])
+
+
+def wait(
+    token: str,
+    leader: str,
+    *,
+    acks: int | str | None = 1,
+    timeout: float = DEFAULT_TIMEOUT,
+    auth: str | None = None,
+) -> int:
+    """Return once `acks` followers (a number, or "majority" of those the leader knows)
+    hold `token` in their files; the number that do. Raises NotAcknowledged on timeout,
+    naming how many did, and TokenForked for a token no node will ever hold. `leader` is
+    the leader daemon's URL; with the URL of a follower and `acks=None`, it waits until
+    that follower holds the token."""
+    tokens.parse(token)
+    params = {"token": token, "timeout": f"{timeout:g}"}
+    if acks is not None:
+        params["acks"] = str(acks)
+    body = _get(leader, "/wait", params, timeout, auth)
+    return int(body["acks"]) if "acks" in body else 0
+
+
+def _get(url: str, path: str, params: dict[str, str], timeout: float, auth: str | None) -> Any:
+    """GET a node's endpoint; its error as the matching SqlreplError."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{url!r} is not a node URL (http://HOST:PORT)")
+    request = urllib.request.Request(f"{url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}")
+    secret = auth or config.load_token(None)
+    if secret:
+        request.add_header("Authorization", f"Bearer {secret}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout + config.CONNECT_TIMEOUT) as answer:
+            return json.load(answer)
+    except urllib.error.HTTPError as exc:
+        raise _error(exc) from None
+    except (OSError, ValueError) as exc:
+        raise PeerUnavailable(f"{url} did not answer: {getattr(exc, 'reason', exc)}") from None
+
+
+def _error(exc: urllib.error.HTTPError) -> SqlreplError:
+    try:
+        message = str(json.loads(exc.read()).get("error") or exc.reason)
+    except ValueError:
+        message = str(exc.reason)
+    if exc.code == 401:
+        return AuthError(f"{exc.url}: {message}")
+    if exc.code == 504:
+        return NotAcknowledged(message)
+    if exc.code == 409 and exc.headers.get(FORK_HEADER):
+        return TokenForked(message)
+    if exc.code == 400:
+        return ConfigError(message)
+    return Refused(message)
+
+
+class SyncConnection(sqlite3.Connection):
+    """A sqlite3 connection whose `commit()` returns once the commit is acknowledged by
+    `acks` followers (semi-synchronous, like MySQL's AFTER_SYNC: other readers of the
+    leader file may see the commit before it is acknowledged)."""
+
+    sqlrepl_leader: str
+    sqlrepl_acks: int | str
+    sqlrepl_timeout: float
+    sqlrepl_auth: str | None
+    #: The token of the last acknowledged commit.
+    last_token: str | None = None
+
+    def commit(self) -> None:
+        super().commit()
+        self.wait()
+
+    def wait(self) -> str:
+        """Wait for acknowledgements of everything committed so far (for autocommit
+        statements, `isolation_level=None`); the token that covers it."""
+        done = token(self, self.sqlrepl_timeout)
+        wait(
+            done,
+            self.sqlrepl_leader,
+            acks=self.sqlrepl_acks,
+            timeout=self.sqlrepl_timeout,
+            auth=self.sqlrepl_auth,
+        )
+        self.last_token = done
+        return done
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        if exc_type is None:
+            self.commit()  # the C implementation would not call our commit()
+            return False
+        return super().__exit__(exc_type, exc, tb)
+
+
+def connect(
+    path: str | Path,
+    leader: str,
+    *,
+    acks: int | str = 1,
+    timeout: float = DEFAULT_TIMEOUT,
+    auth: str | None = None,
+    **kwargs: Any,
+) -> SyncConnection:
+    """`sqlite3.connect(path, **kwargs)` on a leader file, whose `commit()` waits until
+    `acks` followers hold the commit (NotAcknowledged after `timeout`). `leader` is the
+    URL of the leader daemon running on this file."""
+    conn = sqlite3.connect(path, factory=SyncConnection, **kwargs)
+    assert isinstance(conn, SyncConnection)
+    conn.sqlrepl_leader, conn.sqlrepl_acks = leader, acks
+    conn.sqlrepl_timeout, conn.sqlrepl_auth = timeout, auth
+    return conn
+
+
+def connect_follower(
+    path: str | Path,
+    *,
+    after: str | None = None,
+    max_lag: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    **kwargs: Any,
+) -> sqlite3.Connection:
+    """A read-only connection to a follower's file (`mode=ro`), returned once the file
+    holds the token `after` (waiting on the file itself, up to `timeout`), and only if
+    the follower can prove it is no more than `max_lag` seconds behind its leader."""
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    probe = sqlite3.connect(uri, uri=True, timeout=timeout)
+    try:
+        if after is not None:
+            _wait_on_file(probe, tokens.parse(after), timeout, str(path))
+        if max_lag is not None:
+            _check_fresh(probe, Path(path), max_lag)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot read {path}: {exc}") from exc
+    finally:
+        probe.close()
+    return sqlite3.connect(uri, uri=True, **kwargs)
+
+
+def _wait_on_file(conn: sqlite3.Connection, want: Position, timeout: float, path: str) -> None:
+    deadline = time.monotonic() + timeout
+    pause = POLL_MIN
+    while True:
+        have, history = _file_position(conn)
+        if tokens.holds(history, have, want):
+            return
+        if time.monotonic() >= deadline:
+            raise NotAcknowledged(
+                f"{path} is at {tokens.format_token(have)}, not yet at token "
+                f"{tokens.format_token(want)}, after {timeout:g}s"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, POLL_MAX)
+
+
+def _file_position(conn: sqlite3.Connection) -> tuple[Position, list[dict[str, Any]]]:
+    try:
+        epoch, seq = conn.execute(f"SELECT epoch, seq FROM {POSITION_VIEW}").fetchone()
+    except sqlite3.OperationalError as exc:
+        raise DatabaseError(f"not a sqlrepl file (no {POSITION_VIEW} view): {exc}") from exc
+    raw = conn.execute(f"SELECT value FROM {META} WHERE key = 'history'").fetchone()
+    return Position(int(epoch), int(seq)), json.loads(raw[0] if raw and raw[0] else "[]")
+
+
+def _check_fresh(conn: sqlite3.Connection, path: Path, max_lag: float) -> None:
+    role = conn.execute(f"SELECT value FROM {META} WHERE key = 'role'").fetchone()
+    if role and role[0] == "leader":
+        return  # the leader's file is the freshest there is
+    lag = freshness.file_lag(path)
+    if lag is None:
+        raise TooStale(
+            f"{path} has no freshness proof beside it: is a follower daemon running on it?"
+        )
+    if lag > max_lag:
+        raise TooStale(f"{path} may be {lag:g}s behind its leader (max_lag {max_lag:g}s)")

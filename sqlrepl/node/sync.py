@@ -1,0 +1,190 @@
+"""Synchronous replication on the leader: acknowledgements, `GET /wait`, and the
+`--min-sync-replicas` write gate.
+
+A follower's pull after seq S says that S is committed in its file (it applies a batch
+and its position in one transaction, then pulls again): that is its acknowledgement.
+`wait` returns once k followers acknowledged a token, or fails naming how many did. With
+`--min-sync-replicas N`, the gate stays closed while fewer than N followers are connected
+and within `--max-replica-lag` seconds of the head (Redis' min-replicas-to-write), and
+reopens by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..core import tokens
+from ..core.positions import Position
+from ..core.wire import FORK_HEADER
+from ..errors import ConfigError, TokenForked
+from .http import error
+
+if TYPE_CHECKING:
+    from .leader import Leader
+
+log = logging.getLogger("sqlrepl.leader")
+#: Longest one `GET /wait` may be asked to wait.
+MAX_WAIT = 300.0
+DEFAULT_WAIT = 10.0
+#: How often the min-sync-replicas check runs besides on every acknowledgement.
+SYNC_CHECK_INTERVAL = 0.25
+#: The hold a leader with --min-sync-replicas starts with.
+WAITING = "waiting for"
+
+
+def initial_hold(min_sync_replicas: int) -> str | None:
+    if min_sync_replicas <= 0:
+        return None
+    return f"{WAITING} {min_sync_replicas} fresh followers (--min-sync-replicas)"
+
+
+class Acks:
+    """What each follower acknowledged (from its pulls), and whether it is connected."""
+
+    def __init__(self) -> None:
+        #: node -> (url, seq, when: time.monotonic())
+        self.at: dict[str, tuple[str, int, float]] = {}
+        #: node -> the last instant it held the leader's head
+        self.fresh_at: dict[str, float] = {}
+        #: node -> pulls it has waiting at the leader now
+        self.polling: dict[str, int] = {}
+        self.moved = asyncio.Event()
+
+    def pulled(self, node: str | None, url: str, seq: int, head: int) -> None:
+        if not node:
+            return
+        now = time.monotonic()
+        self.at[node] = (url, seq, now)
+        if seq >= head:
+            self.fresh_at[node] = now
+        self.moved.set()
+        self.moved = asyncio.Event()
+
+    @contextlib.contextmanager
+    def waiting(self, node: str | None) -> Iterator[None]:
+        """A pull of `node` held at the leader: it is connected meanwhile."""
+        if node:
+            self.polling[node] = self.polling.get(node, 0) + 1
+        try:
+            yield
+        finally:
+            if node:
+                self.polling[node] -= 1
+
+    def holding(self, seq: int, nodes: set[str]) -> list[str]:
+        """URLs of the followers among `nodes` whose files hold seq."""
+        return [url for n, (url, s, _) in self.at.items() if s >= seq and n in nodes]
+
+    def fresh(self, head: int, max_lag: float) -> list[str]:
+        """Followers connected now (a pull waiting, or one within `max_lag` seconds) and
+        no more than `max_lag` seconds behind the head."""
+        now = time.monotonic()
+        out = []
+        for node, (_url, seq, seen) in self.at.items():
+            connected = self.polling.get(node, 0) > 0 or now - seen <= max_lag
+            behind = 0.0 if seq >= head else now - self.fresh_at.get(node, -1e18)
+            if connected and behind <= max_lag:
+                out.append(node)
+        return out
+
+    async def wait_for(self, seq: int, nodes: set[str], needed: int, timeout: float) -> list[str]:
+        """Wait (up to `timeout`) until `needed` of `nodes` hold seq; who does at the end."""
+        deadline = time.monotonic() + timeout
+        while len(have := self.holding(seq, nodes)) < needed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return have
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self.moved.wait()
+        return have
+
+
+def needed_acks(raw: str, known: int) -> int:
+    """`acks` as asked: a number, or `majority` of the known followers."""
+    if raw == "majority":
+        return known // 2 + 1
+    if not raw.isdigit():
+        raise ConfigError(f"acks must be a number or 'majority', not {raw!r}")
+    return int(raw)
+
+
+def wait_params(request: web.Request) -> tuple[Position, str, float]:
+    """token, acks and timeout of a `GET /wait` (ConfigError if malformed)."""
+    token = tokens.parse(request.query.get("token", ""))
+    try:
+        timeout = float(request.query.get("timeout", DEFAULT_WAIT))
+    except ValueError:
+        raise ConfigError("timeout must be a number of seconds") from None
+    if not 0 <= timeout <= MAX_WAIT:
+        raise ConfigError(f"timeout must be between 0 and {MAX_WAIT:g} seconds")
+    return token, request.query.get("acks", "1"), timeout
+
+
+async def wait(leader: Leader, request: web.Request) -> web.Response:
+    """`GET /wait?token=E:S&acks=K|majority&timeout=SECONDS` on the leader."""
+    try:
+        token, acks, timeout = wait_params(request)
+        known = {f["node"] for f in leader.retention.report(leader.head)}
+        needed = needed_acks(acks, len(known))
+        mine = leader.position.epoch
+        if token.epoch > mine:
+            return error(
+                409,
+                f"token {tokens.format_token(token)} is from epoch {token.epoch}, newer "
+                f"than this leader's {mine}: ask the leader of that epoch",
+            )
+        tokens.holds(leader.history, Position(mine, token.seq), token)  # a fork raises
+    except ConfigError as exc:
+        return error(400, str(exc))
+    except TokenForked as exc:
+        return error(409, str(exc), {FORK_HEADER: "1"})
+    if not leader.leading:
+        return error(503, "this node is not the leader now")
+    have = await leader.acks.wait_for(token.seq, known, needed, timeout)
+    body: dict[str, Any] = {
+        "token": tokens.format_token(token),
+        "acks": len(have),
+        "needed": needed,
+        "followers": len(known),
+        "nodes": sorted(have),
+    }
+    if len(have) >= needed:
+        return web.json_response(body)
+    body["error"] = (
+        f"timed out after {timeout:g}s: {len(have)} of the {needed} acknowledgements "
+        f"asked for token {body['token']} ({len(known)} followers known)"
+    )
+    return web.json_response(body, status=504)
+
+
+async def enforce_min_replicas(leader: Leader) -> None:
+    """Keep the gate closed while fewer than `--min-sync-replicas` followers are fresh."""
+    want, max_lag = leader.config.min_sync_replicas, leader.config.max_replica_lag
+    while True:
+        moved = leader.acks.moved
+        fresh = len(leader.acks.fresh(leader.head, max_lag))
+        if fresh < want:
+            if leader.hold is None or leader.hold.startswith(WAITING):
+                leader.hold = (
+                    f"only {fresh} of the {want} followers --min-sync-replicas asks for are "
+                    f"connected within {max_lag:g}s (--max-replica-lag): writes refused"
+                )
+                log.error("%s", leader.hold)
+            if leader.gate_open:
+                await leader.set_gate(False, leader.hold, held=True)
+        elif fresh >= want and leader.hold is not None:
+            leader.hold = None
+            log.warning("%d followers are fresh again (--min-sync-replicas %d)", fresh, want)
+            if leader.gate_wanted and leader.leading and not leader.lease_doubtful():
+                await leader.set_gate(True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SYNC_CHECK_INTERVAL):
+                await moved.wait()
