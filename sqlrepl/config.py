@@ -54,6 +54,9 @@ RECHECK_INTERVAL = 5.0
 #: The leader looks at the file at most this often under a stream of commits (one batch
 #: for a burst; adds at most this much to replication lag, and nothing after a quiet spell).
 LOOK_INTERVAL_S = 0.004
+#: After a look woken by a write, the leader looks again after these pauses: a commit is
+#: visible only once published in the WAL index, a moment after the write that woke it.
+FOLLOW_UP_LOOKS_S = (0.001, 0.005, 0.025, 0.1)
 #: How long one attempt to close the write gate polls for an app's write lock (then it
 #: logs and tries again, for as long as it takes).
 GATE_CLOSE_PATIENCE = 1.0

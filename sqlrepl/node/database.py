@@ -1,14 +1,22 @@
-"""The daemon's connection to its file, used from one thread of its own."""
+"""The daemon's connection to its file, used from one thread of its own; writing to a
+file apps keep busy."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
 
+from .. import config
+from ..core import gate
+
+log = logging.getLogger("sqlrepl.leader")
 T = TypeVar("T")
 
 
@@ -25,3 +33,37 @@ class Database:
     def close(self) -> None:
         self._pool.submit(self.conn.close).result()
         self._pool.shutdown()
+
+
+def patiently(fn: Callable[[], T], db: Path) -> T:
+    """Run `fn`, retrying with backoff for as long as apps keep the file's write lock:
+    SQLite has no fair lock queue, so an app writing in a tight loop can win every race
+    for a while, but a daemon must never exit because apps are busy. (Only a start that
+    has something to install writes at all.)"""
+    delay = config.BACKOFF_MIN
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except apsw.BusyError:
+            log.warning("%s is busy (attempt %d); retrying in %.1fs", db, attempt, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, config.BACKOFF_MAX)
+
+
+def close_gate_first(conn: apsw.Connection, reason: str) -> None:
+    """Close the gate, polling for the write lock every millisecond for a while: apps'
+    busy handlers back off up to 100 ms between tries, so when an app holding the lock
+    lets go, the gate takes it before another app's waiting write does."""
+    give_up = time.monotonic() + config.GATE_CLOSE_PATIENCE
+
+    def busy(_attempts: int) -> bool:
+        time.sleep(0.001)
+        return time.monotonic() < give_up
+
+    conn.set_busy_handler(busy)
+    try:
+        gate.close(conn, reason)
+    finally:
+        conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)

@@ -13,7 +13,6 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +27,7 @@ from ..core.db import connect, read_meta, schema_version, use_wal
 from ..core.positions import log_head
 from ..errors import SqlreplError
 from . import ddl, disk, ha, handover, identity, sync
-from .database import Database
+from .database import Database, close_gate_first, patiently
 from .ddl import Deferral
 from .http import run_server
 from .leader_http import LeaderAPI
@@ -64,40 +63,6 @@ class LeaderConfig:
     max_replica_lag: float = config.DEFAULT_MAX_REPLICA_LAG
 
 
-def _patiently(fn: Callable[[], T], db: Path) -> T:
-    """Run `fn`, retrying with backoff for as long as apps keep the file's write lock:
-    SQLite has no fair lock queue, so an app writing in a tight loop can win every race
-    for a while, but a daemon must never exit because apps are busy. (Only a start that
-    has something to install writes at all.)"""
-    delay = config.BACKOFF_MIN
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return fn()
-        except apsw.BusyError:
-            log.warning("%s is busy (attempt %d); retrying in %.1fs", db, attempt, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, config.BACKOFF_MAX)
-
-
-def _close_first(conn: apsw.Connection, reason: str) -> None:
-    """Close the gate, polling for the write lock every millisecond for a while: apps'
-    busy handlers back off up to 100 ms between tries, so when an app holding the lock
-    lets go, the gate takes it before another app's waiting write does."""
-    give_up = time.monotonic() + config.GATE_CLOSE_PATIENCE
-
-    def busy(_attempts: int) -> bool:
-        time.sleep(0.001)
-        return time.monotonic() < give_up
-
-    conn.set_busy_handler(busy)
-    try:
-        gate.close(conn, reason)
-    finally:
-        conn.set_busy_timeout(config.BUSY_TIMEOUT_MS)
-
-
 class Leader:
     def __init__(self, config: LeaderConfig, coord: Coordinator, listener: socket.socket) -> None:
         self.config = config
@@ -106,7 +71,7 @@ class Leader:
         conn = connect(config.db)
         identity.check(config.db, internals.cluster_of(conn))
         use_wal(conn)
-        self.position = _patiently(
+        self.position = patiently(
             lambda: capture.install(conn, log_limit=config.log_limit), config.db
         )
         self.meta = read_meta(conn)
@@ -199,7 +164,7 @@ class Leader:
                 if open_:
                     await self.db.run(gate.open_, self.db.conn)
                 else:
-                    await self.db.run(_close_first, self.db.conn, reason)
+                    await self.db.run(close_gate_first, self.db.conn, reason)
                 break
             except apsw.BusyError:
                 if open_:
@@ -271,11 +236,13 @@ class Leader:
     async def _follow_changes(self) -> None:
         """On every file event: keep capture in step with the schema, publish the new head."""
         last_look = 0.0
+        follow_ups: list[float] = []
         while True:
+            wait = self.ddl.next_look(config.RECHECK_INTERVAL)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that lands as the event fires, and this loop would then never end.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.ddl.next_look(config.RECHECK_INTERVAL)):
+                async with asyncio.timeout(min([wait, *follow_ups[:1]])):
                     await self.watcher.dirty.wait()
             if self.watcher.dirty.is_set():
                 self.ddl.wrote()
@@ -284,6 +251,12 @@ class Leader:
                 # quiet spell is looked at at once.
                 await asyncio.sleep(max(0.0, last_look + config.LOOK_INTERVAL_S - time.monotonic()))
                 last_look = time.monotonic()
+                # A commit writes its WAL frames (the event) before it publishes them in
+                # the shared-memory index (no event): look again shortly, or a look that
+                # came in between would leave that commit unseen until the next write.
+                follow_ups = list(config.FOLLOW_UP_LOOKS_S)
+            elif follow_ups:
+                follow_ups.pop(0)
             self.watcher.dirty.clear()
             self.watcher.rearm()  # writes from here on wake the next look
             try:
