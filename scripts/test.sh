@@ -2,10 +2,12 @@
 # Install everything the tests need (etcd included) into .venv, then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v etcd >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null 2>&1; then
-  # etcd for the coordination tests; the sqlite3 shell is one of the real apps tested.
+if ! command -v etcd >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null 2>&1 \
+  || ! command -v haproxy >/dev/null 2>&1; then
+  # etcd for the coordination tests; the sqlite3 shell is one of the real apps tested;
+  # HAProxy routes by the health endpoints.
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq etcd-server sqlite3 >/dev/null
+  apt-get update -qq && apt-get install -y -qq etcd-server sqlite3 haproxy >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'

@@ -80,7 +80,9 @@ class FollowerAPI:
 
     def health(self) -> health.Health:
         f, p = self.follower, self.follower.progress
-        problem = "not bootstrapped yet" if f.db is None or p.position is None else p.error
+        # A follower that lost its leader still serves reads: staleness is the bound's
+        # business (/replica?seconds=), not a failure of this node.
+        problem = "not bootstrapped yet" if f.db is None or p.position is None else None
         seconds = p.lag_seconds(time.time(), f.config.wait + KEEPALIVE_GRACE)
         return health.Health("follower", problem, False, p.lag(), seconds)
 
