@@ -6,7 +6,8 @@ Measures, each beside its baseline: capture overhead (bulk and single-row transa
 with capture vs the same writes on a plain file), catch-up of a backlog by a restarted
 follower vs a raw local insert of the same rows, snapshot bootstrap of a new follower vs
 `cp` of the file, peak follower RSS during a large catch-up, commit-to-visible lag at a
-steady transaction rate, idle CPU of a leader and a follower. Times start when a daemon
+steady transaction rate, commit latency with acks=1 and 16 concurrent sync writers beside
+async ones, idle CPU of a leader and a follower. Times start when a daemon
 answers (process start-up is not counted); no number here is asserted by a test.
 """
 
@@ -388,6 +389,70 @@ def lag(tmp: Path, rate: int, seconds: float) -> tuple[float, float, list[Node]]
     return lags[len(lags) // 2], lags[int(len(lags) * 0.99)], [leader, follower]
 
 
+def sync_commits(tmp: Path, rate: int, seconds: float, writers: int, span: float) -> dict:
+    """Commit latency with acks=1 at a steady rate (commit + wait, as the app sees it), and
+    the throughput of `writers` concurrent sync writers beside the same number of async
+    ones, on the same live leader and follower."""
+    import sqlrepl
+
+    db = tmp / "sync.db"
+    fresh(db, False)
+    leader = Node(tmp, "leader", str(db)).start()
+    follower = Node(tmp, "follower", str(tmp / "sync-f.db"), "--leader", leader.url).start()
+    try:
+        conn = sqlrepl.connect(db, leader.url, acks=1)
+        took, interval, n = [], 1 / rate, int(rate * seconds)
+        start = time.perf_counter()
+        for i in range(n):
+            began = time.perf_counter()
+            conn.execute(ROW, (i, "x", 0.5))
+            conn.commit()
+            took.append((time.perf_counter() - began) * 1000)
+            delay = start + (i + 1) * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        conn.close()
+        took.sort()
+        rates = {sync: concurrent_rate(db, leader.url, writers, span, sync) for sync in (0, 1)}
+    finally:
+        follower.stop()
+        leader.stop()
+    return {
+        "sync_p50_ms": took[len(took) // 2],
+        "sync_p99_ms": took[int(len(took) * 0.99)],
+        "sync_writers": writers,
+        "async_concurrent_txn_per_s": rates[0],
+        "sync_concurrent_txn_per_s": rates[1],
+        "sync_concurrent_ratio": rates[1] / rates[0],
+    }
+
+
+def concurrent_rate(db: Path, leader: str, writers: int, span: float, sync: int) -> float:
+    """Transactions per second of `writers` threads, each with its own connection."""
+    import sqlrepl
+
+    counts = [0] * writers
+    end = time.perf_counter() + span
+
+    def write(k: int) -> None:
+        if sync:
+            conn = sqlrepl.connect(db, leader, acks=1, timeout=30)
+        else:
+            conn = sqlite3.connect(db, timeout=30)
+        while time.perf_counter() < end:
+            conn.execute(ROW, (k, "w", 0.5))
+            conn.commit()
+            counts[k] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / span
+
+
 def idle_cpu(nodes: list[Node], seconds: float) -> float:
     procs = [psutil.Process(n.proc.pid) for n in nodes if n.proc]
     before = [sum(p.cpu_times()[:2]) for p in procs]
@@ -404,6 +469,8 @@ UNITS = {
     "follower_rss_mib": " MiB",
     "lag_p50_ms": " ms",
     "lag_p99_ms": " ms",
+    "sync_p50_ms": " ms",
+    "sync_p99_ms": " ms",
     "idle_cpu_pct": " %",
 }
 TARGETS = {
@@ -414,6 +481,8 @@ TARGETS = {
     "catchup_ratio": (">=", 0.5),
     "lag_p99_ms": ("<=", 10.0),
     "snapshot_ratio": ("<=", 1.5),
+    "sync_p99_ms": ("<=", 10.0),
+    "sync_concurrent_ratio": (">=", 0.3),
     "follower_rss_mib": ("<=", 150.0),
     "idle_cpu_pct": ("<=", 1.0),
     "switchover_unavailable_s": ("<=", 2.0),
@@ -448,6 +517,7 @@ def measure(quick: bool) -> dict[str, float]:
         out["failover_slow_s"] = failover(tmp, slow_ttl, rtt / 2, 0.05) or -1.0
         out["switchover_unavailable_s"] = switchover(tmp)
         out["sigterm_handover_s"] = sigterm_handover(tmp)
+        out.update(sync_commits(tmp, 1000, 2 if quick else 10, 16, 2 if quick else 5))
         p50, p99, nodes = lag(tmp, 1000, 3 if quick else 10)
         out.update(lag_p50_ms=p50, lag_p99_ms=p99)
         try:
@@ -483,6 +553,14 @@ def render(out: dict[str, float], quick: bool) -> None:
         ("lag at 1,000 txn/s, p50", "", "", "lag_p50_ms"),
         ("lag at 1,000 txn/s, p99", "", "", "lag_p99_ms"),
         ("idle CPU, leader + follower", "", "", "idle_cpu_pct"),
+        ("sync commit (acks=1) at 1,000 txn/s, p50", "", "", "sync_p50_ms"),
+        ("sync commit (acks=1) at 1,000 txn/s, p99", "", "", "sync_p99_ms"),
+        (
+            f"{out['sync_writers']:.0f} concurrent sync writers vs async",
+            f"{out['sync_concurrent_txn_per_s']:,.0f} txn/s",
+            f"{out['async_concurrent_txn_per_s']:,.0f} txn/s",
+            "sync_concurrent_ratio",
+        ),
         (
             f"failover, kill -9 to a write accepted (etcd, TTL {out['failover_ttl_s']:.0f} s)",
             "",

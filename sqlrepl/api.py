@@ -12,12 +12,12 @@ in the app.
 
 from __future__ import annotations
 
+import http.client
 import json
 import sqlite3
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -98,36 +98,72 @@ def wait(
 
 
 def _get(url: str, path: str, params: dict[str, str], timeout: float, auth: str | None) -> Any:
-    """GET a node's endpoint; its error as the matching SqlreplError."""
-    if not url.startswith(("http://", "https://")):
+    """GET a node's endpoint over a kept-alive connection (one per thread and node); its
+    error as the matching SqlreplError."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{url!r} is not a node URL (http://HOST:PORT)")
-    request = urllib.request.Request(f"{url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}")
+    headers = {}
     secret = auth or config.load_token(None)
     if secret:
-        request.add_header("Authorization", f"Bearer {secret}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout + config.CONNECT_TIMEOUT) as answer:
-            return json.load(answer)
-    except urllib.error.HTTPError as exc:
-        raise _error(exc) from None
-    except (OSError, ValueError) as exc:
-        raise PeerUnavailable(f"{url} did not answer: {getattr(exc, 'reason', exc)}") from None
+        headers["Authorization"] = f"Bearer {secret}"
+    target = f"{path}?{urllib.parse.urlencode(params)}"
+    for attempt in (1, 2):  # a kept-alive connection the node closed meanwhile: once more
+        conn = _connection(parts, timeout + config.CONNECT_TIMEOUT)
+        try:
+            conn.request("GET", target, headers=headers)
+            answer = conn.getresponse()
+            body = answer.read()
+        except (http.client.HTTPException, OSError) as exc:
+            _drop(parts)
+            if attempt == 1 and isinstance(
+                exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+            ):
+                continue
+            raise PeerUnavailable(f"{url} did not answer: {exc}") from None
+        if answer.status == 200:
+            return json.loads(body)
+        raise _error(url, answer.status, answer.reason, answer.headers, body)
+    raise AssertionError("unreachable")
 
 
-def _error(exc: urllib.error.HTTPError) -> SqlreplError:
+_local = threading.local()
+
+
+def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
+    pool: dict[str, http.client.HTTPConnection] = _local.__dict__.setdefault("pool", {})
+    conn = pool.get(parts.netloc)
+    if conn is None:
+        kind = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        conn = pool[parts.netloc] = kind(parts.hostname or "", parts.port, timeout=timeout)
+    conn.timeout = timeout
+    if conn.sock is not None:
+        conn.sock.settimeout(timeout)
+    return conn
+
+
+def _drop(parts: urllib.parse.SplitResult) -> None:
+    conn = _local.__dict__.get("pool", {}).pop(parts.netloc, None)
+    if conn is not None:
+        conn.close()
+
+
+def _error(url: str, status: int, reason: str, headers: Any, body: bytes) -> SqlreplError:
     try:
-        message = str(json.loads(exc.read()).get("error") or exc.reason)
+        message = str(json.loads(body).get("error") or reason)
     except ValueError:
-        message = str(exc.reason)
-    if exc.code == 401:
-        return AuthError(f"{exc.url}: {message}")
-    if exc.code == 504:
+        message = reason
+    if status == 401:
+        return AuthError(f"{url}: {message}")
+    if status == 504:
         return NotAcknowledged(message)
-    if exc.code == 409 and exc.headers.get(FORK_HEADER):
+    if status == 409 and headers.get(FORK_HEADER):
         return TokenForked(message)
-    if exc.code == 400:
+    if status == 400:
         return ConfigError(message)
-    return Refused(message)
+    return Refused(f"{url}: {message}")
 
 
 class SyncConnection(sqlite3.Connection):

@@ -248,8 +248,13 @@ class Leader:
                 self.ddl.wrote()
                 # Under a stream of commits, at most one look (and one batch per follower)
                 # per LOOK_INTERVAL_S: apps run faster beside the daemon. A commit after a
-                # quiet spell is looked at at once.
-                await asyncio.sleep(max(0.0, last_look + config.LOOK_INTERVAL_S - time.monotonic()))
+                # quiet spell, or while apps wait for acknowledgements, is looked at at once.
+                pause = last_look + config.LOOK_INTERVAL_S - time.monotonic()
+                if pause > 0 and not self.acks.waiters:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(pause):
+                            await self.acks.hurry.wait()
+                self.acks.hurry.clear()
                 last_look = time.monotonic()
                 # A commit writes its WAL frames (the event) before it publishes them in
                 # the shared-memory index (no event): look again shortly, or a look that

@@ -56,6 +56,10 @@ class Acks:
         #: node -> pulls it has waiting at the leader now
         self.polling: dict[str, int] = {}
         self.moved = asyncio.Event()
+        #: `wait` calls waiting now: the leader then looks at every commit at once.
+        self.waiters = 0
+        #: Set by a `wait` for a seq past the head: cuts the leader's pause between looks.
+        self.hurry = asyncio.Event()
 
     def pulled(self, node: str | None, url: str, seq: int, head: int) -> None:
         if not node:
@@ -97,14 +101,18 @@ class Acks:
     async def wait_for(self, seq: int, nodes: set[str], needed: int, timeout: float) -> list[str]:
         """Wait (up to `timeout`) until `needed` of `nodes` hold seq; who does at the end."""
         deadline = time.monotonic() + timeout
-        while len(have := self.holding(seq, nodes)) < needed:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return have
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self.moved.wait()
-        return have
+        self.waiters += 1
+        try:
+            while len(have := self.holding(seq, nodes)) < needed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return have
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self.moved.wait()
+            return have
+        finally:
+            self.waiters -= 1
 
 
 def needed_acks(raw: str, known: int) -> int:
@@ -148,6 +156,8 @@ async def wait(leader: Leader, request: web.Request) -> web.Response:
         return error(409, str(exc), {FORK_HEADER: "1"})
     if not leader.leading:
         return error(503, "this node is not the leader now")
+    if token.seq > leader.head:
+        leader.acks.hurry.set()  # its commit may wait in the pause between two looks
     have = await leader.acks.wait_for(token.seq, known, needed, timeout)
     body: dict[str, Any] = {
         "token": tokens.format_token(token),
