@@ -107,6 +107,10 @@ def test_wait_returns_when_enough_followers_hold_a_token_and_fails_loudly_otherw
     for bad in (["nonsense"], [token, "--acks", "most"], [token, "--timeout", "-1"]):
         result = run("wait", leader.url, *bad)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    for query in ("token=3", "token=1:1&acks=-1", "token=1:1&timeout=x", "token=1:1&timeout=1e9"):
+        assert http_status(f"{leader.url}/wait?{query}") == 400, query
+    assert http_status(f"{b.url}/wait?token=1:1&acks=1") == 400  # the leader counts acks
+    assert http_status(f"{leader.url}/wait?token=99:1&timeout=0") == 409  # a newer epoch
 
 
 def test_sync_commits_are_readable_on_the_follower_at_once(

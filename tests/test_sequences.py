@@ -27,10 +27,15 @@ class Ops:
         self.done: list[str] = []
 
     def leader(self) -> Daemon:
-        wait_until(lambda: open_leader(self.nodes) is not None, "one open leader", 20)
-        found = open_leader(self.nodes)
-        assert found is not None
-        return found
+        found: list[Daemon | None] = [None]
+
+        def one() -> bool:  # one answer, not two: roles move between two calls
+            found[0] = open_leader(self.nodes)
+            return found[0] is not None
+
+        wait_until(one, "one open leader", 20)
+        assert found[0] is not None
+        return found[0]
 
     def file(self, node: Daemon) -> Path:
         return self.files[self.nodes.index(node)]

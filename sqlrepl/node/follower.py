@@ -122,6 +122,8 @@ class Follower:
         self.peers: dict[str, tuple[dict[str, Any], float]] = {}
         #: This role closed its leader file's gate at start (reopened if the rejoin is refused).
         self.gate_closed_here = False
+        #: The file was promoted; the leader role takes over in a moment.
+        self.promoted = False
 
     async def run(self, stop: asyncio.Event) -> roles.Transition | None:
         """Follow until `stop` (returns None) or until promoted (returns the transition)."""
@@ -199,5 +201,8 @@ class Follower:
             self.start_replicating()
             raise
         log.warning("promoted to leader of epoch %s from seq %s: %s", where.epoch, where.seq, why)
+        # Until the leader role serves, status says what the file now is: a node restarted
+        # meanwhile must find this one leading its newer epoch, not a follower.
+        self.progress.position, self.promoted = where, True
         asyncio.get_running_loop().call_later(0.05, self.done.set)
         return where

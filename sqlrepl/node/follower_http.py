@@ -53,7 +53,7 @@ class FollowerAPI:
         now = time.time()
         return web.json_response(
             {
-                "role": "follower",
+                "role": "leader" if f.promoted else "follower",
                 "url": f.url,
                 "db": str(f.config.db),
                 "node": f.node,
@@ -72,7 +72,7 @@ class FollowerAPI:
                 "candidate": f.config.candidate,
                 "eligible": eligible,
                 "why_not": why_not,
-                "gate": "closed",
+                "gate": "open" if f.promoted else "closed",
                 "history": f.history,
                 "rollback": f.rollback,
             }

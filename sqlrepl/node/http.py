@@ -15,6 +15,8 @@ from aiohttp import web
 from ..errors import ConfigError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Seconds a role's HTTP server waits for requests in flight when the role ends.
+SHUTDOWN_TIMEOUT = 0.25
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -91,7 +93,13 @@ def listen(host: str, port: int) -> socket.socket:
 
 async def run_server(app: web.Application, listener: socket.socket, stop: asyncio.Event) -> None:
     """Serve `app` on `listener` until `stop` is set (the listener itself stays open)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    # A role change waits this long for requests in flight: every one of them is safe to
+    # cut (a batch is applied whole or not at all, downloads are retried), while a longer
+    # wait left the node answering in its old role (a restarted node could then not see
+    # that this one leads, after a promotion).
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
     await runner.setup()
     try:
         await web.SockSite(runner, listener.dup()).start()
