@@ -158,6 +158,7 @@ def test_a_token_past_a_fork_fails_at_once_everywhere(tmp_path: Path, cluster: C
         lost = token_of(db)
         promoted = run("promote", b.url, "--force")
         assert promoted.returncode == 0, promoted.stderr
+        wait_until(lambda: http_status(b.url + "/leader") == 200, "b to serve as the leader")
         started = time.monotonic()
         with pytest.raises(sqlrepl.TokenForked, match="fork"):
             sqlrepl.wait(lost, b.url, acks=0, timeout=30)

@@ -133,7 +133,7 @@ def routed_to(front: str) -> str | None:
 
 
 def only(front: str, role: str) -> bool:
-    return all(routed_to(front) == role for _ in range(6))
+    return all(routed_to(front) == role for _ in range(12))
 
 
 def test_haproxy_sends_writes_to_the_leader_and_reads_to_fresh_replicas(

@@ -35,6 +35,8 @@ WAIT_POLL = 0.002
 class FollowerAPI:
     def __init__(self, follower: Follower) -> None:
         self.follower = follower
+        #: Old leaders being told to step down (best effort, outliving this role).
+        self.fencing: set[asyncio.Future[None]] = set()
 
     def app(self) -> web.Application:
         token = self.follower.config.token
@@ -83,6 +85,8 @@ class FollowerAPI:
         # A follower that lost its leader still serves reads: staleness is the bound's
         # business (/replica?seconds=), not a failure of this node.
         problem = "not bootstrapped yet" if f.db is None or p.position is None else None
+        if f.promoted:  # the leader role takes over in a moment: no replica any more
+            return health.Health("leader", "promoted: the leader role is starting")
         seconds = p.lag_seconds(time.time(), f.config.wait + KEEPALIVE_GRACE)
         return health.Health("follower", problem, False, p.lag(), seconds)
 
@@ -147,7 +151,11 @@ class FollowerAPI:
             return error(409, "promote refused: another node holds the leader lease")
         where = await f.become_leader(why, epoch)
         if not handover:
-            await self._fence(old_leader, where)
+            # In the background: an old leader that hangs must not hold the answer past
+            # the end of this role (its HTTP server then cuts what is in flight).
+            fencing = asyncio.ensure_future(self._fence(old_leader, where))
+            self.fencing.add(fencing)
+            fencing.add_done_callback(self.fencing.discard)
         return web.json_response({"url": f.url, "epoch": where.epoch, "seq": where.seq})
 
     async def _epoch_floor(self, force: bool) -> int | str:

@@ -120,6 +120,8 @@ class Leader:
         await asyncio.to_thread(self.coord.check_config, self.meta["cluster"])
         if self.coord.holds_lease() != self.gate_open:
             await self.set_gate(self.coord.holds_lease(), "waiting for the leader lease")
+        if self.hold is not None and self.gate_open:  # closed before anyone is told we lead
+            await self.set_gate(False, self.hold, held=True)
         log.info(
             "leading %s on %s: cluster %s, epoch %s, seq %s",
             self.config.db,
