@@ -70,6 +70,11 @@ CONNECT_TIMEOUT = 5.0
 STATIC = "static"
 
 
+#: What every log line says of the daemon writing it (kept current by the daemons: node,
+#: role, epoch), for JSON logs.
+LOG_CONTEXT: dict[str, object] = {"node": None, "role": None, "epoch": None}
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """'HOST:PORT' or '[v6]:PORT' -> (host, port)."""
     host, sep, port = value.rpartition(":")

@@ -164,3 +164,13 @@ def live_status(fetch: Any, duration: float, caption: Any) -> None:
             live.update(table)
             time.sleep(0.25)
     console.print()
+
+
+def settings_table(effective: dict[str, Any], source: Any) -> None:
+    """A node's effective settings, each with where its value came from."""
+    table = Table(title=f"effective settings ({source})")
+    for column in ("key", "value", "from"):
+        table.add_column(column)
+    for key, item in effective.items():
+        table.add_row(key, json.dumps(item["value"]), str(item["from"]))
+    console.print(table)

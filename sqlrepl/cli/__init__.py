@@ -4,11 +4,12 @@ base      the group, error handling (one line, exit 1; usage errors exit 2), sha
 daemons   leader, follower
 cluster   status, promote, switchover, history
 files     snapshot, demo
+node      node --config (the role from the cluster), config check
 """
 
 from __future__ import annotations
 
-from . import cluster, daemons, files
+from . import cluster, daemons, files, node
 from .base import cli
 
 
@@ -16,4 +17,4 @@ def main() -> None:
     cli()
 
 
-__all__ = ["cli", "cluster", "daemons", "files", "main"]
+__all__ = ["cli", "cluster", "daemons", "files", "main", "node"]

@@ -73,7 +73,14 @@ def check_coordinator(url: str | None, ttl: int) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs and full tracebacks.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Daemon logs as text lines, or one JSON object per line.",
+)
 @click.version_option(package_name="sqlrepl")
-def cli(verbose: bool) -> None:
+def cli(verbose: bool, log_format: str) -> None:
     """Replicate a plain SQLite file to read replicas, with snapshots and failover."""
-    logs.setup(verbose)
+    logs.setup(verbose, log_format)

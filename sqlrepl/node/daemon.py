@@ -49,8 +49,67 @@ def run_follower(config: FollowerConfig) -> None:
         asyncio.run(_run_node(coord, None, config))
 
 
+def run_node(leader: LeaderConfig, follower: FollowerConfig, members: list[str]) -> None:
+    """`sqlrepl node`: the role from the file and the cluster. A leader file leads (or
+    follows a newer leader it finds), a follower file follows, a plain SQLite file founds
+    a cluster unless a member already leads one, and a missing file is bootstrapped from
+    whichever member (or etcd) says it leads, waiting until one does."""
+    check_exposure(leader.host, leader.token)
+    if not leader.db.parent.is_dir():
+        raise SqlreplError(f"directory {leader.db.parent} does not exist")
+    me = advertised_url(leader.host, leader.port, leader.advertise)
+    coord = from_url(leader.coordinator, leader.ttl)
+    with exclusive(leader.db):
+        Members(leader.db, me).add(members)
+        asyncio.run(_start_node(coord, leader, follower, [m for m in members if m != me]))
+
+
+async def _start_node(
+    coord: Coordinator, leader: LeaderConfig, follower: FollowerConfig, members: list[str]
+) -> None:
+    meta = await asyncio.to_thread(roles.peek, leader.db)
+    exists = leader.db.exists() and leader.db.stat().st_size > 0
+    if meta.get("role") == "follower":
+        follower.leader = str(meta.get("leader") or "")
+        return await _run_node(coord, None, follower, leader)
+    if meta.get("role") == "leader":
+        return await _run_node(coord, leader, None, follower)
+    found = await _current_leader(coord, members, leader.token, wait=not exists)
+    if exists and found is None:
+        return await _run_node(coord, leader, None, follower)  # a plain file: found a cluster
+    if exists:
+        raise SqlreplError(
+            f"{leader.db} is a plain SQLite file, but {found} leads a cluster already: move "
+            "the file away to join as a follower, or run `sqlrepl leader` to found another"
+        )
+    assert found is not None
+    follower.leader = found
+    return await _run_node(coord, None, follower, leader)
+
+
+async def _current_leader(
+    coord: Coordinator, members: list[str], token: str | None, wait: bool
+) -> str | None:
+    """The URL of the node that leads now: from the coordinator, else the members."""
+    delay = 0.5
+    while True:
+        holder = await asyncio.to_thread(coord.leader) if coord.automatic else None
+        if holder and holder.get("url"):
+            return str(holder["url"])
+        answers = await discovery.survey(members, token)
+        found = discovery.newest_leader(answers, None, 0, any_cluster=True)
+        if found or not wait:
+            return found
+        log.warning("no member leads yet (asked %s); asking again", ", ".join(members) or "none")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
 async def _run_node(
-    coord: Coordinator, leader: LeaderConfig | None, follower: FollowerConfig | None
+    coord: Coordinator,
+    leader: LeaderConfig | None,
+    follower: FollowerConfig | None,
+    other: LeaderConfig | FollowerConfig | None = None,
 ) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -60,7 +119,7 @@ async def _run_node(
     for stale in tempfiles.remove_stale(base.db.parent, base.db.name):
         log.warning("removed %s, left behind by a process that is gone", stale)
     try:
-        role, leader, follower = await _first_role(coord, leader, follower)
+        role, leader, follower = await _first_role(coord, leader, follower, other)
         while not stop.is_set():
             if role == "leader":
                 transition = await Leader(leader, coord, listener).run(stop)
@@ -82,7 +141,10 @@ async def _run_node(
 
 
 async def _first_role(
-    coord: Coordinator, leader: LeaderConfig | None, follower: FollowerConfig | None
+    coord: Coordinator,
+    leader: LeaderConfig | None,
+    follower: FollowerConfig | None,
+    other: LeaderConfig | FollowerConfig | None = None,
 ) -> tuple[str, LeaderConfig, FollowerConfig]:
     """The role this node starts in, decided from the file before anything touches it."""
     base = leader or follower
@@ -90,6 +152,10 @@ async def _first_role(
     meta = await asyncio.to_thread(roles.peek, base.db)
     fresh_leader = leader is not None and not meta
     await asyncio.to_thread(coord.check_config, meta.get("cluster"), fresh_leader)
+    if isinstance(other, LeaderConfig) and leader is None:
+        leader = other
+    if isinstance(other, FollowerConfig) and follower is None:
+        follower = other
     leader, follower = _both_configs(leader, follower)
     if base is leader and meta.get("role") == "follower":
         follower.leader = str(meta.get("leader"))
@@ -160,4 +226,4 @@ def _both_configs(
     return leader, follower
 
 
-__all__ = ["run_follower", "run_leader"]
+__all__ = ["run_follower", "run_leader", "run_node"]

@@ -44,15 +44,18 @@ async def ask(url: str, token: str | None, timeout: float = ASK_TIMEOUT) -> dict
         return None
 
 
-def newest_leader(answers: list[dict[str, Any]], cluster: str | None, above: int) -> str | None:
-    """The URL of the leader of `cluster` on the newest epoch above `above`, if any answered
+def newest_leader(
+    answers: list[dict[str, Any]], cluster: str | None, above: int, any_cluster: bool = False
+) -> str | None:
+    """The URL of the leader of `cluster` (or, with `any_cluster`, of whichever cluster
+    answers: a node with no file yet) on the newest epoch above `above`, if any answered
     (a follower that lost its leader asks for its own epoch or newer: there is one leader per
     epoch)."""
     leaders = [
         a
         for a in answers
         if a.get("role") == "leader"
-        and a.get("cluster") == cluster
+        and (any_cluster or a.get("cluster") == cluster)
         and a.get("leading", True)
         and int(a.get("epoch") or 0) > above
     ]

@@ -127,6 +127,8 @@ class Follower:
 
     async def run(self, stop: asyncio.Event) -> roles.Transition | None:
         """Follow until `stop` (returns None) or until promoted (returns the transition)."""
+        epoch = (self.meta or {}).get("epoch")
+        config.LOG_CONTEXT.update(node=self.node, role="follower", epoch=epoch)
         if (self.meta or {}).get("role") == "leader":
             self.gate_closed_here = await asyncio.to_thread(bootstrap.close_leader_gate, self)
         try:

@@ -116,6 +116,7 @@ class Leader:
 
     async def run(self, stop: asyncio.Event) -> roles.Transition | None:
         """Lead until `stop` (returns None) or until leadership passes on (returns where to)."""
+        config.LOG_CONTEXT.update(node=self.node, role="leader", epoch=self.position.epoch)
         await self.db.run(self.report_problems)
         await asyncio.to_thread(self.coord.check_config, self.meta["cluster"])
         if self.coord.holds_lease() != self.gate_open:
@@ -210,6 +211,7 @@ class Leader:
         self.position = await self.db.run(roles.new_epoch, conn, epoch, why, self.url, time.time())
         self.history = await self.db.run(roles.history, conn)
         self.leading = True
+        config.LOG_CONTEXT["epoch"] = epoch
 
     def hand_over(self, transition: roles.Transition) -> None:
         """End this role shortly (after the current response is sent)."""

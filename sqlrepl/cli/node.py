@@ -1,0 +1,115 @@
+"""`sqlrepl node --config FILE`: one command per node, its role from the cluster's state;
+`sqlrepl config check FILE`: validate a file and show the effective settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import config, logs, render, settings
+from ..errors import ConfigError
+from .base import Command, cli
+
+#: The flags of `node`: one per settings key (values parsed like the file's).
+FLAG_HELP = {
+    "db": "The database file.",
+    "listen": "Address to serve on, HOST:PORT.",
+    "advertise": "URL other nodes reach this one at.",
+    "members": "Other members' URLs, comma-separated (used to find the leader).",
+    "coordinator": "etcd://HOST:PORT[,HOST:PORT]/CLUSTER for automatic failover.",
+    "ttl": "etcd: seconds the leader lease lasts.",
+    "max_lag": "Most changes a candidate may lag and still be promoted.",
+    "token_file": "File holding the shared token.",
+    "log_limit": "Changes the leader's log keeps.",
+    "retention": "Seconds a silent follower stays listed in status.",
+    "min_sync_replicas": "Refuse writes while fewer followers are connected and fresh.",
+    "max_replica_lag": "Seconds behind a follower may be and count for --min-sync-replicas.",
+    "log_format": "text or json.",
+}
+
+
+def node_flags(fn: Any) -> Any:
+    for key, text in reversed(FLAG_HELP.items()):
+        fn = click.option("--" + key.replace("_", "-"), key, default=None, help=text)(fn)
+    return click.option(
+        "--candidate/--no-candidate", default=None, help="May this node be promoted?"
+    )(fn)
+
+
+@cli.command(cls=Command)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file with the node's settings (SQLREPL_* variables and flags override it).",
+)
+@node_flags
+def node(config_file: Path | None, **flags: Any) -> None:
+    """Run this host's node: leader or follower, as the cluster's state says.
+
+    A leader file leads (or follows a newer leader it finds); a follower file follows;
+    a missing file is bootstrapped from whichever member leads. The same command stays
+    right after promote, switchover and failover: one service unit per host.
+    """
+    try:
+        s = settings.load(config_file, flags=flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    root = click.get_current_context().find_root().params
+    if s.sources.get("log_format") or root.get("log_format") == "text":
+        logs.setup(bool(root.get("verbose")), s.log_format)
+    from ..node.daemon import run_node
+
+    leader, follower = node_configs(s)
+    run_node(leader, follower, s.members)
+
+
+def node_configs(s: settings.NodeSettings) -> tuple[Any, Any]:
+    from ..node.follower import FollowerConfig
+    from ..node.leader import LeaderConfig
+
+    token = config.load_token(Path(s.token_file) if s.token_file else None)
+    host, port = config.parse_listen(s.listen)
+    db = Path(s.db)
+    common: dict[str, Any] = {
+        "coordinator": s.coordinator,
+        "ttl": s.ttl,
+        "advertise": s.advertise,
+    }
+    leader = LeaderConfig(
+        db,
+        host,
+        port,
+        token,
+        s.retention,
+        s.log_limit,
+        min_sync_replicas=s.min_sync_replicas,
+        max_replica_lag=s.max_replica_lag,
+        **common,
+    )
+    follower = FollowerConfig(
+        db, "", host, port, token, candidate=s.candidate, max_lag=s.max_lag, **common
+    )
+    return leader, follower
+
+
+@cli.group("config")
+def config_() -> None:
+    """Node configuration files."""
+
+
+@config_.command("check", cls=Command)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the effective settings as JSON.")
+def check(file: Path, as_json: bool) -> None:
+    """Validate FILE and print the effective settings (with SQLREPL_* variables applied),
+    each with where its value came from. Exit 1, naming the key, if anything is wrong."""
+    s = settings.load(file, env=os.environ)
+    effective = s.effective()
+    if as_json:
+        render.print_json(effective)
+    else:
+        render.settings_table(effective, file)
