@@ -28,7 +28,7 @@ from ..core.wire import (
     FrameWriter,
 )
 from ..errors import SnapshotNeeded, SqlreplError
-from . import ddl
+from . import ddl, metrics
 from .http import error, int_param, json_param
 from .spool import Spool
 
@@ -130,7 +130,9 @@ class BatchServer:
             while True:
                 try:
                     out = FrameWriter(spool.write)
-                    batch.build(leader.db.conn, after, out, leader.tables, fts5)
+                    with metrics.BUILD_SECONDS.time():
+                        head = batch.build(leader.db.conn, after, out, leader.tables, fts5)
+                    metrics.CHANGES_SHIPPED.inc(max(head - after, 0))
                     return
                 except batch.SchemaMoved:
                     if capture.in_step(leader.db.conn) is None:
@@ -165,4 +167,6 @@ class BatchServer:
                 await spool.changed()
         await build  # a build that failed midway aborts the response: the follower sees it cut
         await response.write_eof()
+        metrics.BATCHES_SHIPPED.inc()
+        metrics.SENT_BYTES.inc(sent)
         return response

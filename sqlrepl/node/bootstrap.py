@@ -14,6 +14,7 @@ from ..core import capture, gate, roles, rollback, snapshot, tempfiles
 from ..core.apply import applier_connection
 from ..core.db import connect, durable, ensure_position_view
 from ..core.positions import follower_position, read_position
+from . import metrics
 from .client import Client
 from .database import Database
 
@@ -67,7 +68,9 @@ async def install_snapshot(f: Follower, client: Client, fetched: Path | None = N
     """Make a verified snapshot (`fetched`, or one downloaded now) a follower and put it in
     place (a rename, or a live replace readers never see torn)."""
     db = f.config.db
+    started = time.monotonic()
     tmp = fetched or await fetch_snapshot(f, client)
+    metrics.RECEIVED_BYTES.inc(tmp.stat().st_size)
     try:
         where = await asyncio.to_thread(snapshot.make_follower, tmp, f.config.leader, f.node)
         if f.db is not None:
@@ -76,6 +79,8 @@ async def install_snapshot(f: Follower, client: Client, fetched: Path | None = N
             await asyncio.to_thread(snapshot.place, tmp, db)
     finally:
         tmp.unlink(missing_ok=True)
+    metrics.SNAPSHOTS.labels("in").inc()
+    metrics.SNAPSHOT_SECONDS.labels("in").observe(time.monotonic() - started)
     log.info("bootstrapped %s from a snapshot at %s", db, where)
     f.meta = roles.check_existing(db)
     if f.db is None:

@@ -14,7 +14,7 @@ from ..core import tokens
 from ..core.positions import Position
 from ..core.wire import FORK_HEADER
 from ..errors import ConfigError, SqlreplError, TokenForked
-from . import discovery, health, sync
+from . import discovery, health, metrics, sync
 from .client import Client
 from .http import auth_middleware, error, int_param
 from .snapshots import serve_snapshot
@@ -43,6 +43,8 @@ class FollowerAPI:
         app = web.Application(middlewares=[auth_middleware(token, health.PATHS)])
         health.add_routes(app, self.health)
         app.router.add_get("/wait", self.wait)
+        app.router.add_get("/metrics", metrics.handler)
+        metrics.serve_role(self.metrics)
         app.router.add_get("/status", self.status)
         app.router.add_get("/snapshot", self.snapshot)
         app.router.add_post("/promote", self.promote)
@@ -79,6 +81,17 @@ class FollowerAPI:
                 "rollback": f.rollback,
             }
         )
+
+    def metrics(self) -> metrics.State:
+        f, p = self.follower, self.follower.progress
+        seconds = p.lag_seconds(time.time(), f.config.wait + KEEPALIVE_GRACE)
+        extra: metrics.State = {
+            "sqlrepl_lag_changes": ("Changes behind the newest head known.", p.lag(), ""),
+            "sqlrepl_lag_seconds": ("Seconds since it last held its leader's head.", seconds, ""),
+        }
+        where = p.position
+        epoch, seq = (where.epoch, where.seq) if where else (None, None)
+        return metrics.describe("follower", epoch, seq, False, False, extra)
 
     def health(self) -> health.Health:
         f, p = self.follower, self.follower.progress

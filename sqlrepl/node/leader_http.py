@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .. import config
 from ..core import roles
 from ..errors import Refused
-from . import handover, health, sync
+from . import handover, health, metrics, sync
 from .batches import BatchServer
 from .http import auth_middleware, error, int_param
 from .snapshots import serve_snapshot
@@ -29,6 +31,8 @@ class LeaderAPI:
         app = web.Application(middlewares=[auth_middleware(token, health.PATHS)])
         health.add_routes(app, self.health)
         app.router.add_get("/wait", lambda request: sync.wait(self.leader, request))
+        app.router.add_get("/metrics", metrics.handler)
+        metrics.serve_role(self.metrics)
         app.router.add_get("/status", self.status)
         app.router.add_get("/batch", BatchServer(self.leader).batch)
         app.router.add_get("/snapshot", self.snapshot)
@@ -57,6 +61,35 @@ class LeaderAPI:
                 "node": leader.node,
                 "history": leader.history,
             }
+        )
+
+    def metrics(self) -> metrics.State:
+        leader = self.leader
+        followers = leader.retention.report(leader.head)
+        keepalive = config.MAX_POLL_WAIT
+        connected = [f for f in followers if f["last_seen"] <= keepalive]
+        fresh = leader.acks.fresh_at
+        now = time.monotonic()
+        seconds = {
+            url: (0.0 if seq >= leader.head else round(now - fresh.get(node, now), 3))
+            for node, (url, seq, _seen) in leader.acks.at.items()
+        }
+        extra: metrics.State = {
+            "sqlrepl_followers_connected": ("Followers seen lately.", len(connected), ""),
+            "sqlrepl_follower_lag_changes": (
+                "Changes each follower lacks.",
+                {f["url"] or f["node"]: f["lag"] for f in followers},
+                "follower",
+            ),
+            "sqlrepl_follower_lag_seconds": (
+                "Seconds since each follower last held the head.",
+                seconds,
+                "follower",
+            ),
+        }
+        lease = leader.coord.holds_lease() and not leader.lease_doubtful()
+        return metrics.describe(
+            "leader", leader.position.epoch, leader.head, leader.gate_open, lease, extra
         )
 
     def health(self) -> health.Health:

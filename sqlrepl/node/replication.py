@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -33,7 +34,7 @@ from ..errors import (
     StaleEpochError,
     StorageError,
 )
-from . import bootstrap, discovery
+from . import bootstrap, discovery, metrics
 from .client import Client, expect_ok
 from .members import Members
 
@@ -113,6 +114,7 @@ class Replicator:
             delay = min(delay * 2, config.BACKOFF_MAX)
 
     def _failed(self, exc: SqlreplError) -> None:
+        metrics.ERRORS.labels(type(exc).__name__).inc()
         message = str(exc)
         if message != self.f.progress.error:
             log.warning("%s; retrying (backoff up to %ss)", message, config.BACKOFF_MAX)
@@ -223,6 +225,7 @@ class Replicator:
         f = self.f
         assert f.db is not None
         applier = Applier(f.db.conn)
+        started = time.perf_counter()
         try:
             size = response.content_length
             if size is not None and size <= SMALL_BATCH:
@@ -236,6 +239,10 @@ class Replicator:
                     "applied a large batch: %d rows, now at %s", applier.rows, f.progress.position
                 )
             self._saw_history(applier)
+            metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
+            metrics.BATCHES_APPLIED.inc()
+            metrics.ROWS_APPLIED.inc(applier.rows)
+            metrics.RECEIVED_BYTES.inc(size or 0)
         except BaseException as exc:
             await f.db.run(applier.abort)
             if isinstance(exc, aiohttp.ClientPayloadError):

@@ -14,6 +14,7 @@ from aiohttp import web
 from ..core import snapshot, tempfiles
 from ..core.positions import Position
 from ..core.wire import EPOCH_HEADER, SEQ_HEADER, SHA256_HEADER, SNAPSHOT_TYPE
+from . import metrics
 from .database import Database
 
 log = logging.getLogger("sqlrepl")
@@ -29,6 +30,7 @@ async def serve_snapshot(
     """Stream a consistent, position-stamped, checksummed copy of the database."""
     tmp = tempfiles.temp_path(path.with_name(f"{path.name}.snapshot-{id(request)}"))
     tmp.mkdir()
+    started = time.monotonic()
     try:
         copy = tmp / "snapshot.db"
         where = await db.run(snapshot.take, db.conn, copy, time.time())
@@ -49,7 +51,11 @@ async def serve_snapshot(
             while block := await asyncio.to_thread(f.read, SEND_SIZE):
                 await response.write(block)
         await response.write_eof()
-        log.info("served snapshot at %s (%d bytes)", where, copy.stat().st_size)
+        size = copy.stat().st_size
+        metrics.SNAPSHOTS.labels("out").inc()
+        metrics.SNAPSHOT_SECONDS.labels("out").observe(time.monotonic() - started)
+        metrics.SENT_BYTES.inc(size)
+        log.info("served snapshot at %s (%d bytes)", where, size)
         return response
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
