@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import apsw
+
 from .core import restore as restore_core
 from .core import snapshot, tempfiles
 from .core.db import connect, durable
 from .core.positions import Position
-from .errors import DatabaseError
+from .errors import DatabaseError, StorageError
 from .node.client import Client
 
 Progress = snapshot.Progress
@@ -45,6 +47,10 @@ def save(
 ) -> dict[str, Any]:
     """Write a snapshot of SOURCE (a path or node URL) to DEST; return what was written."""
     path = target_path(source, dest)
+    if not path.parent.is_dir():
+        raise DatabaseError(f"cannot write {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise DatabaseError(f"cannot write {path}: directory {path.parent} is not writable")
     tempfiles.remove_stale(path.parent)
     tmp = tempfiles.temp_path(path)
     try:
@@ -56,6 +62,9 @@ def save(
         durable(tmp)
         os.replace(tmp, path)
         durable(path)
+    except (OSError, apsw.Error) as exc:  # a full disk, an I/O error: one line, nothing left
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise StorageError(f"cannot write {path}: {why}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     pruned = prune(path, keep) if keep and dest.is_dir() else []

@@ -174,3 +174,20 @@ def settings_table(effective: dict[str, Any], source: Any) -> None:
     for key, item in effective.items():
         table.add_row(key, json.dumps(item["value"]), str(item["from"]))
     console.print(table)
+
+
+def watch_status(fetch: Any, interval: float) -> None:
+    """`status --watch`: the table, refreshed every `interval` seconds until Ctrl-C."""
+
+    def table() -> Table:
+        shown = status_table(fetch())
+        shown.caption = f"{time.strftime('%H:%M:%S')} — every {interval:g}s, Ctrl-C to stop"
+        return shown
+
+    try:
+        with Live(table(), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(table(), refresh=True)
+    except KeyboardInterrupt:
+        console.print()

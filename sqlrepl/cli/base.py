@@ -26,6 +26,40 @@ class ListenAddress(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class NodeURL(click.ParamType):
+    """A node's URL, http(s)://HOST:PORT (a usage error otherwise: exit 2)."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(str(value))
+            port = parts.port
+        except ValueError:
+            port = None
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            self.fail(f"{value!r} is not a node URL: http://HOST:PORT", param, ctx)
+        return str(value).rstrip("/")
+
+
+class CoordinatorURL(click.ParamType):
+    """--coordinator: checked before anything starts (a usage error: exit 2)."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from ..coord import from_url
+
+        try:
+            from_url(str(value))
+        except SqlreplError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
 class Command(click.Command):
     """Turn SqlreplError into a one-line message and exit 1 (tracebacks only with --verbose)."""
 
@@ -52,13 +86,14 @@ advertise_option = click.option(
 def coordinator_options(fn: Any) -> Any:
     fn = click.option(
         "--ttl",
-        type=int,
+        type=click.IntRange(min=1),
         default=config.DEFAULT_TTL,
         show_default=True,
         help="etcd: seconds the leader lease lasts; failover takes about this long.",
     )(fn)
     return click.option(
         "--coordinator",
+        type=CoordinatorURL(),
         metavar="etcd://HOST:PORT[,HOST:PORT]/CLUSTER",
         help="Automatic failover through etcd (default: static, promote by hand).",
     )(fn)

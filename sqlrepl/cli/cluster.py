@@ -12,13 +12,14 @@ from .. import config, render
 from ..errors import ConfigError
 from .base import (
     Command,
+    NodeURL,
     cli,
     token_option,
 )
 
 
 @cli.command(cls=Command)
-@click.argument("urls", nargs=-1, required=True)
+@click.argument("urls", nargs=-1, required=True, type=NodeURL())
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per URL.")
 @click.option(
     "--check",
@@ -32,12 +33,27 @@ from .base import (
     show_default=True,
     help="With --check: a follower further behind than this is unhealthy.",
 )
+@click.option(
+    "-W",
+    "--watch",
+    is_flag=True,
+    help="Refresh the table every --interval seconds until Ctrl-C (like patronictl list -W).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="With --watch: seconds between refreshes.",
+)
 @token_option
 def status(
     urls: tuple[str, ...],
     as_json: bool,
     check: bool,
     max_lag_seconds: float,
+    watch: bool,
+    interval: float,
     token_file: Path | None,
 ) -> None:
     """Show role, epoch, position and lag of every node at URLS.
@@ -47,7 +63,13 @@ def status(
     """
     from ..admin import cluster_status, unhealthy
 
-    nodes = cluster_status(list(urls), config.load_token(token_file))
+    token = config.load_token(token_file)
+    if watch:
+        if as_json or check:
+            raise click.UsageError("--watch shows a live table: not with --json or --check")
+        render.watch_status(lambda: cluster_status(list(urls), token), interval)
+        return
+    nodes = cluster_status(list(urls), token)
     if as_json:
         render.print_json(nodes)
     else:
@@ -60,7 +82,7 @@ def status(
 
 
 @cli.command(cls=Command)
-@click.argument("url")
+@click.argument("url", type=NodeURL())
 @click.option("--force", is_flag=True, help="Promote even a lagging or non-candidate node.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @token_option
@@ -78,7 +100,9 @@ def promote(url: str, force: bool, as_json: bool, token_file: Path | None) -> No
 
 
 @cli.command(cls=Command)
-@click.option("--to", "target", required=True, help="URL of the follower to hand over to.")
+@click.option(
+    "--to", "target", required=True, type=NodeURL(), help="URL of the follower to hand over to."
+)
 @click.option("--force", is_flag=True, help="Hand over even to a lagging or non-candidate node.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @token_option
@@ -95,7 +119,7 @@ def switchover(target: str, force: bool, as_json: bool, token_file: Path | None)
 
 
 @cli.command(cls=Command)
-@click.argument("url")
+@click.argument("url", type=NodeURL())
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of epochs.")
 @token_option
 def history(url: str, as_json: bool, token_file: Path | None) -> None:
@@ -128,7 +152,7 @@ class AcksParam(click.ParamType):
 
 
 @cli.command(cls=Command)
-@click.argument("url")
+@click.argument("url", type=NodeURL())
 @click.argument("token", type=TokenParam())
 @click.option(
     "--acks",
