@@ -134,10 +134,14 @@ def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.
     pool: dict[str, http.client.HTTPConnection] = _local.__dict__.setdefault("pool", {})
     conn = pool.get(parts.netloc)
     if conn is None:
-        kind = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
-        conn = pool[parts.netloc] = kind(parts.hostname or "", parts.port, timeout=timeout)
+        host = parts.hostname or ""
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                host, parts.port, timeout=timeout, context=config.client_ssl()
+            )
+        else:
+            conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+        pool[parts.netloc] = conn
     conn.timeout = timeout
     if conn.sock is not None:
         conn.sock.settimeout(timeout)

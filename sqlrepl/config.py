@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -75,6 +76,45 @@ STATIC = "static"
 LOG_CONTEXT: dict[str, object] = {"node": None, "role": None, "epoch": None}
 
 
+TLS_CA_ENV = "SQLREPL_TLS_CA"
+#: How this process verifies the nodes it connects to over https (set once by the CLI):
+#: `ca` (a CA bundle; default: $SQLREPL_TLS_CA, else the system's), and a client
+#: certificate `cert`/`key` for nodes that require one (mutual TLS).
+CLIENT_TLS: dict[str, str | None] = {"ca": None, "cert": None, "key": None}
+
+
+def client_ssl() -> ssl.SSLContext:
+    """The context for https connections: certificates are always verified."""
+    ca = CLIENT_TLS["ca"] or os.environ.get(TLS_CA_ENV) or None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if CLIENT_TLS["cert"]:
+            context.load_cert_chain(str(CLIENT_TLS["cert"]), CLIENT_TLS["key"] or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS files ({ca or 'system CAs'}): {exc}") from exc
+    return context
+
+
+def server_ssl(
+    cert: Path | None, key: Path | None, client_ca: Path | None
+) -> ssl.SSLContext | None:
+    """The context a node serves https with (None: plain http). With `client_ca`, only
+    clients presenting a certificate signed by it are served (mutual TLS)."""
+    if cert is None:
+        if key is not None or client_ca is not None:
+            raise ConfigError("--tls-key and --tls-client-ca need --tls-cert")
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key) if key else None)
+        if client_ca is not None:
+            context.load_verify_locations(cafile=str(client_ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate {cert}: {exc}") from exc
+    return context
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """'HOST:PORT' or '[v6]:PORT' -> (host, port)."""
     host, sep, port = value.rpartition(":")
@@ -86,7 +126,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
-def advertised_url(host: str, port: int, advertise: str | None) -> str:
+def advertised_url(host: str, port: int, advertise: str | None, tls: bool = False) -> str:
     """The URL other nodes and tools reach this node at: --advertise, or the listen address.
 
     A wildcard listen address (0.0.0.0, ::) is never published: it needs --advertise.
@@ -103,7 +143,8 @@ def advertised_url(host: str, port: int, advertise: str | None) -> str:
             f"listening on {host or '*'}:{port} needs --advertise URL "
             "(the address other nodes reach this one at)"
         )
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:

@@ -14,6 +14,10 @@
     min_sync_replicas = 0
     max_replica_lag = 10.0
     log_format = "text"                     # or "json"
+    tls_cert = "/etc/sqlrepl/node.pem"      # serve https (with tls_key)
+    tls_key = "/etc/sqlrepl/node.key"
+    tls_ca = "/etc/sqlrepl/ca.pem"          # check the other nodes' certificates
+    tls_client_ca = "/etc/sqlrepl/ca.pem"   # require client certificates (mutual TLS)
 
 Each key can be overridden by `SQLREPL_<KEY>` (upper case: `SQLREPL_LISTEN`,
 `SQLREPL_MEMBERS` as a comma-separated list), and that by the matching flag. Unknown keys
@@ -117,6 +121,10 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "min_sync_replicas": _int(0),
     "max_replica_lag": _seconds,
     "log_format": _log_format,
+    "tls_cert": _text,
+    "tls_key": _text,
+    "tls_client_ca": _text,
+    "tls_ca": _text,
 }
 
 
@@ -136,6 +144,10 @@ class NodeSettings:
     min_sync_replicas: int = 0
     max_replica_lag: float = config.DEFAULT_MAX_REPLICA_LAG
     log_format: str = "text"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    tls_ca: str | None = None
     #: Where each key's value came from ("default", the file, the variable, the flag).
     sources: dict[str, str] = field(default_factory=dict)
 

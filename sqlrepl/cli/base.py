@@ -83,6 +83,20 @@ advertise_option = click.option(
 )
 
 
+def tls_options(fn: Any) -> Any:
+    """--tls-cert/--tls-key/--tls-client-ca: serve https (and require client certificates)."""
+    path = click.Path(dir_okay=False, exists=True, path_type=Path)
+    fn = click.option(
+        "--tls-client-ca",
+        type=path,
+        help="Serve only clients whose certificate this CA signed (mutual TLS).",
+    )(fn)
+    fn = click.option("--tls-key", type=path, help="The certificate's private key.")(fn)
+    return click.option("--tls-cert", type=path, help="Serve https with this certificate (PEM).")(
+        fn
+    )
+
+
 def coordinator_options(fn: Any) -> Any:
     fn = click.option(
         "--ttl",
@@ -115,7 +129,26 @@ def check_coordinator(url: str | None, ttl: int) -> None:
     show_default=True,
     help="Daemon logs as text lines, or one JSON object per line.",
 )
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, exists=True),
+    help=f"CA bundle that https nodes' certificates are checked against (default: "
+    f"${config.TLS_CA_ENV}, else the system's). Verification is always on.",
+)
+@click.option(
+    "--tls-client-cert",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Client certificate (and key, in it or --tls-client-key) for nodes that require one.",
+)
+@click.option("--tls-client-key", type=click.Path(dir_okay=False, exists=True), help="Its key.")
 @click.version_option(package_name="sqlrepl")
-def cli(verbose: bool, log_format: str) -> None:
+def cli(
+    verbose: bool,
+    log_format: str,
+    tls_ca: str | None,
+    tls_client_cert: str | None,
+    tls_client_key: str | None,
+) -> None:
     """Replicate a plain SQLite file to read replicas, with snapshots and failover."""
     logs.setup(verbose, log_format)
+    config.CLIENT_TLS.update(ca=tls_ca, cert=tls_client_cert, key=tls_client_key)

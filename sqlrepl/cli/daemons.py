@@ -14,6 +14,7 @@ from .base import (
     check_coordinator,
     cli,
     coordinator_options,
+    tls_options,
     token_option,
 )
 
@@ -68,6 +69,7 @@ from .base import (
 )
 @coordinator_options
 @advertise_option
+@tls_options
 def leader(
     db: Path,
     listen: tuple[str, int],
@@ -80,6 +82,9 @@ def leader(
     coordinator: str | None,
     ttl: int,
     advertise: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
 ) -> None:
     """Capture every committed write to DB and serve it to followers.
 
@@ -103,6 +108,9 @@ def leader(
             advertise=advertise,
             min_sync_replicas=min_sync_replicas,
             max_replica_lag=max_replica_lag,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
         )
     )
 
@@ -133,6 +141,7 @@ def leader(
 )
 @coordinator_options
 @advertise_option
+@tls_options
 def follower(
     db: Path,
     leader_url: str,
@@ -143,6 +152,9 @@ def follower(
     coordinator: str | None,
     ttl: int,
     advertise: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
 ) -> None:
     """Keep DB a read-only replica of the leader.
 
@@ -166,5 +178,8 @@ def follower(
             coordinator=coordinator,
             ttl=ttl,
             advertise=advertise,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
         )
     )

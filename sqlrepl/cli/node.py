@@ -28,6 +28,10 @@ FLAG_HELP = {
     "min_sync_replicas": "Refuse writes while fewer followers are connected and fresh.",
     "max_replica_lag": "Seconds behind a follower may be and count for --min-sync-replicas.",
     "log_format": "text or json.",
+    "tls_cert": "Serve https with this certificate.",
+    "tls_key": "The certificate's key.",
+    "tls_client_ca": "Serve only clients with a certificate this CA signed.",
+    "tls_ca": "CA bundle the other nodes' certificates are checked against.",
 }
 
 
@@ -74,10 +78,15 @@ def node_configs(s: settings.NodeSettings) -> tuple[Any, Any]:
     token = config.load_token(Path(s.token_file) if s.token_file else None)
     host, port = config.parse_listen(s.listen)
     db = Path(s.db)
+    if s.tls_ca:
+        config.CLIENT_TLS["ca"] = s.tls_ca
     common: dict[str, Any] = {
         "coordinator": s.coordinator,
         "ttl": s.ttl,
         "advertise": s.advertise,
+        "tls_cert": Path(s.tls_cert) if s.tls_cert else None,
+        "tls_key": Path(s.tls_key) if s.tls_key else None,
+        "tls_client_ca": Path(s.tls_client_ca) if s.tls_client_ca else None,
     }
     leader = LeaderConfig(
         db,

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from ..config import CONNECT_TIMEOUT
+from ..config import CONNECT_TIMEOUT, client_ssl
 from ..core.positions import Position
 from ..core.wire import EPOCH_HEADER, FORK_HEADER, SEQ_HEADER, SHA256_HEADER
 from ..errors import (
@@ -36,8 +36,11 @@ class Client:
     def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        tls = client_ssl() if self.url.startswith("https://") else None
         self._session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT)
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT),
+            connector=aiohttp.TCPConnector(ssl=tls) if tls else None,
         )
 
     async def __aenter__(self) -> Client:
@@ -93,6 +96,11 @@ class Client:
                 if response.status == 401:
                     raise AuthError(f"{self.url} refused our token (401)")
                 yield response
+        except aiohttp.ClientSSLError as exc:
+            raise PeerUnavailable(f"{self.url}: TLS failed: {_tls_reason(exc)}") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            hint = " (an https node asked over http?)" if self.url.startswith("http:") else ""
+            raise PeerUnavailable(f"{self.url} closed the connection{hint}") from exc
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "os_error", None) or exc or type(exc).__name__
             raise PeerUnavailable(
@@ -180,3 +188,9 @@ async def expect_ok(response: aiohttp.ClientResponse) -> None:
     if response.status == 409:
         raise StaleEpochError(message)
     raise ProtocolError(f"{response.url.with_query(None)}: {message}")
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The certificate problem in one phrase (expired, unknown CA, wrong host…)."""
+    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    return str(getattr(cause, "verify_message", None) or cause)

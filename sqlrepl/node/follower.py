@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..config import STALL_GRACE, advertised_url
+from ..config import STALL_GRACE, advertised_url, server_ssl
 from ..coord import Coordinator
 from ..core import roles
 from ..core.positions import Position
@@ -47,6 +47,11 @@ class FollowerConfig:
     ttl: int = config.DEFAULT_TTL
     #: The URL others reach this node at (default: from the listen address).
     advertise: str | None = None
+    #: Serve https with this certificate and key; with `tls_client_ca`, only to clients
+    #: whose certificate it signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
 
 @dataclass
@@ -103,7 +108,8 @@ class Follower:
         self.config = config
         self.coord = coord
         self.listener = listener
-        self.url = advertised_url(config.host, config.port, config.advertise)
+        self.tls = server_ssl(config.tls_cert, config.tls_key, config.tls_client_ca)
+        self.url = advertised_url(config.host, config.port, config.advertise, self.tls is not None)
         self.meta = roles.check_existing(config.db, leaders_too=True)
         self.node = str((self.meta or {}).get("node") or uuid.uuid4().hex[:12])
         self.progress = Progress()
@@ -136,7 +142,7 @@ class Follower:
                 self._tasks = tasks
                 tasks.loop("stop signal", forward_event(stop, self.done))
                 app = FollowerAPI(self).app()
-                tasks.task("HTTP server", run_server(app, self.listener, self.done))
+                tasks.task("HTTP server", run_server(app, self.listener, self.done, self.tls))
                 self.start_replicating()
                 if self.coord.automatic:
                     tasks.loop("HA loop", ha.run_follower(self))

@@ -7,6 +7,7 @@ import hmac
 import json
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -91,8 +92,14 @@ def listen(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
-async def run_server(app: web.Application, listener: socket.socket, stop: asyncio.Event) -> None:
-    """Serve `app` on `listener` until `stop` is set (the listener itself stays open)."""
+async def run_server(
+    app: web.Application,
+    listener: socket.socket,
+    stop: asyncio.Event,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Serve `app` on `listener` until `stop` is set (the listener itself stays open);
+    over https with `tls`."""
     # A role change waits this long for requests in flight: every one of them is safe to
     # cut (a batch is applied whole or not at all, downloads are retried), while a longer
     # wait left the node answering in its old role (a restarted node could then not see
@@ -102,7 +109,7 @@ async def run_server(app: web.Application, listener: socket.socket, stop: asynci
     )
     await runner.setup()
     try:
-        await web.SockSite(runner, listener.dup()).start()
+        await web.SockSite(runner, listener.dup(), ssl_context=tls).start()
         await stop.wait()
     finally:
         await runner.cleanup()

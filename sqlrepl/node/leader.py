@@ -20,7 +20,7 @@ from typing import TypeVar
 import apsw
 
 from .. import config
-from ..config import advertised_url
+from ..config import advertised_url, server_ssl
 from ..coord import Coordinator
 from ..core import batch, capture, gate, internals, roles
 from ..core.db import connect, read_meta, schema_version, use_wal
@@ -57,6 +57,11 @@ class LeaderConfig:
     ttl: int = config.DEFAULT_TTL
     #: The URL others reach this node at (default: from the listen address).
     advertise: str | None = None
+    #: Serve https with this certificate and key; with `tls_client_ca`, only to clients
+    #: whose certificate it signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     #: Writes are refused while fewer followers than this are connected and fresh.
     min_sync_replicas: int = 0
     #: ... within this many seconds of the head.
@@ -85,7 +90,8 @@ class Leader:
         self.db = Database(conn)
         self.head = self.position.seq
         self.changed = asyncio.Condition()
-        self.url = advertised_url(config.host, config.port, config.advertise)
+        self.tls = server_ssl(config.tls_cert, config.tls_key, config.tls_client_ca)
+        self.url = advertised_url(config.host, config.port, config.advertise, self.tls is not None)
         members = Members(config.db, self.url)
         self.retention = Retention(config.retention, members)
         self.watcher = DatabaseWatcher(config.db)
@@ -143,7 +149,7 @@ class Leader:
                 if self.config.min_sync_replicas > 0:
                     tasks.loop("sync replicas", sync.enforce_min_replicas(self))
                 app = LeaderAPI(self).app()
-                tasks.task("HTTP server", run_server(app, self.listener, self.done))
+                tasks.task("HTTP server", run_server(app, self.listener, self.done, self.tls))
         finally:
             self.watcher.stop()
             self.db.close()
