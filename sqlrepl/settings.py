@@ -11,6 +11,7 @@
     token_file = "/etc/sqlrepl/token"
     log_limit = 1000000
     retention = 86400.0
+    trim_interval = 10.0                    # accepted and ignored (the log bounds itself)
     min_sync_replicas = 0
     max_replica_lag = 10.0
     log_format = "text"                     # or "json"
@@ -118,6 +119,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "token_file": _text,
     "log_limit": _int(1),
     "retention": _seconds,
+    "trim_interval": _seconds,
     "min_sync_replicas": _int(0),
     "max_replica_lag": _seconds,
     "log_format": _log_format,
@@ -141,6 +143,8 @@ class NodeSettings:
     token_file: str | None = None
     log_limit: int = config.DEFAULT_LOG_LIMIT
     retention: float = config.DEFAULT_RETENTION
+    #: Accepted and ignored, like the leader's --trim-interval (the log bounds itself).
+    trim_interval: float = config.DEFAULT_TRIM_INTERVAL
     min_sync_replicas: int = 0
     max_replica_lag: float = config.DEFAULT_MAX_REPLICA_LAG
     log_format: str = "text"

@@ -25,6 +25,7 @@ FLAG_HELP = {
     "token_file": "File holding the shared token.",
     "log_limit": "Changes the leader's log keeps.",
     "retention": "Seconds a silent follower stays listed in status.",
+    "trim_interval": "Accepted and ignored (the log bounds itself).",
     "min_sync_replicas": "Refuse writes while fewer followers are connected and fresh.",
     "max_replica_lag": "Seconds behind a follower may be and count for --min-sync-replicas.",
     "log_format": "text or json.",
