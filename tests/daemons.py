@@ -112,10 +112,15 @@ class Daemon:
 
 
 def wait_until(predicate: Any, what: str, deadline: float = DEADLINE) -> None:
+    """Wait for `predicate`; a node that cannot be asked yet (it is between two roles, and
+    a request that arrived then may be cut) makes it false, not an error."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except (OSError, urllib.error.URLError):
+            pass
         time.sleep(0.02)
     raise AssertionError(f"timed out after {deadline}s waiting for {what}")
 

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import time
+import urllib.error
 from pathlib import Path
 
 from .daemons import (
@@ -49,7 +50,10 @@ def sigterm(node: Daemon) -> float:
 
 
 def follows(node: Daemon, leader: Daemon) -> bool:
-    s = node.status()
+    try:
+        s = node.status()
+    except (OSError, urllib.error.URLError):
+        return False  # between two roles: a request that arrived then may be cut
     return s.get("role") == "follower" and s.get("leader") == leader.url
 
 
