@@ -10,6 +10,7 @@ import ipaddress
 import os
 import ssl
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlparse
 
 from .errors import ConfigError
@@ -145,6 +146,21 @@ def advertised_url(host: str, port: int, advertise: str | None, tls: bool = Fals
         )
     scheme = "https" if tls else "http"
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+class Listening(Protocol):
+    """What both roles' settings say about where a node listens."""
+
+    host: str
+    port: int
+    advertise: str | None
+    tls_cert: Path | None
+
+
+def own_url(settings: Listening) -> str:
+    """A node's advertised URL (https when it serves TLS): the one home of that question."""
+    tls = settings.tls_cert is not None
+    return advertised_url(settings.host, settings.port, settings.advertise, tls)
 
 
 def is_loopback(host: str) -> bool:

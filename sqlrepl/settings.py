@@ -47,31 +47,28 @@ def _text(value: Any) -> str:
     return value
 
 
-def _int(minimum: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
+def _number(kind: type, minimum: float, what: str) -> Callable[[Any], Any]:
+    """A parser of numbers of `kind` (int or float), at least `minimum`."""
+
+    def check(value: Any) -> Any:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            number = int(value)
+            number = kind(value)
         except ValueError:
-            raise ValueError("must be an integer") from None
+            raise ValueError(f"must be {what}") from None
         if number < minimum:
-            raise ValueError(f"must be at least {minimum}")
+            raise ValueError(f"must be at least {minimum:g}")
         return number
 
     return check
 
 
-def _seconds(value: Any) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-    except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
+def _int(minimum: int) -> Callable[[Any], int]:
+    return _number(int, minimum, "an integer")
+
+
+_seconds = _number(float, 0, "a number of seconds")
 
 
 def _bool(value: Any) -> bool:

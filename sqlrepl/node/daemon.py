@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ..config import advertised_url, check_exposure
+from ..config import check_exposure, own_url
 from ..coord import Coordinator, from_url
 from ..core import capture, roles, tempfiles
 from ..errors import SqlreplError
@@ -32,7 +32,7 @@ def run_leader(config: LeaderConfig) -> None:
     made a leader again: the node runs as that leader's follower.
     """
     check_exposure(config.host, config.token)
-    advertised_url(config.host, config.port, config.advertise, config.tls_cert is not None)
+    own_url(config)
     coord = from_url(config.coordinator, config.ttl)
     with exclusive(config.db):
         asyncio.run(_run_node(coord, config, None))
@@ -43,7 +43,7 @@ def run_follower(config: FollowerConfig) -> None:
     check_exposure(config.host, config.token)
     if not config.db.parent.is_dir():
         raise SqlreplError(f"directory {config.db.parent} does not exist")
-    advertised_url(config.host, config.port, config.advertise, config.tls_cert is not None)
+    own_url(config)
     coord = from_url(config.coordinator, config.ttl)
     with exclusive(config.db):
         asyncio.run(_run_node(coord, None, config))
@@ -57,7 +57,7 @@ def run_node(leader: LeaderConfig, follower: FollowerConfig, members: list[str])
     check_exposure(leader.host, leader.token)
     if not leader.db.parent.is_dir():
         raise SqlreplError(f"directory {leader.db.parent} does not exist")
-    me = advertised_url(leader.host, leader.port, leader.advertise, leader.tls_cert is not None)
+    me = own_url(leader)
     coord = from_url(leader.coordinator, leader.ttl)
     with exclusive(leader.db):
         Members(leader.db, me).add(members)
@@ -185,7 +185,7 @@ async def _first_role(
 def _follows_me(answers: list[dict[str, Any]], url: str, config: LeaderConfig) -> bool:
     """Does the node at `url` answer that it follows this one? (A leader file restarted
     as a follower of a node that follows it: nobody else would ever lead.)"""
-    me = advertised_url(config.host, config.port, config.advertise, config.tls_cert is not None)
+    me = own_url(config)
     return any(
         a.get("asked") == url.rstrip("/") and a.get("role") == "follower" and a.get("leader") == me
         for a in answers
@@ -200,7 +200,7 @@ async def _newer_leader(
     that node's URL (None: none) and every answer."""
     if not meta:
         return None, []
-    me = advertised_url(config.host, config.port, config.advertise, config.tls_cert is not None)
+    me = own_url(config)
     urls = set(await asyncio.to_thread(roles.peek_members, config.db)) | set(also)
     urls |= Members(config.db, me).others()
     urls.discard(me)

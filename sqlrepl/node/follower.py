@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..config import STALL_GRACE, advertised_url, server_ssl
+from ..config import STALL_GRACE, own_url, server_ssl
 from ..coord import Coordinator
 from ..core import roles
 from ..core.positions import Position
@@ -109,12 +109,15 @@ class Follower:
         self.coord = coord
         self.listener = listener
         self.tls = server_ssl(config.tls_cert, config.tls_key, config.tls_client_ca)
-        self.url = advertised_url(config.host, config.port, config.advertise, self.tls is not None)
+        self.url = own_url(config)
         self.meta = roles.check_existing(config.db, leaders_too=True)
         self.node = str((self.meta or {}).get("node") or uuid.uuid4().hex[:12])
         self.progress = Progress()
+        #: How long a caught-up follower counts as fresh after its last contact: one long
+        #: poll and the grace within which a silent link counts as alive.
+        self.keepalive = config.wait + STALL_GRACE
         #: The freshness proof beside the file, for apps that read it directly.
-        self.fresh_file = freshness.FreshnessFile(config.db, config.wait + STALL_GRACE)
+        self.fresh_file = freshness.FreshnessFile(config.db, self.keepalive)
         self.db: Database | None = None
         self.history: list[dict[str, Any]] = []
         #: The rollback file written when this node rejoined with divergent changes.

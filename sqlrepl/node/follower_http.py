@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..config import STALL_GRACE
 from ..core import tokens
 from ..core.positions import Position
 from ..core.wire import FORK_HEADER
@@ -25,9 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sqlrepl.follower")
 #: How long a promoted follower waits for the old leader to accept its demotion.
 FENCE_TIMEOUT = 2.0
-#: Seconds past one long poll that a caught-up follower still counts as fresh: as long
-#: as its link counts as alive.
-KEEPALIVE_GRACE = STALL_GRACE
 #: How often `GET /wait` looks at the follower's position.
 WAIT_POLL = 0.002
 
@@ -68,7 +64,7 @@ class FollowerAPI:
                 "leader_seq": p.known_head,
                 "lag": {
                     "changes": p.lag(),
-                    "seconds": p.lag_seconds(now, f.config.wait + KEEPALIVE_GRACE),
+                    "seconds": p.lag_seconds(now, f.keepalive),
                 },
                 "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
                 "state": p.state,
@@ -84,7 +80,7 @@ class FollowerAPI:
 
     def metrics(self) -> metrics.State:
         f, p = self.follower, self.follower.progress
-        seconds = p.lag_seconds(time.time(), f.config.wait + KEEPALIVE_GRACE)
+        seconds = p.lag_seconds(time.time(), f.keepalive)
         extra: metrics.State = {
             "sqlrepl_lag_changes": ("Changes behind the newest head known.", p.lag(), ""),
             "sqlrepl_lag_seconds": ("Seconds since it last held its leader's head.", seconds, ""),
@@ -100,7 +96,7 @@ class FollowerAPI:
         problem = "not bootstrapped yet" if f.db is None or p.position is None else None
         if f.promoted:  # the leader role takes over in a moment: no replica any more
             return health.Health("leader", "promoted: the leader role is starting")
-        seconds = p.lag_seconds(time.time(), f.config.wait + KEEPALIVE_GRACE)
+        seconds = p.lag_seconds(time.time(), f.keepalive)
         return health.Health("follower", problem, False, p.lag(), seconds)
 
     async def wait(self, request: web.Request) -> web.Response:
@@ -108,7 +104,7 @@ class FollowerAPI:
         the token (acknowledgements are counted by the leader)."""
         f = self.follower
         try:
-            token, acks, timeout = sync.wait_params(request)
+            token, _acks, timeout = sync.wait_params(request)
             if "acks" in request.query:
                 raise ConfigError(f"acks are counted by the leader ({f.config.leader})")
         except ConfigError as exc:

@@ -20,7 +20,7 @@ from typing import TypeVar
 import apsw
 
 from .. import config
-from ..config import advertised_url, server_ssl
+from ..config import own_url, server_ssl
 from ..coord import Coordinator
 from ..core import batch, capture, gate, internals, roles
 from ..core.db import connect, read_meta, schema_version, use_wal
@@ -91,7 +91,7 @@ class Leader:
         self.head = self.position.seq
         self.changed = asyncio.Condition()
         self.tls = server_ssl(config.tls_cert, config.tls_key, config.tls_client_ca)
-        self.url = advertised_url(config.host, config.port, config.advertise, self.tls is not None)
+        self.url = own_url(config)
         members = Members(config.db, self.url)
         self.retention = Retention(config.retention, members)
         self.watcher = DatabaseWatcher(config.db)
@@ -258,9 +258,9 @@ class Leader:
                 self.ddl.wrote()
                 # Under a stream of commits, at most one look (and one batch per follower)
                 # per LOOK_INTERVAL_S: apps run faster beside the daemon. A commit after a
-                # quiet spell, or while apps wait for acknowledgements, is looked at at once.
+                # quiet spell is looked at at once, and so is one an app waits for (`hurry`).
                 pause = last_look + config.LOOK_INTERVAL_S - time.monotonic()
-                if pause > 0 and not self.acks.waiters:
+                if pause > 0:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(pause):
                             await self.acks.hurry.wait()

@@ -64,18 +64,16 @@ class LeaderAPI:
         )
 
     def metrics(self) -> metrics.State:
-        leader = self.leader
+        leader, acks = self.leader, self.leader.acks
         followers = leader.retention.report(leader.head)
-        keepalive = config.MAX_POLL_WAIT
-        connected = [f for f in followers if f["last_seen"] <= keepalive]
-        fresh = leader.acks.fresh_at
         now = time.monotonic()
+        within = config.DEFAULT_POLL_WAIT + config.STALL_GRACE  # a live link's longest silence
+        connected = [n for n in acks.at if acks.connected(n, within, now)]
         seconds = {
-            url: (0.0 if seq >= leader.head else round(now - fresh.get(node, now), 3))
-            for node, (url, seq, _seen) in leader.acks.at.items()
+            url: round(acks.behind(n, leader.head, now), 3) for n, (url, _, _) in acks.at.items()
         }
         extra: metrics.State = {
-            "sqlrepl_followers_connected": ("Followers seen lately.", len(connected), ""),
+            "sqlrepl_followers_connected": ("Followers connected now.", len(connected), ""),
             "sqlrepl_follower_lag_changes": (
                 "Changes each follower lacks.",
                 {f["url"] or f["node"]: f["lag"] for f in followers},

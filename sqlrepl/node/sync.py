@@ -56,8 +56,6 @@ class Acks:
         #: node -> pulls it has waiting at the leader now
         self.polling: dict[str, int] = {}
         self.moved = asyncio.Event()
-        #: `wait` calls waiting now: the leader then looks at every commit at once.
-        self.waiters = 0
         #: Set by a `wait` for a seq past the head: cuts the leader's pause between looks.
         self.hurry = asyncio.Event()
 
@@ -86,33 +84,37 @@ class Acks:
         """URLs of the followers among `nodes` whose files hold seq."""
         return [url for n, (url, s, _) in self.at.items() if s >= seq and n in nodes]
 
+    def connected(self, node: str, within: float, now: float) -> bool:
+        """A pull of `node` waits at the leader now, or came within `within` seconds."""
+        return self.polling.get(node, 0) > 0 or now - self.at[node][2] <= within
+
+    def behind(self, node: str, head: int, now: float) -> float:
+        """Seconds since `node` last held the head (0 while it holds it)."""
+        if self.at[node][1] >= head:
+            return 0.0
+        return now - self.fresh_at.get(node, float("-inf"))
+
     def fresh(self, head: int, max_lag: float) -> list[str]:
         """Followers connected now (a pull waiting, or one within `max_lag` seconds) and
         no more than `max_lag` seconds behind the head."""
         now = time.monotonic()
-        out = []
-        for node, (_url, seq, seen) in self.at.items():
-            connected = self.polling.get(node, 0) > 0 or now - seen <= max_lag
-            behind = 0.0 if seq >= head else now - self.fresh_at.get(node, -1e18)
-            if connected and behind <= max_lag:
-                out.append(node)
-        return out
+        return [
+            node
+            for node in self.at
+            if self.connected(node, max_lag, now) and self.behind(node, head, now) <= max_lag
+        ]
 
     async def wait_for(self, seq: int, nodes: set[str], needed: int, timeout: float) -> list[str]:
         """Wait (up to `timeout`) until `needed` of `nodes` hold seq; who does at the end."""
         deadline = time.monotonic() + timeout
-        self.waiters += 1
-        try:
-            while len(have := self.holding(seq, nodes)) < needed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return have
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await self.moved.wait()
-            return have
-        finally:
-            self.waiters -= 1
+        while len(have := self.holding(seq, nodes)) < needed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return have
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self.moved.wait()
+        return have
 
 
 def needed_acks(raw: str, known: int) -> int:
