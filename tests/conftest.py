@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from .daemons import Cluster
+from .disks import Tmpfs
 from .etcd import EtcdServer
 from .replica import Replica
 
@@ -33,3 +34,14 @@ def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path, cluster: Cluster) -> Iterator[Tmpfs]:
+    """A 16 MiB tmpfs, unmounted at the end whatever happened (daemons stopped first)."""
+    mount = Tmpfs(tmp_path / "small", "16m")
+    try:
+        yield mount
+    finally:
+        cluster.stop()  # nothing may hold the mount open
+        mount.unmount()

@@ -5,60 +5,16 @@ there is room. Every mount is removed at the end, whatever happened."""
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from .daemons import Cluster, WriteSampler, wait_until
+from .disks import Tmpfs
 from .etcd import EtcdServer
 from .test_etcd import TTL, open_leader
 from .test_failover import app_db
 from .test_faults import big_db, temps
 from .test_handover import unaccounted
-
-
-class Tmpfs:
-    def __init__(self, path: Path, size: str) -> None:
-        self.path = path
-        path.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root")
-
-    def resize(self, size: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
-
-    def fill(self) -> Path:
-        """Fill every free block; return the filler file."""
-        filler = self.path / "filler"
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * (64 << 10))
-                    f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-        return filler
-
-    def unmount(self) -> None:
-        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path, cluster: Cluster) -> Iterator[Tmpfs]:
-    mount = Tmpfs(tmp_path / "small", "16m")
-    try:
-        yield mount
-    finally:
-        cluster.stop()  # nothing may hold the mount open
-        mount.unmount()
 
 
 def test_a_leader_whose_disk_fills_up_steps_down(

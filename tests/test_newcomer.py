@@ -9,13 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from .daemons import Cluster, sqlrepl
-from .test_disks import Tmpfs
+from .disks import Tmpfs
 from .test_failover import app_db
 
 
@@ -23,15 +20,6 @@ def one_line(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "Traceback" not in result.stderr, result.stderr
     return lines[-1] if lines else ""
-
-
-@pytest.fixture
-def small(tmp_path: Path, cluster: Cluster) -> Iterator[Tmpfs]:
-    mount = Tmpfs(tmp_path / "small", "4m")
-    try:
-        yield mount
-    finally:
-        mount.unmount()
 
 
 def test_bad_input_gets_one_line_and_the_right_exit_code(tmp_path: Path) -> None:
@@ -59,20 +47,20 @@ def test_bad_input_gets_one_line_and_the_right_exit_code(tmp_path: Path) -> None
 
 
 def test_a_snapshot_to_a_full_or_read_only_disk_leaves_nothing(
-    tmp_path: Path, small: Tmpfs
+    tmp_path: Path, tmpfs: Tmpfs
 ) -> None:
     """A snapshot that does not fit, and one into a read-only directory: one line, exit
     1, no temp file left behind."""
     db = app_db(tmp_path / "app.db")
     conn = sqlite3.connect(db)
-    conn.executemany("INSERT INTO t(v) VALUES(?)", [("x" * 1000,) for _ in range(8000)])
+    conn.executemany("INSERT INTO t(v) VALUES(?)", [("x" * 1000,) for _ in range(20000)])
     conn.commit()
     conn.close()
-    full = sqlrepl("snapshot", str(db), str(small.path / "s.db"))
+    full = sqlrepl("snapshot", str(db), str(tmpfs.path / "s.db"))
     assert full.returncode == 1 and "cannot write" in one_line(full), full.stderr
-    assert list(small.path.iterdir()) == []
-    subprocess.run(["mount", "-o", "remount,ro", str(small.path)], check=True)
-    readonly = sqlrepl("snapshot", str(db), str(small.path / "s.db"))
+    assert list(tmpfs.path.iterdir()) == []
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs.path)], check=True)
+    readonly = sqlrepl("snapshot", str(db), str(tmpfs.path / "s.db"))
     assert readonly.returncode == 1 and "not writable" in one_line(readonly), readonly.stderr
 
 
