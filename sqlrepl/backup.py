@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import calendar
+import contextlib
 import os
 import re
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import apsw
 
+from .core import image, snapshot, tempfiles
 from .core import restore as restore_core
-from .core import snapshot, tempfiles
 from .core.db import connect, durable
-from .core.positions import Position
-from .errors import DatabaseError, StorageError
+from .errors import DatabaseError, Refused, StorageError
+from .node import transfer
 from .node.client import Client
+from .node.freshness import file_lag
 
 Progress = snapshot.Progress
 
@@ -43,6 +48,8 @@ def save(
     *,
     token: str | None = None,
     keep: int | None = None,
+    keep_days: float | None = None,
+    max_lag: float | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Write a snapshot of SOURCE (a path or node URL) to DEST; return what was written."""
@@ -54,20 +61,25 @@ def save(
     tempfiles.remove_stale(path.parent)
     tmp = tempfiles.temp_path(path)
     try:
-        if is_url(source):
-            where = asyncio.run(_download(source, tmp, token, progress))
-        else:
-            where = _copy(Path(source), tmp)
-        snapshot.verify(tmp)
-        durable(tmp)
-        os.replace(tmp, path)
-        durable(path)
+        with _terminated_cleanly():
+            if is_url(source):
+                asyncio.run(_download(source, tmp, token, max_lag, progress))
+            else:
+                if max_lag is not None:
+                    _check_fresh(Path(source), max_lag)
+                image.copy(Path(source), tmp)
+            where = snapshot.stamp(tmp, time.time(), source)
+            snapshot.verify(tmp)
+            durable(tmp)
+            os.replace(tmp, path)
+            durable(path)
     except (OSError, apsw.Error) as exc:  # a full disk, an I/O error: one line, nothing left
         why = getattr(exc, "strerror", None) or str(exc)
         raise StorageError(f"cannot write {path}: {why}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
-    pruned = prune(path, keep) if keep and dest.is_dir() else []
+        for leftover in transfer.leftovers(tmp):
+            leftover.unlink(missing_ok=True)
+    pruned = prune(path, keep, keep_days) if (keep or keep_days) and dest.is_dir() else []
     return {
         "path": str(path),
         "epoch": where.epoch,
@@ -77,28 +89,76 @@ def save(
     }
 
 
-async def _download(url: str, tmp: Path, token: str | None, progress: Progress | None) -> Position:
-    async with Client(url, token) as client:
-        return await client.download_snapshot(tmp, progress=progress)
+@contextlib.contextmanager
+def _terminated_cleanly() -> Iterator[None]:
+    """SIGTERM (cron's `timeout`, systemd) ends the snapshot through its cleanup, like ^C."""
 
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
 
-def _copy(source: Path, tmp: Path) -> Position:
-    conn = connect(source, readonly=True)
     try:
-        return snapshot.take(conn, tmp, time.time())
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
     finally:
-        conn.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
-def prune(latest: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` snapshots that share `latest`'s name stem."""
+async def _download(
+    url: str, tmp: Path, token: str | None, max_lag: float | None, progress: Progress | None
+) -> None:
+    params: dict[str, Any] = {}
+    async with Client(url, token) as client:
+        if max_lag is not None and (await client.status()).get("role") == "follower":
+            params["max_lag"] = max_lag
+        await transfer.download(client, tmp, params, progress)
+
+
+def _check_fresh(path: Path, max_lag: float) -> None:
+    """A follower's file snapshot only while its daemon vouches it is within `max_lag`."""
+    lag = file_lag(path)
+    if lag is None or lag > max_lag:
+        said = "no freshness proof" if lag is None else f"{lag:.1f} s behind"
+        raise Refused(f"{path} has {said} (max lag {max_lag:g} s): refusing a stale snapshot")
+
+
+def _described(path: Path) -> dict[str, Any]:
+    with contextlib.suppress(DatabaseError, apsw.Error):
+        conn = connect(path, readonly=True)
+        try:
+            return restore_core.describe(conn)
+        finally:
+            conn.close()
+    return {}
+
+
+def prune(latest: Path, keep: int | None, keep_days: float | None = None) -> list[Path]:
+    """Delete the snapshots of `latest`'s source and cluster that no rule keeps: the
+    newest `keep`, and those younger than `keep_days` (either rule keeps a snapshot; the
+    newest is always kept)."""
     stem = latest.name.rsplit("-", 1)[0]
-    pattern = re.compile(re.escape(stem) + r"-\d{8}T\d{6}Z\.db$")
-    ours = sorted(p for p in latest.parent.iterdir() if pattern.match(p.name))
-    old = ours[:-keep] if keep > 0 else []
+    pattern = re.compile(re.escape(stem) + r"-(\d{8}T\d{6}Z)\.db$")
+    cluster = _described(latest).get("cluster")
+    ours = sorted(
+        p
+        for p in latest.parent.iterdir()
+        if pattern.match(p.name) and _described(p).get("cluster") == cluster
+    )
+    now = time.time()
+    old = []
+    for rank, p in enumerate(reversed(ours)):
+        stamp = pattern.match(p.name)
+        taken = calendar.timegm(time.strptime(stamp[1], "%Y%m%dT%H%M%SZ")) if stamp else now
+        kept_by_count = keep is not None and rank < keep
+        kept_by_age = keep_days is not None and now - taken < keep_days * 86400
+        if rank > 0 and not kept_by_count and not kept_by_age:
+            old.append(p)
     for p in old:
         p.unlink()
-    return old
+    return sorted(old)
 
 
 def restore(

@@ -96,12 +96,21 @@ def test_snapshot_of_file_and_url(tmp_path: Path, cluster: Cluster) -> None:
 
 @pytest.fixture
 def broken_peer() -> Iterator[str]:
-    """A server that answers /snapshot with bytes that do not match their checksum."""
+    """A server that answers /snapshot with a chunk that does not match its checksum."""
 
     async def snapshot(request: web.Request) -> web.Response:
+        page = b"SQLite format 3\x00" + b"\x00" * 4080
         return web.Response(
-            body=b"SQLite format 3\x00" + b"\x00" * 4080,
-            headers={"X-Sqlrepl-Epoch": "1", "X-Sqlrepl-Seq": "5", "X-Sqlrepl-Sha256": "0" * 64},
+            body=page + b"\x00" * 32,
+            headers={
+                "X-Sqlrepl-Epoch": "1",
+                "X-Sqlrepl-Seq": "5",
+                "X-Sqlrepl-Image": "abc",
+                "X-Sqlrepl-Image-Size": str(len(page)),
+                "X-Sqlrepl-Offset": "0",
+                "X-Sqlrepl-Chunk": str(1 << 20),
+                "X-Sqlrepl-Meta": '{"cluster": "c", "role": "leader"}',
+            },
         )
 
     import asyncio

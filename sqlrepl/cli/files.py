@@ -21,24 +21,47 @@ from .base import (
 @click.option(
     "--keep",
     type=click.IntRange(min=1),
-    help="When DEST is a directory, keep only the newest N snapshots of SOURCE there.",
+    help="When DEST is a directory, keep the newest N snapshots of SOURCE's cluster there.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0, min_open=True),
+    help="When DEST is a directory, keep its snapshots of SOURCE younger than DAYS "
+    "(with --keep: a snapshot either rule keeps stays; the newest always stays).",
+)
+@click.option(
+    "--max-lag",
+    type=click.FloatRange(min=0),
+    help="Refuse (exit 1) if SOURCE is a follower more than SECONDS behind its leader.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @token_option
 def snapshot(
-    source: str, dest: Path, keep: int | None, as_json: bool, token_file: Path | None
+    source: str,
+    dest: Path,
+    keep: int | None,
+    keep_days: float | None,
+    max_lag: float | None,
+    as_json: bool,
+    token_file: Path | None,
 ) -> None:
     """Write a consistent, verified snapshot of SOURCE to DEST.
 
     SOURCE is a sqlrepl database file or a node URL. DEST is a file (replaced atomically)
-    or a directory (a timestamped file is added). On failure nothing is left behind and
-    the exit code is 1. Built for cron.
+    or a directory (a timestamped file is added). On failure, or killed by SIGTERM,
+    nothing is left behind and the exit code is 1. Built for cron.
     """
     from ..backup import save
 
     with render.transfer_progress("snapshot") as progress:
         result = save(
-            source, dest, token=config.load_token(token_file), keep=keep, progress=progress
+            source,
+            dest,
+            token=config.load_token(token_file),
+            keep=keep,
+            keep_days=keep_days,
+            max_lag=max_lag,
+            progress=progress,
         )
     if as_json:
         render.print_json(result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,10 +27,8 @@ READ_SIZE = 1 << 20
 
 
 def take(conn: apsw.Connection, dest: Path, now: float) -> Position:
-    """Copy `conn`'s database to `dest` (a new file) in one step; return the position it equals.
-
-    The copy is a self-contained rollback-journal file stamped with its position.
-    """
+    """Copy `conn`'s database to `dest` (a new file) through the backup API, stamped with
+    its position. For copies made in-process (a follower keeping its forked content)."""
     if dest.exists():
         raise DatabaseError(f"{dest} already exists")
     copy = connect(dest, create=True)
@@ -42,19 +39,31 @@ def take(conn: apsw.Connection, dest: Path, now: float) -> Position:
         copy.execute("PRAGMA synchronous=OFF")
         with copy.backup("main", conn, "main") as backup:
             backup.step(-1)
+    finally:
+        copy.close()
+    return stamp(dest, now)
+
+
+def stamp(path: Path, now: float, source: str | None = None) -> Position:
+    """Mark the copy at `path` as a snapshot of its position, made at `now` (from
+    `source`): a self-contained rollback-journal file that `restore` can describe."""
+    copy = connect(path)
+    try:
         copy.execute("PRAGMA journal_mode=DELETE")
         with transaction(copy):
             where = read_position(copy)
             meta = read_meta(copy)
-            write_meta(
-                copy,
-                role=SNAPSHOT,
-                snapshot_of=meta.get("role"),
-                snapshot_node=meta.get("node"),
-                snapshot_epoch=where.epoch,
-                snapshot_seq=where.seq,
-                snapshot_at=now,
-            )
+            values = {
+                "role": SNAPSHOT,
+                "snapshot_of": meta.get("role"),
+                "snapshot_node": meta.get("node"),
+                "snapshot_epoch": where.epoch,
+                "snapshot_seq": where.seq,
+                "snapshot_at": now,
+            }
+            if source:
+                values["snapshot_source"] = source
+            write_meta(copy, **values)
         return where
     finally:
         copy.close()
@@ -71,19 +80,6 @@ def verify(path: Path) -> None:
         conn.close()
     if result != [("ok",)]:
         raise DatabaseError(f"{path} failed its integrity check: {result[:3]}")
-
-
-def sha256_file(path: Path, progress: Progress | None = None) -> str:
-    digest = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with open(path, "rb") as f:
-        while block := f.read(READ_SIZE):
-            digest.update(block)
-            done += len(block)
-            if progress:
-                progress(done, total)
-    return digest.hexdigest()
 
 
 def make_follower(path: Path, leader: str, node: str) -> Position:

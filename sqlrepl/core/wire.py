@@ -32,6 +32,13 @@ HEAD_HEADER = "X-Sqlrepl-Head"
 EPOCH_HEADER = "X-Sqlrepl-Epoch"
 SEQ_HEADER = "X-Sqlrepl-Seq"
 SHA256_HEADER = "X-Sqlrepl-Sha256"
+#: A snapshot answer: the image's id (to resume it), its size, where this answer starts,
+#: the chunk size, and the image's meta (JSON: cluster, role, node, epoch).
+IMAGE_HEADER = "X-Sqlrepl-Image"
+SIZE_HEADER = "X-Sqlrepl-Image-Size"
+OFFSET_HEADER = "X-Sqlrepl-Offset"
+CHUNK_HEADER = "X-Sqlrepl-Chunk"
+META_HEADER = "X-Sqlrepl-Meta"
 #: On a 410 answer: the follower's position is not on this leader's timeline.
 FORK_HEADER = "X-Sqlrepl-Fork"
 #: With every batch answer: the members the leader knows (JSON list of URLs, itself first).

@@ -8,13 +8,14 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..core import capture, gate, roles, rollback, snapshot, tempfiles
+from ..core import capture, gate, roles, rollback, snapshot
 from ..core.apply import applier_connection
 from ..core.db import connect, durable, ensure_position_view
 from ..core.positions import follower_position, read_position
-from . import metrics
+from ..errors import DatabaseError, StorageError
+from . import metrics, transfer
 from .client import Client
 from .database import Database
 
@@ -50,18 +51,31 @@ def open_file(f: Follower) -> None:
     log.info("following %s from %s", f.config.leader, f.progress.position)
 
 
+def download_path(db: Path) -> Path:
+    """Where a follower receives its snapshot: a fixed name, so that a download cut off
+    (the daemon killed, the link cut) resumes when the daemon asks again."""
+    return db.with_name(f"{db.name}.sqlrepl-download")
+
+
 async def fetch_snapshot(f: Follower, client: Client) -> Path:
     """Download a snapshot of the leader beside the file and verify it; return its path."""
-    tmp = tempfiles.temp_path(f.config.db)
+    path = download_path(f.config.db)
     log.info("downloading a snapshot from %s", f.config.leader)
+    meter = f.progress.transfer = transfer.Meter()
+    report = _log_progress(meter)
     try:
-        where = await client.download_snapshot(tmp, {"node": f.node, "url": f.url}, _log_progress())
-        await asyncio.to_thread(snapshot.verify, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        got = await transfer.download(
+            client, path, {"node": f.node, "url": f.url}, report, resumable=True
+        )
+        await asyncio.to_thread(snapshot.verify, path)
+    except (OSError, StorageError, DatabaseError):
+        transfer.discard(path)  # a full disk or a bad image: nothing worth resuming
         raise
-    log.info("downloaded a snapshot at %s", where)
-    return tmp
+    finally:
+        f.progress.transfer = None
+    resumed = f", resumed at byte {got.resumed_at}" if got.resumed_at else ""
+    log.info("downloaded a snapshot at %s (%d bytes%s)", got.position, got.size, resumed)
+    return path
 
 
 async def install_snapshot(f: Follower, client: Client, fetched: Path | None = None) -> None:
@@ -78,7 +92,7 @@ async def install_snapshot(f: Follower, client: Client, fetched: Path | None = N
         else:
             await asyncio.to_thread(snapshot.place, tmp, db)
     finally:
-        tmp.unlink(missing_ok=True)
+        transfer.discard(tmp)
     metrics.SNAPSHOTS.labels("in").inc()
     metrics.SNAPSHOT_SECONDS.labels("in").observe(time.monotonic() - started)
     log.info("bootstrapped %s from a snapshot at %s", db, where)
@@ -115,7 +129,7 @@ async def rejoin(f: Follower, client: Client) -> Path | None:
         await asyncio.to_thread(roles.demote, conn, f.config.leader)
     except BaseException:
         if fetched is not None:
-            fetched.unlink(missing_ok=True)
+            transfer.discard(fetched)
         raise
     finally:
         conn.close()
@@ -137,13 +151,19 @@ async def save_fork(f: Follower, why: str) -> None:
     log.error("%s: this follower's content is saved in %s; resyncing from a snapshot", why, path)
 
 
-def _log_progress() -> Any:
+def _log_progress(meter: transfer.Meter) -> transfer.Progress:
     last = [0.0]
 
     def report(done: int, total: int) -> None:
+        meter.done, meter.total = done, total
         now = time.monotonic()
         if now - last[0] >= 2 or done == total:
             last[0] = now
-            log.info("snapshot: %d of %d bytes", done, total)
+            log.info(
+                "snapshot: %d of %d bytes (%.0f MiB/s)",
+                done,
+                total,
+                meter.view()["bytes_per_s"] / 2**20,
+            )
 
     return report

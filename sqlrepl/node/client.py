@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from ..config import CONNECT_TIMEOUT, client_ssl
-from ..core.positions import Position
-from ..core.wire import EPOCH_HEADER, FORK_HEADER, SEQ_HEADER, SHA256_HEADER
+from ..core.wire import FORK_HEADER
 from ..errors import (
     AuthError,
     Diverged,
@@ -118,54 +114,6 @@ class Client:
             if response.status != 200 or not isinstance(body, dict) or "role" not in body:
                 raise ProtocolError(f"{self.url} is not a sqlrepl node (HTTP {response.status})")
             return body
-
-    async def download_snapshot(
-        self,
-        dest: Path,
-        params: dict[str, Any] | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Position:
-        """Stream a snapshot into `dest`, checking its length and SHA-256; return its position."""
-        async with self.get("/snapshot", params, None, SNAPSHOT_STALL) as response:
-            await expect_ok(response)
-            try:
-                where = Position(
-                    int(response.headers[EPOCH_HEADER]), int(response.headers[SEQ_HEADER])
-                )
-                expected = response.headers[SHA256_HEADER]
-            except (KeyError, ValueError) as exc:
-                raise ProtocolError(f"{self.url} sent a snapshot without its position") from exc
-            total = response.content_length or 0
-            digest = hashlib.sha256()
-            done = 0
-            with open(dest, "wb") as f:
-
-                def keep(block: bytes) -> None:  # both release the GIL: runs beside the loop
-                    f.write(block)
-                    digest.update(block)
-
-                writing: asyncio.Future[None] | None = None
-                try:
-                    async for block in response.content.iter_chunked(CHUNK):
-                        if writing is not None:
-                            await writing
-                        writing = asyncio.ensure_future(asyncio.to_thread(keep, block))
-                        done += len(block)
-                        if progress:
-                            progress(done, total)
-                except aiohttp.ClientPayloadError as exc:
-                    raise ProtocolError(f"snapshot transfer broke off after {done} bytes") from exc
-                finally:
-                    if writing is not None:
-                        await asyncio.wait({writing})
-                if writing is not None:
-                    await writing
-            if done != total or digest.hexdigest() != expected:
-                raise ProtocolError(
-                    f"snapshot from {self.url} is corrupt or truncated ({done} of {total} bytes, "
-                    "checksum mismatch)"
-                )
-            return where
 
 
 async def _error_message(response: aiohttp.ClientResponse) -> str:

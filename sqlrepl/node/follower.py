@@ -26,6 +26,7 @@ from .follower_http import FollowerAPI
 from .http import forward_event, run_server
 from .replication import Replicator
 from .supervisor import Supervisor
+from .transfer import Meter
 
 log = logging.getLogger("sqlrepl.follower")
 
@@ -69,6 +70,8 @@ class Progress:
     started: float = field(default_factory=time.time)
     state: str = "starting"
     error: str | None = None
+    #: A snapshot download under way: bytes done of how many.
+    transfer: Meter | None = None
 
     def saw_leader(self, head: int) -> None:
         now = time.time()

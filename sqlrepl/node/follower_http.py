@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -16,7 +16,7 @@ from ..errors import ConfigError, SqlreplError, TokenForked
 from . import discovery, health, metrics, sync
 from .client import Client
 from .http import auth_middleware, error, int_param
-from .snapshots import serve_snapshot
+from .snapshots import Sessions, serve_snapshot
 
 if TYPE_CHECKING:
     from .follower import Follower
@@ -33,6 +33,7 @@ class FollowerAPI:
         self.follower = follower
         #: Old leaders being told to step down (best effort, outliving this role).
         self.fencing: set[asyncio.Future[None]] = set()
+        self.sessions = Sessions(follower.config.db)
 
     def app(self) -> web.Application:
         token = self.follower.config.token
@@ -44,6 +45,7 @@ class FollowerAPI:
         app.router.add_get("/status", self.status)
         app.router.add_get("/snapshot", self.snapshot)
         app.router.add_post("/promote", self.promote)
+        app.on_cleanup.append(lambda _: asyncio.to_thread(self.sessions.close))
         return app
 
     async def status(self, request: web.Request) -> web.Response:
@@ -68,6 +70,7 @@ class FollowerAPI:
                 },
                 "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
                 "state": p.state,
+                "snapshot": p.transfer.view() if p.transfer else None,
                 "error": p.error,
                 "candidate": f.config.candidate,
                 "eligible": eligible,
@@ -131,7 +134,27 @@ class FollowerAPI:
         f = self.follower
         if f.db is None:
             return web.json_response({"error": "not bootstrapped yet"}, status=503)
-        return await serve_snapshot(request, f.db, f.config.db)
+        if not _seconds(request.query.get("max_lag", "0")):
+            return error(400, "max_lag must be a number of seconds")
+        return await serve_snapshot(request, self.sessions, refuse=self._too_stale(request))
+
+    def _too_stale(self, request: web.Request) -> Any:
+        """With `max_lag`: refuse a snapshot of this follower while it is staler than that."""
+        limit = request.query.get("max_lag")
+        f = self.follower
+
+        def why() -> str | None:
+            if limit is None:
+                return None
+            behind = f.progress.lag_seconds(time.time(), f.keepalive)
+            if behind <= float(limit):
+                return None
+            return (
+                f"this follower is {behind:.1f} s behind its leader "
+                f"(max_lag {float(limit):g} s): refusing a stale snapshot"
+            )
+
+        return why
 
     async def promote(self, request: web.Request) -> web.Response:
         """Become the leader of a new epoch, continuing seq from what was applied."""
@@ -198,3 +221,10 @@ class FollowerAPI:
             log.info("old leader %s demoted itself", old_leader)
         except SqlreplError as exc:
             log.info("old leader %s not fenced (%s)", old_leader, exc)
+
+
+def _seconds(value: str) -> bool:
+    try:
+        return float(value) >= 0
+    except ValueError:
+        return False

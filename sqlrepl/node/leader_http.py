@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from ..errors import Refused
 from . import handover, health, metrics, sync
 from .batches import BatchServer
 from .http import auth_middleware, error, int_param
-from .snapshots import serve_snapshot
+from .snapshots import Sessions, serve_snapshot
 
 if TYPE_CHECKING:
     from .leader import Leader
@@ -25,6 +26,7 @@ log = logging.getLogger("sqlrepl.leader")
 class LeaderAPI:
     def __init__(self, leader: Leader) -> None:
         self.leader = leader
+        self.sessions = Sessions(leader.config.db)
 
     def app(self) -> web.Application:
         token = self.leader.config.token
@@ -38,6 +40,7 @@ class LeaderAPI:
         app.router.add_get("/snapshot", self.snapshot)
         app.router.add_post("/switchover", self.switchover)
         app.router.add_post("/demote", self.demote)
+        app.on_cleanup.append(lambda _: asyncio.to_thread(self.sessions.close))
         return app
 
     async def status(self, request: web.Request) -> web.Response:
@@ -103,8 +106,7 @@ class LeaderAPI:
         node, url = request.query.get("node"), request.query.get("url", "")
         return await serve_snapshot(
             request,
-            leader.db,
-            leader.config.db,
+            self.sessions,
             lambda where: leader.retention.register(node, url, where.seq),
         )
 

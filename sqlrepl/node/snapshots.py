@@ -1,61 +1,152 @@
-"""Serving a snapshot: a consistent, position-stamped, checksummed copy of the file."""
+"""Serving snapshots: a pinned image of the file, streamed in checksummed chunks, resumable.
+
+    GET /snapshot?node=&url=[&session=ID&offset=N][&max_lag=S]
+    body := (chunk[≤ CHUNK] sha256(chunk)[32])…   from `offset` to the image's end
+
+A transfer that breaks off keeps its image pinned for `SESSION_GRACE` seconds: the
+receiver asks again with the session and the offset it holds and gets the rest of the
+same image. Once the session is gone (or the node restarted) it gets a new image under a
+new id and starts over: never a file mixed from two images.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from ..core import snapshot, tempfiles
+from ..core import image as images
 from ..core.positions import Position
-from ..core.wire import EPOCH_HEADER, SEQ_HEADER, SHA256_HEADER, SNAPSHOT_TYPE
+from ..core.wire import (
+    CHUNK_HEADER,
+    EPOCH_HEADER,
+    IMAGE_HEADER,
+    META_HEADER,
+    OFFSET_HEADER,
+    SEQ_HEADER,
+    SIZE_HEADER,
+    SNAPSHOT_TYPE,
+)
+from ..errors import SqlreplError
 from . import metrics
-from .database import Database
+from .http import error
 
 log = logging.getLogger("sqlrepl")
-SEND_SIZE = 1 << 20
+#: Seconds an interrupted transfer's image stays pinned for the receiver to resume it.
+SESSION_GRACE = 30.0
+
+
+@dataclass
+class Session:
+    image: images.Image
+    idle_since: float | None = None  # None while a transfer is running
+
+
+class Sessions:
+    """The images being served by one role of a node, kept for resumption."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.live: dict[str, Session] = {}
+
+    async def open(self, wanted: str | None, offset: int) -> tuple[Session, int, bool]:
+        """The session to serve: the one asked for at `offset`, else a new image (from 0).
+        Also whether it is new."""
+        self.reap()
+        found = self.live.get(wanted or "")
+        if found and found.idle_since is not None and 0 <= offset <= found.image.size:
+            found.idle_since = None
+            return found, offset - offset % images.CHUNK, False
+        pinned = await asyncio.to_thread(images.pin, self.path)
+        session = self.live[pinned.id] = Session(pinned)
+        return session, 0, True
+
+    def done(self, session: Session, whole: bool) -> None:
+        if whole:
+            self.live.pop(session.image.id, None)
+            session.image.close()
+        else:
+            session.idle_since = time.monotonic()
+
+    def reap(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        for key, s in list(self.live.items()):
+            idle = s.idle_since is not None and now - s.idle_since > SESSION_GRACE
+            if everything or idle:
+                del self.live[key]
+                with contextlib.suppress(Exception):
+                    s.image.close()
+
+    def close(self) -> None:
+        self.reap(everything=True)
 
 
 async def serve_snapshot(
     request: web.Request,
-    db: Database,
-    path: Path,
+    sessions: Sessions,
     on_taken: Callable[[Position], None] | None = None,
+    refuse: Callable[[], str | None] | None = None,
 ) -> web.StreamResponse:
-    """Stream a consistent, position-stamped, checksummed copy of the database."""
-    tmp = tempfiles.temp_path(path.with_name(f"{path.name}.snapshot-{id(request)}"))
-    tmp.mkdir()
+    """Stream a pinned image of the database from the offset asked for."""
+    why = refuse() if refuse else None
+    if why:
+        return error(503, why)
+    try:
+        offset = int(request.query.get("offset", "0"))
+    except ValueError:
+        return error(400, "offset must be an integer")
+    try:
+        session, offset, new = await sessions.open(request.query.get("session"), offset)
+    except SqlreplError as exc:
+        return error(503, str(exc))
+    image = session.image
+    whole = False
+    reading: asyncio.Future[tuple[bytes, bytes]] | None = None
     started = time.monotonic()
     try:
-        copy = tmp / "snapshot.db"
-        where = await db.run(snapshot.take, db.conn, copy, time.time())
         if on_taken:
-            on_taken(where)
-        digest = await asyncio.to_thread(snapshot.sha256_file, copy)
+            on_taken(image.position)
+        chunks = -(-(image.size - offset) // images.CHUNK)
         response = web.StreamResponse(
             headers={
                 "Content-Type": SNAPSHOT_TYPE,
-                EPOCH_HEADER: str(where.epoch),
-                SEQ_HEADER: str(where.seq),
-                SHA256_HEADER: digest,
+                EPOCH_HEADER: str(image.position.epoch),
+                SEQ_HEADER: str(image.position.seq),
+                IMAGE_HEADER: image.id,
+                SIZE_HEADER: str(image.size),
+                OFFSET_HEADER: str(offset),
+                CHUNK_HEADER: str(images.CHUNK),
+                META_HEADER: json.dumps(
+                    {k: image.meta.get(k) for k in ("cluster", "role", "node", "epoch")}
+                ),
             }
         )
-        response.content_length = copy.stat().st_size
+        response.content_length = image.size - offset + chunks * images.DIGEST_SIZE
         await response.prepare(request)
-        with open(copy, "rb") as f:
-            while block := await asyncio.to_thread(f.read, SEND_SIZE):
-                await response.write(block)
+        # Read (and hash) the next chunk while the current one is written to the socket.
+        reading = asyncio.ensure_future(asyncio.to_thread(image.chunk, offset))
+        while offset < image.size:
+            block, digest = await reading
+            offset += len(block)
+            if offset < image.size:
+                reading = asyncio.ensure_future(asyncio.to_thread(image.chunk, offset))
+            await response.write(block + digest)
         await response.write_eof()
-        size = copy.stat().st_size
+        whole = True
         metrics.SNAPSHOTS.labels("out").inc()
         metrics.SNAPSHOT_SECONDS.labels("out").observe(time.monotonic() - started)
-        metrics.SENT_BYTES.inc(size)
-        log.info("served snapshot at %s (%d bytes)", where, size)
+        metrics.SENT_BYTES.inc(image.size)
+        how = "new image" if new else "resumed"
+        log.info("served snapshot at %s (%d bytes, %s)", image.position, image.size, how)
         return response
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if reading is not None and not reading.done():
+            await asyncio.wait({reading})
+        sessions.done(session, whole)

@@ -1,0 +1,133 @@
+"""A database's consistent image, read straight from its file: no copy on the sender.
+
+`pin` gives a read transaction that sees the database file alone. It checkpoints the
+whole WAL into the file while it holds the write lock for that moment (the few frames
+since the last checkpoint), then begins reading: SQLite lets a reader that finds the WAL
+wholly checkpointed read the file alone (read-mark 0), and no checkpoint may write to
+the file while such a reader lives. Apps go on committing into the WAL meanwhile; only
+the checkpoints wait, for as long as the image is read. So the file's first
+`page_count` pages are the image, byte for byte, and are read with plain reads
+(Litestream's approach, without parsing the WAL).
+
+The file is read through SQLite's own VFS (`apsw.VFSFile`), never through a file object
+of ours: closing a second descriptor of a file would drop this process's POSIX locks on
+it, which SQLite's unix VFS alone knows how to avoid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from ..errors import DatabaseError, PeerUnavailable
+from .db import connect, read_meta, scalar
+from .positions import Position, read_position
+
+#: The unit of transfer and of checksums.
+CHUNK = 1 << 20
+DIGEST_SIZE = 32
+#: How long `pin` keeps trying when app readers hold the WAL back from a full checkpoint.
+PIN_TIMEOUT = 10.0
+
+
+def digest(block: bytes) -> bytes:
+    return hashlib.sha256(block).digest()
+
+
+@dataclass
+class Image:
+    """A pinned, consistent image of one database file."""
+
+    path: Path
+    position: Position
+    meta: dict[str, Any]
+    page_size: int
+    size: int
+    reader: apsw.Connection
+    file: Any = field(repr=False)
+    id: str = field(default_factory=lambda: os.urandom(8).hex())
+
+    def read(self, offset: int, length: int = CHUNK) -> bytes:
+        """Bytes [offset, offset + length) of the image (shorter at its end)."""
+        length = max(0, min(length, self.size - offset))
+        return bytes(self.file.xRead(length, offset)) if length else b""
+
+    def chunk(self, offset: int) -> tuple[bytes, bytes]:
+        """The chunk at `offset` and its checksum."""
+        block = self.read(offset)
+        return block, digest(block)
+
+    def close(self) -> None:
+        self.file.xClose()
+        if self.reader.in_transaction:
+            self.reader.execute("ROLLBACK")
+        self.reader.close()
+
+
+def pin(path: Path, timeout: float = PIN_TIMEOUT) -> Image:
+    """Pin a consistent image of the database at `path` (see the module's doc)."""
+    writer = connect(path)
+    checkpointer = connect(path)
+    reader = connect(path, readonly=True)
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    try:
+        while True:
+            writer.execute("BEGIN IMMEDIATE")  # no new frames until the reader began
+            try:
+                row = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+                frames, done = row[1], row[2]
+                whole = frames == done  # (-1, -1) for a file not in WAL mode: locks suffice
+                if whole:
+                    reader.execute("BEGIN")
+                    meta = read_meta(reader)  # the read transaction starts here
+            finally:
+                writer.execute("ROLLBACK")
+            if whole:
+                break
+            if time.monotonic() > deadline:
+                raise PeerUnavailable(
+                    f"{path}: an app's read transaction kept the WAL from being checkpointed "
+                    f"for {timeout:.0f} s; try the snapshot again"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        page_size = int(scalar(reader, "PRAGMA page_size"))
+        size = int(scalar(reader, "PRAGMA page_count")) * page_size
+        # A plain file has no position: copied all the same, refused when stamped.
+        position = read_position(reader) if "cluster" in meta else Position(0, 0)
+        flags = [apsw.SQLITE_OPEN_MAIN_DB | apsw.SQLITE_OPEN_READONLY, 0]
+        file = apsw.VFSFile("", os.fspath(path), flags)
+        if file.xFileSize() < size:  # the file must hold the whole image: never a torn one
+            file.xClose()
+            raise DatabaseError(f"{path} is shorter than its own page count")
+        return Image(path, position, meta, page_size, size, reader, file)
+    except BaseException:
+        if reader.in_transaction:
+            reader.execute("ROLLBACK")
+        reader.close()
+        raise
+    finally:
+        writer.close()
+        checkpointer.close()
+
+
+def copy(path: Path, dest: Path) -> Image:
+    """Write a pinned image of the database at `path` to the new file `dest`; return the
+    image (closed) that was written."""
+    image = pin(path)
+    try:
+        with open(dest, "xb") as out:
+            for offset in range(0, image.size, CHUNK):
+                out.write(image.read(offset))
+            out.flush()
+            os.fsync(out.fileno())
+        return image
+    finally:
+        image.close()
