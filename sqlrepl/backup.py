@@ -22,6 +22,7 @@ from .errors import DatabaseError, Refused, StorageError
 from .node import transfer
 from .node.client import Client
 from .node.freshness import file_lag
+from .node.snapshots import pin
 
 Progress = snapshot.Progress
 
@@ -67,7 +68,11 @@ def save(
             else:
                 if max_lag is not None:
                     _check_fresh(Path(source), max_lag)
-                image.copy(Path(source), tmp)
+                pinned = pin(Path(source))
+                try:
+                    image.copy(pinned, tmp)
+                finally:
+                    pinned.close()
             where = snapshot.stamp(tmp, time.time(), source)
             snapshot.verify(tmp)
             durable(tmp)

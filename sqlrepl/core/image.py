@@ -18,22 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import apsw
 
-from ..errors import DatabaseError, PeerUnavailable
+from ..errors import DatabaseError
 from .db import connect, read_meta, scalar
 from .positions import Position, read_position
 
 #: The unit of transfer and of checksums.
 CHUNK = 1 << 20
 DIGEST_SIZE = 32
-#: How long `pin` keeps trying when app readers hold the WAL back from a full checkpoint.
-PIN_TIMEOUT = 10.0
 
 
 def digest(block: bytes) -> bytes:
@@ -70,34 +67,24 @@ class Image:
         self.reader.close()
 
 
-def pin(path: Path, timeout: float = PIN_TIMEOUT) -> Image:
-    """Pin a consistent image of the database at `path` (see the module's doc)."""
+def pin(path: Path) -> Image | None:
+    """Pin a consistent image of the database at `path` (see the module's doc); None
+    while an app's read transaction keeps the WAL from being checkpointed whole."""
     writer = connect(path)
     checkpointer = connect(path)
     reader = connect(path, readonly=True)
-    deadline = time.monotonic() + timeout
-    pause = 0.001
     try:
-        while True:
-            writer.execute("BEGIN IMMEDIATE")  # no new frames until the reader began
-            try:
-                row = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
-                frames, done = row[1], row[2]
-                whole = frames == done  # (-1, -1) for a file not in WAL mode: locks suffice
-                if whole:
-                    reader.execute("BEGIN")
-                    meta = read_meta(reader)  # the read transaction starts here
-            finally:
-                writer.execute("ROLLBACK")
-            if whole:
-                break
-            if time.monotonic() > deadline:
-                raise PeerUnavailable(
-                    f"{path}: an app's read transaction kept the WAL from being checkpointed "
-                    f"for {timeout:.0f} s; try the snapshot again"
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
+        writer.execute("BEGIN IMMEDIATE")  # no new frames until the reader began
+        try:
+            row = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+            whole = row[1] == row[2]  # (-1, -1) for a file not in WAL mode: locks suffice
+            if not whole:
+                reader.close()
+                return None
+            reader.execute("BEGIN")
+            meta = read_meta(reader)  # the read transaction starts here
+        finally:
+            writer.execute("ROLLBACK")
         page_size = int(scalar(reader, "PRAGMA page_size"))
         size = int(scalar(reader, "PRAGMA page_count")) * page_size
         # A plain file has no position: copied all the same, refused when stamped.
@@ -118,16 +105,10 @@ def pin(path: Path, timeout: float = PIN_TIMEOUT) -> Image:
         checkpointer.close()
 
 
-def copy(path: Path, dest: Path) -> Image:
-    """Write a pinned image of the database at `path` to the new file `dest`; return the
-    image (closed) that was written."""
-    image = pin(path)
-    try:
-        with open(dest, "xb") as out:
-            for offset in range(0, image.size, CHUNK):
-                out.write(image.read(offset))
-            out.flush()
-            os.fsync(out.fileno())
-        return image
-    finally:
-        image.close()
+def copy(image: Image, dest: Path) -> None:
+    """Write the pinned `image` to the new file `dest`, durably."""
+    with open(dest, "xb") as out:
+        for offset in range(0, image.size, CHUNK):
+            out.write(image.read(offset))
+        out.flush()
+        os.fsync(out.fileno())

@@ -34,13 +34,31 @@ from ..core.wire import (
     SIZE_HEADER,
     SNAPSHOT_TYPE,
 )
-from ..errors import SqlreplError
+from ..errors import PeerUnavailable, SqlreplError
 from . import metrics
 from .http import error
 
 log = logging.getLogger("sqlrepl")
 #: Seconds an interrupted transfer's image stays pinned for the receiver to resume it.
 SESSION_GRACE = 30.0
+#: How long a snapshot waits for app readers that keep the WAL from being checkpointed.
+PIN_TIMEOUT = 10.0
+
+
+def pin(path: Path, timeout: float = PIN_TIMEOUT) -> images.Image:
+    """Pin an image of `path`, retrying while app readers keep the WAL from being
+    checkpointed whole (each try holds the write lock for one checkpoint)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while (image := images.pin(path)) is None:
+        if time.monotonic() > deadline:
+            raise PeerUnavailable(
+                f"{path}: an app's read transaction kept the WAL from being checkpointed "
+                f"for {timeout:.0f} s; try the snapshot again"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    return image
 
 
 @dataclass
@@ -64,7 +82,7 @@ class Sessions:
         if found and found.idle_since is not None and 0 <= offset <= found.image.size:
             found.idle_since = None
             return found, offset - offset % images.CHUNK, False
-        pinned = await asyncio.to_thread(images.pin, self.path)
+        pinned = await asyncio.to_thread(pin, self.path)
         session = self.live[pinned.id] = Session(pinned)
         return session, 0, True
 
