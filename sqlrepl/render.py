@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import time
@@ -28,6 +29,13 @@ err_console = Console(stderr=True, soft_wrap=True)  # one line: scripts grep it
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def iso(moment: float | None) -> str:
+    """A Unix time as ISO 8601 UTC to the millisecond."""
+    if moment is None:
+        return "—"
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def error(message: str) -> None:

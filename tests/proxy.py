@@ -8,6 +8,7 @@ slow or heal the link while they run.
         p.delay(0.2, loss=0.05)  # and 5 % of chunks are "lost": they (and what follows
                                  # them) wait one more retransmission timeout, as over TCP
         p.heal()       # forward everything again, at once
+        p.throttle(4e6)  # at most 4 MB/s each way (a thin link; None: no limit)
 
 It runs its own asyncio loop in a thread; every connection is closed on exit.
 """
@@ -36,6 +37,7 @@ class Proxy:
         self.mode = OK
         self.latency = 0.0
         self.loss = 0.0
+        self.rate: float | None = None
         self.connections = 0
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -82,6 +84,9 @@ class Proxy:
 
     def delay(self, seconds: float, loss: float = 0.0) -> None:
         self._set(OK, seconds, loss)
+
+    def throttle(self, bytes_per_s: float | None) -> None:
+        self.rate = bytes_per_s
 
     def heal(self) -> None:
         self._set(OK, 0.0)
@@ -152,6 +157,8 @@ class Proxy:
             while True:
                 data = await reader.read(65536)
                 await queue.put((time.monotonic(), data))
+                if self.rate:  # reading no faster than the rate pushes back on the sender
+                    await asyncio.sleep(len(data) / self.rate)
                 if not data:
                     break
             await sender

@@ -5,11 +5,12 @@ daemons   leader, follower
 cluster   status, promote, switchover, history
 files     snapshot, demo
 node      node --config (the role from the cluster), config check
+archive   archive DIR --leader URL, archive verify, archive list
 """
 
 from __future__ import annotations
 
-from . import cluster, daemons, files, node
+from . import archive, cluster, daemons, files, node
 from .base import cli
 
 
@@ -17,4 +18,4 @@ def main() -> None:
     cli()
 
 
-__all__ = ["cli", "cluster", "daemons", "files", "main", "node"]
+__all__ = ["archive", "cli", "cluster", "daemons", "files", "main", "node"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -95,9 +96,15 @@ def demo(duration: float, sample: Path | None) -> None:
 @click.argument(
     "snapshot_path",
     metavar="SNAPSHOT",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
 )
 @click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--at",
+    metavar="TIME|TOKEN",
+    help="With an archive (SNAPSHOT is its DIR): the state at this token (E:S) or time "
+    "(ISO 8601 such as 2026-11-28T12:00:00Z, or @UNIX). Default: the newest.",
+)
 @click.option(
     "--as-leader",
     is_flag=True,
@@ -111,16 +118,35 @@ def demo(duration: float, sample: Path | None) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def restore(
-    snapshot_path: Path, dest: Path, as_leader: bool, epoch: int | None, as_json: bool
+    snapshot_path: Path,
+    dest: Path,
+    at: str | None,
+    as_leader: bool,
+    epoch: int | None,
+    as_json: bool,
 ) -> None:
-    """Make the writable database DEST from SNAPSHOT (a snapshot or a follower's copy).
+    """Make the writable database DEST from SNAPSHOT (a snapshot, a follower's copy, or
+    an archive's DIR with --at).
 
     DEST must not exist; it appears whole or not at all. Then start `sqlrepl leader DEST`.
     """
     from ..backup import restore as restore_file
+    from ..pitr import restore as restore_archive
 
     if epoch is not None and not as_leader:
         raise click.UsageError("--epoch goes with --as-leader")
+    if snapshot_path.is_dir():
+        result = restore_archive(snapshot_path, dest, at, as_leader=as_leader, epoch=epoch)
+        if as_json:
+            render.print_json(result)
+        else:
+            render.console.print(
+                f"restored [bold]{result['path']}[/] ({result['as']}) at {result['at']}: "
+                f"snapshot {result['snapshot']} and {result['batches_replayed']} batch(es)"
+            )
+        return
+    if at is not None:
+        raise click.UsageError("--at goes with an archive directory as SNAPSHOT")
     result = restore_file(snapshot_path, dest, as_leader=as_leader, epoch=epoch)
     if as_json:
         render.print_json(result)
@@ -129,4 +155,12 @@ def restore(
         render.console.print(
             f"restored [bold]{result['path']}[/] ({result['as']}) from a copy of cluster "
             f"{source['cluster']} at {source['epoch']}/{source['seq']}"
+            + (f", taken {render.iso(source['at'])}" if source.get("at") else "")
+            + _of(source)
         )
+
+
+def _of(source: dict[str, Any]) -> str:
+    """What a snapshot was taken of: ' of the leader http://…' (or its file, or node)."""
+    where = source.get("source") or source.get("node")
+    return f" of the {source.get('of') or 'node'} {where}" if where else ""

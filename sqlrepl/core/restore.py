@@ -37,6 +37,7 @@ def describe(conn: apsw.Connection) -> dict[str, Any]:
         "of": meta.get("snapshot_of") or meta.get("role"),
         "node": meta.get("snapshot_node") or meta.get("node"),
         "at": meta.get("snapshot_at"),
+        "source": meta.get("snapshot_source"),
     }
 
 

@@ -70,7 +70,8 @@ class BatchServer:
             return error(410, f"follower at {epoch}/{after} {fork}", {FORK_HEADER: "1"})
         node, url = request.query.get("node"), request.query.get("url", "")
         leader.retention.register(node, url, after)
-        leader.acks.pulled(node, url, after, leader.head)  # `after` is in its file: an ack
+        if not request.query.get("archive"):  # an archive is no replica: no acks from it
+            leader.acks.pulled(node, url, after, leader.head)  # `after` is in its file: an ack
         with leader.acks.waiting(node):
             if leader.ddl.pending and wait > 0:
                 # Capture waits for a quiet moment to catch up with the schema: wait for it

@@ -21,6 +21,7 @@ from ..coord import Coordinator
 from ..core import roles
 from ..core.positions import Position
 from . import bootstrap, freshness, ha
+from .archive import ArchiveConfig, Recorder
 from .database import Database
 from .follower_http import FollowerAPI
 from .http import forward_event, run_server
@@ -53,6 +54,8 @@ class FollowerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    #: Also keep every batch and periodic snapshots there (`sqlrepl archive`).
+    archive: ArchiveConfig | None = None
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Follower:
         #: The freshness proof beside the file, for apps that read it directly.
         self.fresh_file = freshness.FreshnessFile(config.db, self.keepalive)
         self.db: Database | None = None
+        self.archive = Recorder(config.archive) if config.archive else None
         self.history: list[dict[str, Any]] = []
         #: The rollback file written when this node rejoined with divergent changes.
         self.rollback: str | None = None
@@ -156,6 +160,8 @@ class Follower:
             await self.replicator.close()
             if self.db:
                 self.db.close()
+            if self.archive:
+                self.archive.close()
             log.info("follower stopped" if self.transition is None else "follower role ended")
         return None if stop.is_set() else self.transition
 

@@ -34,7 +34,7 @@ from ..errors import (
     StaleEpochError,
     StorageError,
 )
-from . import bootstrap, discovery, metrics
+from . import archive, bootstrap, discovery, metrics
 from .client import Client, expect_ok
 from .members import Members
 
@@ -55,6 +55,9 @@ class Replicator:
         self.client = Client(follower.config.leader, follower.config.token)
         #: Set when the leader's log no longer covers our position.
         self.need_snapshot = False
+        #: An archive (if any) records on a chain that continues the file's position
+        #: (False: not known yet; None: a re-bootstrap broke it).
+        self.archived: bool | None = False
         #: Our FTS5 tables' fingerprints, sent with each pull (None: read them again).
         self.fts5: dict[str, str] | None = None
         #: The leader answered as a leader of our cluster (checked before any pull).
@@ -82,17 +85,19 @@ class Replicator:
             try:
                 if self.f.db is None or self.need_snapshot or not self.leader_checked:
                     await self._bootstrap()
+                if self.f.archive is not None and not self.archived:
+                    self.archived = await archive.start(self.f, rebase=self.archived is None)
                 await self._pull()
                 delay = config.BACKOFF_MIN
                 self.f.progress.error = None
                 continue
             except Diverged as exc:
                 await bootstrap.save_fork(self.f, str(exc))
-                self.need_snapshot = True
+                self.need_snapshot, self.archived = True, None
                 continue
             except SnapshotNeeded as exc:
                 log.warning("%s: re-bootstrapping from a snapshot", exc)
-                self.need_snapshot = True
+                self.need_snapshot, self.archived = True, None
                 continue
             except ApplyError as exc:
                 log.error("%s", exc)  # nothing of the batch was kept; retried with backoff
@@ -190,6 +195,7 @@ class Replicator:
             "url": f.url,
             "fts5": json.dumps(self.fts5),
             "epoch_url": self.epoch_url or "",
+            "archive": "1" if f.archive else "",
         }
         stall = f.config.wait + config.STALL_GRACE
         async with self.client.get("/batch", params, None, stall) as response:
@@ -226,18 +232,25 @@ class Replicator:
         assert f.db is not None
         applier = Applier(f.db.conn)
         started = time.perf_counter()
+        before, recorder = f.progress.position, f.archive
         try:
             size = response.content_length
+            if recorder:
+                recorder.begin()
             if size is not None and size <= SMALL_BATCH:
                 body = await response.read()
                 if len(body) != size:
                     raise ProtocolError("batch is truncated")
+                if recorder:
+                    recorder.feed(body)
                 f.progress.position = await f.db.run(_apply_whole, applier, body)
             else:
                 await self._apply_streamed(response, applier)
                 log.info(
                     "applied a large batch: %d rows, now at %s", applier.rows, f.progress.position
                 )
+            if recorder and before is not None:
+                await archive.recorded(f, recorder, before)
             self._saw_history(applier)
             metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCHES_APPLIED.inc()
@@ -245,6 +258,8 @@ class Replicator:
             metrics.RECEIVED_BYTES.inc(size or 0)
         except BaseException as exc:
             await f.db.run(applier.abort)
+            if recorder:
+                recorder.abort()
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise ProtocolError(f"batch transfer broke off: {exc}") from exc
             raise
@@ -272,6 +287,8 @@ class Replicator:
                 if applying is not None:
                     await applying
                 applying = asyncio.ensure_future(f.db.run(applier.feed, block))
+                if f.archive:
+                    f.archive.feed(block)
             if applying is not None:
                 await applying
         finally:

@@ -79,6 +79,11 @@ class Sessions:
         Also whether it is new."""
         self.reap()
         found = self.live.get(wanted or "")
+        # The transfer it resumes may not have noticed yet that its connection is gone.
+        for _ in range(50):
+            if found is None or found.idle_since is not None:
+                break
+            await asyncio.sleep(0.1)
         if found and found.idle_since is not None and 0 <= offset <= found.image.size:
             found.idle_since = None
             return found, offset - offset % images.CHUNK, False

@@ -35,8 +35,9 @@ from ..errors import ProtocolError
 from .client import SNAPSHOT_STALL, Client, expect_ok
 
 Progress = Callable[[int, int], None]
-#: A resumable download makes what it wrote durable, and records it, this often.
-RECORD_EVERY = 64 << 20
+#: A resumable download makes what it wrote durable, and records it, this often (and
+#: when the transfer breaks off).
+RECORD_EVERY = 16 << 20
 
 
 @dataclass
@@ -131,12 +132,14 @@ async def _receive(
     """Read, check and write chunks until the image is whole; each write runs in a thread
     while the next chunk arrives."""
     writing: asyncio.Future[None] | None = None
-    recorded = done
+    recorded = written = done
 
     def keep(block: bytes, check: bytes, at: int) -> None:
+        nonlocal written
         if images.digest(block) != check:  # hashing releases the GIL: beside the loop
             raise ProtocolError(f"snapshot chunk at byte {at} is corrupt (checksum mismatch)")
         f.write(block)
+        written = at + len(block)
 
     try:
         while done < size:
@@ -157,6 +160,12 @@ async def _receive(
                 await writing
                 await asyncio.to_thread(_record, f, state_path, record, done)
                 recorded = done
+    except (ProtocolError, aiohttp.ClientError, OSError):
+        if writing is not None:
+            await asyncio.wait({writing})
+        if state_path is not None and written > recorded:  # resume from what was written
+            await asyncio.to_thread(_record, f, state_path, record, written)
+        raise
     finally:
         if writing is not None:
             await asyncio.wait({writing})

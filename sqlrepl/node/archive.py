@@ -1,0 +1,255 @@
+"""A continuous archive: a follower that also keeps every batch it applies, as checksummed
+segment files, and periodic snapshots of its own file (`core/segments.py` has the format).
+
+Each batch is recorded after it is applied and made durable before the next pull. A
+snapshot starts a chain when the archive cannot vouch for continuity; periodic ones
+within a chain bound how much a restore replays. Retention removes snapshots older than
+`keep_days` beyond the newest `keep`, and the segments no remaining snapshot needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from ..core import image, segments, snapshot, tempfiles
+from ..core.db import durable
+from ..core.positions import Position
+from ..errors import PeerUnavailable
+
+if TYPE_CHECKING:
+    from .follower import Follower
+
+log = logging.getLogger("sqlrepl.archive")
+#: A segment is sealed (and a new one begun) at this size or age.
+SEGMENT_BYTES = 64 << 20
+ZERO = Position(0, 0)
+
+
+@dataclass
+class ArchiveConfig:
+    directory: Path
+    #: Seconds between snapshots (a restore replays at most this much).
+    snapshot_interval: float = 3600.0
+    keep: int = 2
+    keep_days: float = 7.0
+    #: Seconds after which a segment is sealed (checksummed whole) and a new one begun.
+    segment_interval: float = 600.0
+
+
+class Recorder:
+    def __init__(self, config: ArchiveConfig) -> None:
+        self.config = config
+        self.segments = config.directory / "segments"
+        self.snapshots = config.directory / "snapshots"
+        self.chain = 0
+        self.file: BinaryIO | None = None
+        self.path: Path | None = None
+        self.opened_at = 0.0
+        self.last: Position | None = None  # the position the last record ends at
+        self.based_at = 0.0
+        self.pending: tuple[int, int] | None = None  # (offset, crc) of the record being fed
+        self.snapshotting: asyncio.Task[None] | None = None
+
+    # -- continuity -------------------------------------------------------------------
+
+    def resume(self, position: Position) -> bool:
+        """Continue the newest chain if it ends where the follower's file stands."""
+        for d in (self.segments, self.snapshots):
+            d.mkdir(parents=True, exist_ok=True)
+            tempfiles.remove_stale(d)
+        names = sorted(p.name for p in self.segments.iterdir() if segments.NAME.match(p.name))
+        if not names:
+            return False
+        newest = self.segments / names[-1]
+        scan = segments.scan(newest)
+        match = segments.NAME.match(newest.name)
+        assert match
+        start = Position(int(match["epoch"]), int(match["seq"]))
+        end = scan.records[-1].after if scan.records else start
+        if scan.problem and newest.suffix == segments.OPEN:
+            with open(newest, "r+b") as f:  # a torn last write: cut it off
+                f.truncate(scan.end)
+        elif scan.problem:
+            return False
+        if end.seq != position.seq or end.epoch > position.epoch:
+            return False
+        self.chain = int(match["chain"])
+        if newest.suffix == segments.OPEN:  # left by a daemon that was killed: seal it
+            self.path, self.file, self.last = newest, open(newest, "r+b"), end  # noqa: SIM115
+        shots = [p for p in self.snapshots.iterdir() if p.name.startswith(match["chain"] + "-")]
+        self.based_at = max((p.stat().st_mtime for p in shots), default=0.0)
+        self._seal()
+        self._open(position)
+        return True
+
+    async def base(self, f: Follower) -> None:
+        """Start a new chain at the follower's position: a snapshot of its file."""
+        self._seal()
+        self.chain = time.time_ns()
+        where = await self._snapshot(f)
+        self._open(where)
+        log.info("archive: a new chain begins at %s", where)
+
+    # -- recording ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        assert self.file is not None
+        self.pending = (self.file.seek(0, os.SEEK_END), 0)
+        # Until `commit` fills it in, the head says "pending": a crash leaves a torn tail.
+        self.file.write(segments.head(ZERO, ZERO, 0.0, 0, 0, segments.PENDING))
+
+    def feed(self, block: bytes) -> None:
+        assert self.file is not None and self.pending is not None
+        self.file.write(block)
+        self.pending = (self.pending[0], zlib.crc32(block, self.pending[1]))
+
+    def abort(self) -> None:
+        if self.file is not None and self.pending is not None:
+            self.file.truncate(self.pending[0])
+            self.file.seek(0, os.SEEK_END)
+        self.pending = None
+
+    def commit(self, before: Position, after: Position) -> None:
+        """Fill in the record's head and make it durable (in a thread)."""
+        assert self.file is not None and self.pending is not None
+        offset, crc = self.pending
+        self.file.flush()
+        end = self.file.seek(0, os.SEEK_END)
+        length = end - offset - segments.HEAD.size
+        head = segments.head(before, after, time.time(), length, crc)
+        os.pwrite(self.file.fileno(), head, offset)
+        os.fdatasync(self.file.fileno())
+        self.pending = None
+        self.last = after
+        age = time.monotonic() - self.opened_at
+        if end > SEGMENT_BYTES or age > self.config.segment_interval:
+            self._seal()
+            self._open(after)
+
+    def due(self) -> bool:
+        idle = self.snapshotting is None or self.snapshotting.done()
+        return idle and time.time() - self.based_at >= self.config.snapshot_interval
+
+    async def periodic(self, f: Follower) -> None:
+        """A snapshot within the chain (in the background) and retention."""
+        try:
+            await self._snapshot(f)
+            await asyncio.to_thread(self.prune, time.time())
+        except Exception as exc:  # the next batch tries again
+            log.warning("archive: snapshot failed: %s", exc)
+
+    # -- files --------------------------------------------------------------------------
+
+    def _open(self, start: Position) -> None:
+        self.path = self.segments / segments.name(self.chain, time.time_ns(), start, ".open")
+        # Not "a": a record's head is written in place once its batch is whole (pwrite),
+        # which an O_APPEND file would append instead.
+        self.file = open(self.path, "xb")  # noqa: SIM115 - kept open across batches
+        durable(self.path)
+        self.opened_at = time.monotonic()
+        self.last = start
+
+    def _seal(self) -> None:
+        if self.file is None or self.path is None:
+            return
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self.file = None
+        sealed = self.path.with_suffix(segments.SEALED)
+        digest = segments.sha256_of(self.path)
+        end = self.last or Position(0, 0)
+        sidecar = Path(str(sealed) + ".sha256")
+        sidecar.write_text(f"{digest} {end.epoch} {end.seq}\n")
+        os.replace(self.path, sealed)
+        durable(sealed)
+
+    async def _snapshot(self, f: Follower) -> Position:
+        assert f.db is not None
+        db = f.config.db
+        for _ in range(100):  # app readers of the archive's file may hold its WAL back
+            pinned = await f.db.run(image.pin, db)  # between two batches: at a known position
+            if pinned is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise PeerUnavailable(f"{db}: could not pin an image for the archive's snapshot")
+        where, now = pinned.position, time.time()
+        self.based_at = now
+        name = f"{self.chain:020d}-{time.time_ns():020d}-{where.epoch}-{where.seq}.db"
+        path = self.snapshots / name
+        tmp = tempfiles.temp_path(path)
+        try:
+            await asyncio.to_thread(image.copy, pinned, tmp)
+        finally:
+            pinned.close()
+        try:
+            await asyncio.to_thread(snapshot.stamp, tmp, now, f.config.leader)
+            digest = await asyncio.to_thread(segments.sha256_of, tmp)
+            Path(str(path) + ".sha256").write_text(digest + "\n")
+            os.replace(tmp, path)
+            durable(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("archive: snapshot %s at %s", path.name, where)
+        return where
+
+    def prune(self, now: float) -> list[Path]:
+        """Drop snapshots no rule keeps (never the newest) and segments no snapshot needs:
+        those of a chain that ends before every snapshot of that chain kept."""
+        shots = sorted(
+            (p for p in self.snapshots.iterdir() if segments.SNAPSHOT_NAME.match(p.name)),
+            key=lambda p: p.name.split("-")[1],
+        )
+        gone: list[Path] = []
+        for rank, p in enumerate(reversed(shots)):
+            young = now - p.stat().st_mtime < self.config.keep_days * 86400
+            if rank >= max(self.config.keep, 1) and not young:
+                gone.append(p)
+        kept: dict[int, int] = {}  # chain -> the lowest seq a kept snapshot starts at
+        for p in shots:
+            m = segments.SNAPSHOT_NAME.match(p.name)
+            if p not in gone and m:
+                chain = int(m["chain"])
+                kept[chain] = min(kept.get(chain, int(m["seq"])), int(m["seq"]))
+        for p in self.segments.iterdir():
+            m = segments.NAME.match(p.name)
+            if not m or m["ext"] != segments.SEALED:
+                continue
+            end = segments.sealed_end(p)
+            floor = kept.get(int(m["chain"]))
+            if floor is None or (end is not None and end.seq <= floor):
+                gone.append(p)
+        for p in gone:
+            p.unlink(missing_ok=True)
+            Path(str(p) + ".sha256").unlink(missing_ok=True)
+        return gone
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._seal()
+
+
+async def start(f: Follower, rebase: bool) -> bool:
+    """Continue the archive's newest chain from the file's position, or begin a new one."""
+    recorder, where = f.archive, f.progress.position
+    assert recorder is not None and where is not None
+    if rebase or not await asyncio.to_thread(recorder.resume, where):
+        await recorder.base(f)
+    return True
+
+
+async def recorded(f: Follower, recorder: Recorder, before: Position) -> None:
+    """The batch just applied is recorded durably; a periodic snapshot starts if due."""
+    assert f.progress.position is not None
+    await asyncio.to_thread(recorder.commit, before, f.progress.position)
+    if recorder.due():
+        recorder.snapshotting = asyncio.ensure_future(recorder.periodic(f))

@@ -1,0 +1,263 @@
+"""Point-in-time restore from an archive (`sqlrepl archive`), and checking one.
+
+A restore point is any position the archive recorded: a snapshot's, or the end of a
+batch (the leader's state at a commit; a batch is built in one read transaction). `--at`
+takes a token (`E:S`, exactly such a position) or a time (the newest position the
+archive had received by then). The newest snapshot of that chain at or before it is
+copied, and the batches after it replayed in order. A damaged or missing segment stops a
+restore that would need it: it names the last position before the damage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core import restore as restore_core
+from .core import segments, snapshot, tempfiles, tokens
+from .core.apply import applier_connection, apply_stream
+from .core.db import connect, durable
+from .core.positions import Position
+from .errors import ConfigError, DatabaseError
+
+
+@dataclass
+class Shot:
+    path: Path
+    chain: int
+    position: Position
+    taken_at: float
+
+
+@dataclass
+class Chain:
+    id: int
+    snapshots: list[Shot] = field(default_factory=list)
+    #: (segment, record) in the order they were written.
+    records: list[tuple[Path, segments.Record]] = field(default_factory=list)
+    #: Where the chain stops being usable, and why (None: it is whole).
+    broken_at: Position | None = None
+    problem: str | None = None
+
+
+def load(directory: Path, check_snapshots: bool = False) -> tuple[dict[int, Chain], list[str]]:
+    """Every chain of the archive, and every problem found in it."""
+    if not (directory / "segments").is_dir() or not (directory / "snapshots").is_dir():
+        raise DatabaseError(f"{directory} is not a sqlrepl archive (no segments/ and snapshots/)")
+    chains: dict[int, Chain] = {}
+    problems: list[str] = []
+    for p in sorted((directory / "snapshots").iterdir()):
+        m = segments.SNAPSHOT_NAME.match(p.name)
+        if not m:
+            continue
+        if check_snapshots and (why := _bad_snapshot(p)):
+            problems.append(why)
+            continue
+        chain = chains.setdefault(int(m["chain"]), Chain(int(m["chain"])))
+        at = Position(int(m["epoch"]), int(m["seq"]))
+        chain.snapshots.append(Shot(p, chain.id, at, int(m["created"]) / 1e9))
+    for p in sorted((directory / "segments").iterdir()):
+        m = segments.NAME.match(p.name)
+        if not m:
+            continue
+        chain = chains.setdefault(int(m["chain"]), Chain(int(m["chain"])))
+        start = Position(int(m["epoch"]), int(m["seq"]))
+        end = chain.records[-1][1].after if chain.records else None
+        if chain.broken_at is not None:
+            continue
+        if end is not None and start.seq != end.seq:
+            _break(chain, end, f"{p.name}: a segment is missing before it ({end} to {start})")
+        elif why := _damage(p):
+            _break(chain, end or start, why)
+        if chain.broken_at is not None:
+            problems.append(str(chain.problem))
+            continue
+        scan = segments.scan(p)
+        chain.records.extend((p, r) for r in scan.records)
+        if scan.problem and m["ext"] == segments.SEALED:
+            _break(chain, chain.records[-1][1].after if chain.records else start, scan.problem)
+            problems.append(scan.problem)
+    return chains, problems
+
+
+def _break(chain: Chain, at: Position, why: str) -> None:
+    chain.broken_at, chain.problem = at, why
+
+
+def _damage(path: Path) -> str | None:
+    """A sealed segment whose bytes no longer match its recorded digest."""
+    if path.suffix != segments.SEALED:
+        return None
+    found = segments.sidecar(path)
+    if found is None:
+        return f"{path.name}: its checksum file is missing"
+    if segments.sha256_of(path) != found[0]:
+        return f"{path.name}: fails its checksum (corrupt)"
+    return None
+
+
+def _bad_snapshot(path: Path) -> str | None:
+    found = segments.sidecar(path)
+    if found is None:
+        return f"{path.name}: its checksum file is missing"
+    if segments.sha256_of(path) != found[0]:
+        return f"{path.name}: fails its checksum (corrupt)"
+    try:
+        snapshot.verify(path)
+    except DatabaseError as exc:
+        return str(exc)
+    return None
+
+
+def resolve(chains: dict[int, Chain], at: str | None) -> tuple[Chain, Position]:
+    """The chain and position `at` (a token, a time, or None: the newest) names."""
+    if not chains:
+        raise DatabaseError("the archive holds nothing yet")
+    if at is not None and ":" in at and "T" not in at and "-" not in at:
+        target = tokens.parse(at)
+        for chain in sorted(chains.values(), key=lambda c: -c.id):
+            points = [s.position for s in chain.snapshots] + [r.after for _, r in chain.records]
+            if any(p.seq == target.seq and p.epoch <= target.epoch for p in points):
+                return chain, target
+        raise DatabaseError(
+            f"{at} is not a restore point of this archive (it holds the state after every "
+            "batch it received; `sqlrepl archive list` shows them)"
+        )
+    when = time.time() if at is None else parse_time(at)
+    best: tuple[float, Chain, Position] | None = None
+    for chain in chains.values():
+        moments = [(s.taken_at, s.position) for s in chain.snapshots]
+        moments += [(r.received_at, r.after) for _, r in chain.records]
+        for moment, where in moments:
+            if moment <= when and (best is None or moment >= best[0]):
+                best = (moment, chain, where)
+    if best is None:
+        raise DatabaseError(f"the archive holds nothing as old as {at}")
+    return best[1], best[2]
+
+
+def parse_time(value: str) -> float:
+    """An ISO 8601 time (local time if it names no zone) or `@` and Unix seconds."""
+    if value.startswith("@"):
+        with contextlib.suppress(ValueError):
+            return float(value[1:])
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"--at {value!r} is neither a token (E:S) nor a time (2026-11-28T12:00:00Z, @UNIX)"
+        ) from None
+    return moment.timestamp()
+
+
+def plan(chain: Chain, target: Position) -> tuple[Shot, list[tuple[Path, segments.Record]]]:
+    """The snapshot to start from and the records to replay to reach `target`."""
+    bases = [s for s in chain.snapshots if s.position.seq <= target.seq]
+    if not bases:
+        raise DatabaseError(f"no snapshot in the archive is as old as {target}")
+    base = max(bases, key=lambda s: (s.position.seq, s.taken_at))
+    at, todo = base.position, []
+    for path, record in chain.records:
+        if at.seq == target.seq:
+            break
+        if record.after.seq <= at.seq:
+            continue
+        if not segments.follows(record, at):
+            raise DatabaseError(f"the archive has a gap after {at}: cannot reach {target}")
+        todo.append((path, record))
+        at = record.after
+    if at.seq != target.seq:
+        if chain.broken_at is not None and chain.broken_at.seq < target.seq:
+            raise DatabaseError(
+                f"{chain.problem}: refusing to restore past it; the last position before the "
+                f"damage is {tokens.format_token(chain.broken_at)} (pass --at that)"
+            )
+        raise DatabaseError(f"the archive does not reach {target} (it ends at {at})")
+    return base, todo
+
+
+def restore(
+    directory: Path,
+    dest: Path,
+    at: str | None,
+    as_leader: bool = False,
+    epoch: int | None = None,
+) -> dict[str, Any]:
+    """Rebuild DEST as the leader had it at `at` (see the module's doc)."""
+    if dest.exists():
+        raise DatabaseError(f"{dest} already exists; refusing to overwrite it")
+    chains, _ = load(directory)
+    chain, target = resolve(chains, at)
+    base, todo = plan(chain, target)
+    tempfiles.remove_stale(dest.parent)
+    tmp = tempfiles.temp_path(dest)
+    try:
+        shutil.copyfile(base.path, tmp)
+        snapshot.make_follower(tmp, "", "")
+        conn = applier_connection(connect(tmp))
+        try:
+            for path, record in todo:
+                apply_stream(conn, segments.read_batch(path, record))
+        finally:
+            conn.close()
+        reached = Position(max(target.epoch, base.position.epoch), target.seq)
+        if as_leader:
+            reached = restore_core.make_leader(
+                tmp, epoch, f"restored from {directory}", time.time()
+            )
+        else:
+            with contextlib.closing(connect(tmp)) as copy:
+                restore_core.make_plain(copy)
+        snapshot.verify(tmp)
+        durable(tmp)
+        os.replace(tmp, dest)
+        durable(dest)
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+    return {
+        "path": str(dest),
+        "as": "leader" if as_leader else "new cluster",
+        "at": tokens.format_token(target),
+        "epoch": reached.epoch,
+        "seq": reached.seq,
+        "snapshot": base.path.name,
+        "batches_replayed": len(todo),
+    }
+
+
+def points(directory: Path) -> list[dict[str, Any]]:
+    """Every restore point of the archive, oldest first."""
+    chains, _ = load(directory)
+    out = []
+    for chain in sorted(chains.values(), key=lambda c: c.id):
+        for s in chain.snapshots:
+            out.append(
+                {"token": tokens.format_token(s.position), "at": s.taken_at, "kind": "snapshot"}
+            )
+        for _, r in chain.records:
+            out.append(
+                {"token": tokens.format_token(r.after), "at": r.received_at, "kind": "batch"}
+            )
+    return sorted(out, key=lambda p: p["at"])
+
+
+def verify(directory: Path) -> dict[str, Any]:
+    """Check every snapshot and segment of the archive; list what is wrong."""
+    chains, problems = load(directory, check_snapshots=True)
+    for chain in chains.values():
+        if not chain.snapshots and chain.records:
+            problems.append(f"chain {chain.id}: no snapshot to start from")
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "chains": len(chains),
+        "snapshots": sum(len(c.snapshots) for c in chains.values()),
+        "batches": sum(len(c.records) for c in chains.values()),
+    }
