@@ -39,11 +39,10 @@ class Shot:
 class Chain:
     id: int
     snapshots: list[Shot] = field(default_factory=list)
-    #: (segment, record) in the order they were written.
+    #: (segment, record) of every intact record, in the order they were written.
     records: list[tuple[Path, segments.Record]] = field(default_factory=list)
-    #: Where the chain stops being usable, and why (None: it is whole).
-    broken_at: Position | None = None
-    problem: str | None = None
+    #: What is damaged or missing in this chain.
+    problems: list[str] = field(default_factory=list)
 
 
 def load(directory: Path, check_snapshots: bool = False) -> tuple[dict[int, Chain], list[str]]:
@@ -62,32 +61,31 @@ def load(directory: Path, check_snapshots: bool = False) -> tuple[dict[int, Chai
         chain = chains.setdefault(int(m["chain"]), Chain(int(m["chain"])))
         at = Position(int(m["epoch"]), int(m["seq"]))
         chain.snapshots.append(Shot(p, chain.id, at, int(m["created"]) / 1e9))
+    ends: dict[int, Position] = {}
     for p in sorted((directory / "segments").iterdir()):
         m = segments.NAME.match(p.name)
         if not m:
             continue
         chain = chains.setdefault(int(m["chain"]), Chain(int(m["chain"])))
         start = Position(int(m["epoch"]), int(m["seq"]))
-        end = chain.records[-1][1].after if chain.records else None
-        if chain.broken_at is not None:
-            continue
+        end = ends.get(chain.id)
         if end is not None and start.seq != end.seq:
-            _break(chain, end, f"{p.name}: a segment is missing before it ({end} to {start})")
-        elif why := _damage(p):
-            _break(chain, end or start, why)
-        if chain.broken_at is not None:
-            problems.append(str(chain.problem))
-            continue
+            chain.problems.append(f"{p.name}: a segment is missing before it ({end} to {start})")
         scan = segments.scan(p)
+        damage = _damage(p)
+        sealed = m["ext"] == segments.SEALED
+        if scan.problem and (sealed or scan.end < p.stat().st_size - segments.HEAD.size):
+            chain.problems.append(scan.problem)
+        elif damage:
+            chain.problems.append(damage)
+            scan.records = []  # its records' heads cannot be trusted
         chain.records.extend((p, r) for r in scan.records)
-        if scan.problem and m["ext"] == segments.SEALED:
-            _break(chain, chain.records[-1][1].after if chain.records else start, scan.problem)
-            problems.append(scan.problem)
+        ends[chain.id] = segments.sealed_end(p) or (
+            scan.records[-1].after if scan.records else start
+        )
+    for chain in chains.values():
+        problems.extend(chain.problems)
     return chains, problems
-
-
-def _break(chain: Chain, at: Position, why: str) -> None:
-    chain.broken_at, chain.problem = at, why
 
 
 def _damage(path: Path) -> str | None:
@@ -164,22 +162,26 @@ def plan(chain: Chain, target: Position) -> tuple[Shot, list[tuple[Path, segment
     base = max(bases, key=lambda s: (s.position.seq, s.taken_at))
     at, todo = base.position, []
     for path, record in chain.records:
-        if at.seq == target.seq:
+        if at.seq >= target.seq:
             break
         if record.after.seq <= at.seq:
             continue
         if not segments.follows(record, at):
-            raise DatabaseError(f"the archive has a gap after {at}: cannot reach {target}")
+            break
         todo.append((path, record))
         at = record.after
-    if at.seq != target.seq:
-        if chain.broken_at is not None and chain.broken_at.seq < target.seq:
-            raise DatabaseError(
-                f"{chain.problem}: refusing to restore past it; the last position before the "
-                f"damage is {tokens.format_token(chain.broken_at)} (pass --at that)"
-            )
-        raise DatabaseError(f"the archive does not reach {target} (it ends at {at})")
-    return base, todo
+    if at.seq == target.seq:
+        return base, todo
+    if at.seq > target.seq:
+        raise DatabaseError(f"{tokens.format_token(target)} is inside a batch: not a restore point")
+    if chain.problems:
+        raise DatabaseError(
+            f"{chain.problems[0]}: refusing to restore past it; the last position before "
+            f"the damage is {tokens.format_token(at)} (pass --at {tokens.format_token(at)})"
+        )
+    raise DatabaseError(
+        f"the archive does not reach {tokens.format_token(target)} (it ends at {at})"
+    )
 
 
 def restore(

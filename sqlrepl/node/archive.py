@@ -56,6 +56,7 @@ class Recorder:
         self.last: Position | None = None  # the position the last record ends at
         self.based_at = 0.0
         self.pending: tuple[int, int] | None = None  # (offset, crc) of the record being fed
+        self.received_at = 0.0
         self.snapshotting: asyncio.Task[None] | None = None
 
     # -- continuity -------------------------------------------------------------------
@@ -103,6 +104,7 @@ class Recorder:
     def begin(self) -> None:
         assert self.file is not None
         self.pending = (self.file.seek(0, os.SEEK_END), 0)
+        self.received_at = time.time()  # the leader's state then was at least this batch's
         # Until `commit` fills it in, the head says "pending": a crash leaves a torn tail.
         self.file.write(segments.head(ZERO, ZERO, 0.0, 0, 0, segments.PENDING))
 
@@ -124,7 +126,7 @@ class Recorder:
         self.file.flush()
         end = self.file.seek(0, os.SEEK_END)
         length = end - offset - segments.HEAD.size
-        head = segments.head(before, after, time.time(), length, crc)
+        head = segments.head(before, after, self.received_at, length, crc)
         os.pwrite(self.file.fileno(), head, offset)
         os.fdatasync(self.file.fileno())
         self.pending = None
