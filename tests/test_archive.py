@@ -94,10 +94,16 @@ def same_bank(path: Path) -> None:
 
 
 def run_archive(
-    tmp_path: Path, cluster: Cluster, points: int, every: float = 2, kill: bool = True
+    tmp_path: Path,
+    cluster: Cluster,
+    points: int,
+    every: float = 2,
+    kill: bool = True,
+    segments: int = 0,
 ) -> tuple[Path, list[Any]]:
     """Run the workload with an archive (a snapshot `every` seconds, its daemon killed
-    with -9 halfway if `kill`); return its directory and the references."""
+    with -9 halfway if `kill`) for `points` references, and on until it sealed at least
+    `segments` segments; return its directory and the references."""
     db = bank_db(tmp_path / "bank.db", 2)
     leader = cluster.leader(db)
     directory = tmp_path / "archive"
@@ -105,7 +111,9 @@ def run_archive(
     app = Workload(db)
     refs = []
     try:
-        for i in range(points):
+        i = 0
+        while i < points or len(sealed(directory)) < segments:
+            assert i < 10_000, "the archive never sealed its segments"
             for _ in range(random.randint(2, 12)):
                 app.step()
             token = app.token()
@@ -115,6 +123,7 @@ def run_archive(
             if kill and i == points // 2:
                 archive.kill9()  # no chance to seal or record anything more
                 archive.start()
+            i += 1
     finally:
         app.close()
         archive.stop()
@@ -146,7 +155,7 @@ def sealed(directory: Path) -> list[Path]:
 
 def test_damaged_or_missing_segments_are_caught(tmp_path: Path, cluster: Cluster) -> None:
     # One snapshot only (no periodic ones, no restart): every segment is needed.
-    directory, refs = run_archive(tmp_path, cluster, 6, every=3600, kill=False)
+    directory, refs = run_archive(tmp_path, cluster, 6, every=3600, kill=False, segments=4)
     last = refs[-1][0]
     segs = [p for p in sealed(directory) if p.stat().st_size > 0]
     assert len(segs) >= 3, segs
@@ -182,3 +191,20 @@ def test_restore_at_bad_or_unknown_points_fails_cleanly(
     assert result.returncode in (1, 2) and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+def test_an_archive_is_never_promoted(tmp_path: Path, cluster: Cluster) -> None:
+    """Not by `promote --force`, not by a switchover, not by a SIGTERM handover."""
+    db = bank_db(tmp_path / "bank.db", 1)
+    leader = cluster.leader(db)
+    archive = start_archive(cluster, tmp_path, leader, tmp_path / "archive", 3600)
+    forced = sqlrepl("promote", archive.url, "--force")
+    assert forced.returncode == 1 and "never promoted" in forced.stderr, forced.stderr
+    assert archive.status()["eligible"] is False
+    for extra in ([], ["--force"]):
+        moved = sqlrepl("switchover", "--to", archive.url, *extra)
+        assert moved.returncode == 1, moved.stdout
+        assert leader.role() == "leader"
+    leader.stop()  # SIGTERM: no follower to hand over to, the leader just stops
+    assert archive.role() == "follower"
+    assert "no follower to hand over to" in leader.log()

@@ -177,6 +177,8 @@ class Follower:
     def eligibility(self) -> tuple[bool, str | None]:
         """May this node be promoted now, and if not, why not."""
         p = self.progress
+        if self.archive is not None:
+            return False, "an archive (sqlrepl archive) is never promoted"
         if not self.config.candidate:
             return False, "not a candidate (started with --no-candidate)"
         if self.db is None or p.position is None:

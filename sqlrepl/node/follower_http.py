@@ -168,6 +168,8 @@ class FollowerAPI:
             return error(409, "promote refused: not bootstrapped")
         if f.transition is not None:
             return error(409, "promote refused: already handing over")
+        if f.archive is not None:  # even forced: promoting it would end the archive
+            return error(409, f"promote refused: {why_not}")
         if not ok and not force:
             return error(409, f"promote refused: {why_not}")
         if expect >= 0 and expect != where.seq:
