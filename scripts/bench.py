@@ -256,7 +256,7 @@ def snapshot_bootstrap(tmp: Path, mib: int) -> dict[str, float]:
         assert leader.proc is not None
         written = written_bytes(leader.proc.pid)
         follower = Node(tmp, "follower", str(tmp / "big-f.db"), "--leader", leader.url)
-        follower.start(ready=lambda s: True)  # timed from the moment the daemon answers
+        follower.start(ready=lambda s: True)  # timed from the process start (start-up included)
         start = time.perf_counter()
         wait(lambda: follower.status().get("seq") is not None, 3600, every=0.01)
         boot = time.perf_counter() - start

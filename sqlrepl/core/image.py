@@ -16,8 +16,8 @@ it, which SQLite's unix VFS alone knows how to avoid.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,13 @@ from .positions import Position, read_position
 
 #: The unit of transfer and of checksums.
 CHUNK = 1 << 20
-DIGEST_SIZE = 32
+DIGEST_SIZE = 4
 
 
-def digest(block: bytes) -> bytes:
-    return hashlib.sha256(block).digest()
+def digest(block: bytes | memoryview) -> bytes:
+    """A chunk's checksum: its CRC-32, as the batch frames carry (4 GB/s here, where
+    SHA-256 runs at 1.7: a transfer checks every byte twice)."""
+    return zlib.crc32(block).to_bytes(DIGEST_SIZE, "big")
 
 
 @dataclass
@@ -112,3 +114,22 @@ def copy(image: Image, dest: Path) -> None:
             out.write(image.read(offset))
         out.flush()
         os.fsync(out.fileno())
+
+
+def check_header(path: Path, size: int) -> None:
+    """A received image is a SQLite file whose header agrees with the size sent: with every
+    chunk's checksum checked on arrival, what a bootstrap verifies before using the file
+    (`quick_check` re-reads all of it: 0.6 s per GiB here, and far more from disk)."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+        actual = f.seek(0, os.SEEK_END)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise DatabaseError(f"{path} is not a SQLite database")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if actual != size or pages * page_size != size:
+        raise DatabaseError(
+            f"{path} is not the image announced: {actual} bytes, {pages} pages of "
+            f"{page_size}, {size} announced"
+        )

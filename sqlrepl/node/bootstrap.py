@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core import capture, gate, roles, rollback, snapshot
+from ..core import capture, gate, image, roles, rollback, snapshot
 from ..core.apply import applier_connection
 from ..core.db import connect, durable, ensure_position_view
 from ..core.positions import follower_position, read_position
@@ -65,9 +65,9 @@ async def fetch_snapshot(f: Follower, client: Client) -> Path:
     report = _log_progress(meter)
     try:
         got = await transfer.download(
-            client, path, {"node": f.node, "url": f.url}, report, resumable=True
+            client, path, {"node": f.node, "url": f.url}, report, resumable=True, direct=True
         )
-        await asyncio.to_thread(snapshot.verify, path)
+        await asyncio.to_thread(image.check_header, path, got.size)
     except (OSError, StorageError, DatabaseError):
         transfer.discard(path)  # a full disk or a bad image: nothing worth resuming
         raise

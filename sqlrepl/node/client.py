@@ -24,6 +24,7 @@ CHUNK = 1 << 20
 #: A snapshot transfer that receives nothing for this long is taken for dead (the leader
 #: copies and hashes the file before it answers: big files need the time).
 SNAPSHOT_STALL = 120.0
+READ_BUFFER = 4 << 20
 
 
 class Client:
@@ -37,6 +38,9 @@ class Client:
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT),
             connector=aiohttp.TCPConnector(ssl=tls) if tls else None,
+            # Reading pauses when this much is buffered: 64 KiB (the default) made a
+            # snapshot stream stop and start the socket thousands of times per GiB.
+            read_bufsize=READ_BUFFER,
         )
 
     async def __aenter__(self) -> Client:
