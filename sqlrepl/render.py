@@ -65,6 +65,8 @@ def status_table(nodes: list[dict[str, Any]]) -> Table:
         lag = n.get("lag") or {}
         role = "[bold green]leader[/]" if n["role"] == "leader" else "follower"
         state = n.get("state") or ("serving" if n["role"] == "leader" else "")
+        if (got := n.get("snapshot")) and got.get("total"):  # a bootstrap under way
+            state += f" {100 * got['done'] // got['total']}% ({got['bytes_per_s'] >> 20} MiB/s)"
         if n.get("error"):
             state = f"[yellow]{state}[/]"
         table.add_row(

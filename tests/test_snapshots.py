@@ -123,6 +123,10 @@ def test_bootstrap_resumes_after_kill9_and_cuts_and_equals_the_leader(
             for fault in ("kill", "cut", "kill", "cut"):
                 at = downloaded(replica) + random.uniform(0.1, 0.2) * size
                 wait_until(lambda at=at: downloaded(replica) >= at, "the download", 60)
+                shown = follower.status()["snapshot"]  # progress, in status while it runs
+                assert shown and 0 < shown["done"] <= shown["total"], shown
+                table = sqlrepl("status", follower.url).stdout
+                assert "bootstrapping" in table and "%" in table, table
                 if fault == "kill":
                     follower.kill9()
                 else:
