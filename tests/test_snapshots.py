@@ -226,7 +226,8 @@ def test_snapshot_under_writes_is_a_committed_state(tmp_path: Path, cluster: Clu
             plain = tmp_path / f"restored-{node.port}.db"
             restored = sqlrepl("restore", written["path"], str(plain))
             assert restored.returncode == 0, restored.stderr
-            assert "taken 20" in restored.stdout and "of the" in restored.stdout
+            said = " ".join(restored.stdout.split())  # (rich wraps lines at 80 columns)
+            assert "taken 20" in said and f"of the {node.role()} {node.url}" in said, said
             assert consistent(plain) > 0
     assert not bank.errors
 
