@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -314,3 +315,33 @@ def test_max_lag_refuses_a_stale_follower(tmp_path: Path, cluster: Cluster) -> N
     fine = sqlrepl("snapshot", follower.url, str(out), "--max-lag", "5")
     assert fine.returncode == 0, fine.stderr
     assert len(snapshots_in(out)) == 1
+
+
+def test_an_abandoned_transfer_unpins_its_image(tmp_path: Path, cluster: Cluster) -> None:
+    """A receiver that goes away mid-transfer and never comes back: its image stays
+    pinned for the resume grace only (30 s); then the WAL checkpoints whole again."""
+    from sqlrepl.node.snapshots import SESSION_GRACE
+
+    db = bank_db(tmp_path / "bank.db", 8)
+    leader = cluster.leader(db)
+    reader = socket.create_connection(("127.0.0.1", leader.port))
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.sendall(b"GET /snapshot HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"200 OK" in reader.recv(100)
+    reader.close()
+    with Bank(db) as bank:
+        wait_until(lambda: bank.committed > 20, "transfers")
+    assert not bank.errors  # apps write on while the image is pinned
+
+    def checkpoints_whole() -> bool:
+        conn = sqlite3.connect(db)
+        try:
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return busy == 0 and frames == done
+        finally:
+            conn.close()
+
+    assert not checkpoints_whole(), "the image is pinned while it may be resumed"
+    started = time.monotonic()
+    wait_until(checkpoints_whole, "the image to be unpinned", SESSION_GRACE + 15)
+    assert time.monotonic() - started > 5, "unpinned before the grace"

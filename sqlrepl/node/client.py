@@ -24,7 +24,9 @@ CHUNK = 1 << 20
 #: A snapshot transfer that receives nothing for this long is taken for dead (the leader
 #: copies and hashes the file before it answers: big files need the time).
 SNAPSHOT_STALL = 120.0
-READ_BUFFER = 4 << 20
+#: A snapshot's reads pause when this much is buffered: at aiohttp's 64 KiB the stream
+#: stopped and started the socket thousands of times per GiB.
+SNAPSHOT_BUFFER = 1 << 20
 
 
 class Client:
@@ -38,9 +40,6 @@ class Client:
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT),
             connector=aiohttp.TCPConnector(ssl=tls) if tls else None,
-            # Reading pauses when this much is buffered: 64 KiB (the default) made a
-            # snapshot stream stop and start the socket thousands of times per GiB.
-            read_bufsize=READ_BUFFER,
         )
 
     async def __aenter__(self) -> Client:
@@ -58,17 +57,18 @@ class Client:
         params: dict[str, Any] | None = None,
         timeout: float | None = 30.0,
         stall: float | None = None,
+        buffer: int = 1 << 16,
     ) -> Any:
         """GET `path`; connection failures become PeerUnavailable, 401 AuthError. `stall`:
         the longest the peer may send nothing (the answer's start included) before the
-        link is taken for dead."""
-        return self._request("GET", path, params, timeout, stall)
+        link is taken for dead; `buffer`: how much may arrive before reading pauses."""
+        return self._request("GET", path, params, timeout, stall, buffer)
 
     async def post(
         self, path: str, params: dict[str, Any] | None = None, timeout: float = 30.0
     ) -> dict[str, Any]:
         """POST an action; return its JSON answer. A refusal (409) raises Refused."""
-        async with self._request("POST", path, params, timeout, None) as response:
+        async with self._request("POST", path, params, timeout, None, 1 << 16) as response:
             if response.status == 409:
                 raise Refused(await _error_message(response))
             await expect_ok(response)
@@ -83,6 +83,7 @@ class Client:
         params: dict[str, Any] | None,
         timeout: float | None,
         stall: float | None,
+        buffer: int,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         try:
             async with self._session.request(
@@ -92,6 +93,7 @@ class Client:
                 timeout=aiohttp.ClientTimeout(
                     total=timeout, connect=CONNECT_TIMEOUT, sock_read=stall
                 ),
+                read_bufsize=buffer,
             ) as response:
                 if response.status == 401:
                     raise AuthError(f"{self.url} refused our token (401)")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import apsw
 from aiohttp import web
 
 from ..core import image as images
@@ -50,7 +51,7 @@ def pin(path: Path, timeout: float = PIN_TIMEOUT) -> images.Image:
     checkpointed whole (each try holds the write lock for one checkpoint)."""
     deadline = time.monotonic() + timeout
     pause = 0.001
-    while (image := images.pin(path)) is None:
+    while (image := _try_pin(path)) is None:
         if time.monotonic() > deadline:
             raise PeerUnavailable(
                 f"{path}: an app's read transaction kept the WAL from being checkpointed "
@@ -59,6 +60,13 @@ def pin(path: Path, timeout: float = PIN_TIMEOUT) -> images.Image:
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
     return image
+
+
+def _try_pin(path: Path) -> images.Image | None:
+    try:
+        return images.pin(path)
+    except apsw.BusyError:  # an app held the write lock past the busy timeout: try again
+        return None
 
 
 @dataclass
@@ -97,6 +105,9 @@ class Sessions:
             session.image.close()
         else:
             session.idle_since = time.monotonic()
+            # Unpin it once the grace ends even if no other snapshot is ever asked for:
+            # a pinned image holds the WAL's checkpoints back.
+            asyncio.get_running_loop().call_later(SESSION_GRACE + 0.5, self.reap)
 
     def reap(self, everything: bool = False) -> None:
         now = time.monotonic()

@@ -34,7 +34,7 @@ from ..core.wire import (
     SIZE_HEADER,
 )
 from ..errors import ProtocolError
-from .client import SNAPSHOT_STALL, Client, expect_ok
+from .client import SNAPSHOT_BUFFER, SNAPSHOT_STALL, Client, expect_ok
 
 Progress = Callable[[int, int], None]
 #: A resumable download makes what it wrote durable, and records it, this often (in the
@@ -90,7 +90,7 @@ async def download(
     query = dict(params or {})
     if state:
         query.update(session=state["image"], offset=state["done"])
-    async with client.get("/snapshot", query, None, SNAPSHOT_STALL) as response:
+    async with client.get("/snapshot", query, None, SNAPSHOT_STALL, SNAPSHOT_BUFFER) as response:
         await expect_ok(response)
         got = _answer(client, response)
         offset = got.resumed_at
