@@ -9,6 +9,8 @@ image and the file starts over. The file is never a mix of two images.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import errno
 import json
@@ -139,6 +141,56 @@ def _answer(client: Client, response: aiohttp.ClientResponse) -> Received:
         raise ProtocolError(f"{client.url} sent a snapshot without its position") from exc
 
 
+class _Writer:
+    """Checks and writes chunks in order on a thread of its own, from a ring of
+    page-aligned buffers (anonymous maps, as direct writes need): the event loop fills
+    the next buffer while earlier ones are checked and written."""
+
+    DEPTH = 4
+
+    def __init__(self, fd: int, chunk: int) -> None:
+        self.fd = fd
+        self.buffers = [mmap.mmap(-1, chunk + images.DIGEST_SIZE) for _ in range(self.DEPTH)]
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, "snapshot-writer")
+        self.queued: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.written = 0  # every byte below this is written (writes run in order)
+
+    async def free(self, index: int) -> memoryview:
+        """Buffer `index`, once the write that used it last is done."""
+        if len(self.queued) == self.DEPTH:
+            await self.queued.popleft()
+        return memoryview(self.buffers[index])
+
+    def write(self, frame: memoryview, length: int, at: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.queued.append(loop.run_in_executor(self.pool, self._keep, frame, length, at))
+
+    async def drain(self) -> None:
+        """Wait for every queued write (raising what the first failed one met)."""
+        while self.queued:
+            await self.queued.popleft()
+
+    async def settle(self) -> None:
+        """Wait for every queued write, whatever they meet."""
+        if self.queued:
+            await asyncio.wait(set(self.queued))
+        self.pool.shutdown(wait=True)
+
+    def _keep(self, frame: memoryview, length: int, at: int) -> None:
+        block = frame[:length]
+        if images.digest(block) != frame[length : length + images.DIGEST_SIZE]:
+            raise ProtocolError(f"snapshot chunk at byte {at} is corrupt (checksum mismatch)")
+        try:
+            os.pwrite(self.fd, block, at)
+        except OSError as exc:  # a direct write of a last, partial block: write it buffered
+            if exc.errno != errno.EINVAL:
+                raise
+            with open(self.fd, "r+b", closefd=False) as plain:
+                plain.seek(at)
+                plain.write(block)
+        self.written = at + length
+
+
 async def _receive(
     response: aiohttp.ClientResponse,
     fd: int,
@@ -149,35 +201,18 @@ async def _receive(
     state_path: Path | None,
     record: dict[str, Any],
 ) -> None:
-    """Read, check and write chunks until the image is whole. Each chunk is gathered in
-    one of two buffers and checked and written in a thread while the next one arrives; a
-    resumable download makes what it wrote durable, then records it, in the background."""
-    # Page-aligned buffers (anonymous maps), as direct writes need.
-    buffers = [mmap.mmap(-1, chunk + images.DIGEST_SIZE) for _ in range(2)]
-    writing: asyncio.Future[None] | None = None
+    """Read chunks into the writer's buffers until the image is whole; a resumable
+    download makes what it wrote durable, then records it, in the background."""
+    writer = _Writer(fd, chunk)
+    writer.written = recorded = done
     syncing: asyncio.Future[None] | None = None
-    recorded = written = done
-
-    def keep(frame: memoryview, length: int, at: int) -> None:
-        nonlocal written
-        block = frame[:length]
-        if images.digest(block) != frame[length : length + images.DIGEST_SIZE]:
-            raise ProtocolError(f"snapshot chunk at byte {at} is corrupt (checksum mismatch)")
-        try:
-            os.pwrite(fd, block, at)
-        except OSError as exc:  # a direct write of a last, partial block: write it buffered
-            if exc.errno != errno.EINVAL:
-                raise
-            with open(fd, "r+b", closefd=False) as plain:
-                plain.seek(at)
-                plain.write(block)
-        written = at + length
 
     def sync(upto: int) -> None:
         os.fdatasync(fd)
         _save_done(state_path, record, upto)
 
     which, filled = 0, 0
+    buffer = await writer.free(which)
     length = min(chunk, size - done)
     try:
         async for piece in response.content.iter_any():
@@ -187,16 +222,14 @@ async def _receive(
                     raise ProtocolError("snapshot has more bytes than it announced")
                 need = length + images.DIGEST_SIZE
                 take = min(need - filled, len(view))
-                buffers[which][filled : filled + take] = view[:take]
+                buffer[filled : filled + take] = view[:take]
                 filled, view = filled + take, view[take:]
                 if filled < need:
                     continue
-                if writing is not None:
-                    await writing  # it used the other buffer: free now
-                frame = memoryview(buffers[which])
-                writing = asyncio.ensure_future(asyncio.to_thread(keep, frame, length, done))
+                writer.write(buffer, length, done)
                 done += length
-                which, filled = which ^ 1, 0
+                which, filled = (which + 1) % writer.DEPTH, 0
+                buffer = await writer.free(which)
                 length = min(chunk, size - done)
                 if progress:
                     progress(done, size)
@@ -204,26 +237,27 @@ async def _receive(
                 if state_path and done - recorded >= RECORD_EVERY and idle:
                     if syncing is not None:
                         await syncing  # (raises what it met)
-                    await writing
+                    await writer.drain()
                     syncing = asyncio.ensure_future(asyncio.to_thread(sync, done))
                     recorded = done
         if done < size:
             raise ProtocolError(f"snapshot transfer broke off after {done} bytes")
-        if writing is not None:
-            await writing
+        await writer.drain()
     except (ProtocolError, aiohttp.ClientError, OSError) as exc:
-        for pending in (writing, syncing):
-            if pending is not None:
-                await asyncio.wait({pending})
-        if state_path is not None and written > recorded:  # resume from what was written
-            await asyncio.to_thread(sync, written)
+        await writer.settle()
+        if syncing is not None:
+            await asyncio.wait({syncing})
+        if state_path is not None and writer.written > recorded:  # resume from there
+            await asyncio.to_thread(sync, writer.written)
         if isinstance(exc, aiohttp.ClientPayloadError):
-            raise ProtocolError(f"snapshot transfer broke off after {written} bytes") from exc
+            raise ProtocolError(
+                f"snapshot transfer broke off after {writer.written} bytes"
+            ) from exc
         raise
     finally:
-        for pending in (writing, syncing):
-            if pending is not None and not pending.done():
-                await asyncio.wait({pending})
+        await writer.settle()
+        if syncing is not None and not syncing.done():
+            await asyncio.wait({syncing})
 
 
 def _save_done(state_path: Path | None, record: dict[str, Any], done: int) -> None:
