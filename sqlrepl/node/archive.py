@@ -23,6 +23,7 @@ from ..core import image, segments, snapshot, tempfiles
 from ..core.db import durable
 from ..core.positions import Position
 from ..errors import PeerUnavailable
+from .snapshots import try_pin
 
 if TYPE_CHECKING:
     from .follower import Follower
@@ -178,15 +179,16 @@ class Recorder:
         assert f.db is not None
         db = f.config.db
         for _ in range(100):  # app readers of the archive's file may hold its WAL back
-            pinned = await f.db.run(image.pin, db)  # between two batches: at a known position
+            # Between two batches: at a known position, and the moment it held then.
+            pinned, now = await f.db.run(_pin_now, db)
             if pinned is not None:
                 break
             await asyncio.sleep(0.1)
         else:
             raise PeerUnavailable(f"{db}: could not pin an image for the archive's snapshot")
-        where, now = pinned.position, time.time()
+        where = pinned.position
         self.based_at = now
-        name = f"{self.chain:020d}-{time.time_ns():020d}-{where.epoch}-{where.seq}.db"
+        name = f"{self.chain:020d}-{int(now * 1e9):020d}-{where.epoch}-{where.seq}.db"
         path = self.snapshots / name
         tmp = tempfiles.temp_path(path)
         try:
@@ -255,3 +257,8 @@ async def recorded(f: Follower, recorder: Recorder, before: Position) -> None:
     await asyncio.to_thread(recorder.commit, before, f.progress.position)
     if recorder.due():
         recorder.snapshotting = asyncio.ensure_future(recorder.periodic(f))
+
+
+def _pin_now(db: Path) -> tuple[image.Image | None, float]:
+    """A pinned image and when it was pinned (a restore `--at` a time compares that)."""
+    return try_pin(db), time.time()

@@ -42,6 +42,9 @@ from .http import error
 log = logging.getLogger("sqlrepl")
 #: Seconds an interrupted transfer's image stays pinned for the receiver to resume it.
 SESSION_GRACE = 30.0
+#: The same after the sender wrote the image's last byte: a link cut then can still lose
+#: what sat in buffers on the way (seen in the tests behind a slow proxy).
+SENT_GRACE = 5.0
 #: How long a snapshot waits for app readers that keep the WAL from being checkpointed.
 PIN_TIMEOUT = 10.0
 
@@ -51,7 +54,7 @@ def pin(path: Path, timeout: float = PIN_TIMEOUT) -> images.Image:
     checkpointed whole (each try holds the write lock for one checkpoint)."""
     deadline = time.monotonic() + timeout
     pause = 0.001
-    while (image := _try_pin(path)) is None:
+    while (image := try_pin(path)) is None:
         if time.monotonic() > deadline:
             raise PeerUnavailable(
                 f"{path}: an app's read transaction kept the WAL from being checkpointed "
@@ -62,7 +65,8 @@ def pin(path: Path, timeout: float = PIN_TIMEOUT) -> images.Image:
     return image
 
 
-def _try_pin(path: Path) -> images.Image | None:
+def try_pin(path: Path) -> images.Image | None:
+    """One try at `image.pin`: None while readers or a writer hold it back."""
     try:
         return images.pin(path)
     except apsw.BusyError:  # an app held the write lock past the busy timeout: try again
@@ -73,6 +77,11 @@ def _try_pin(path: Path) -> images.Image | None:
 class Session:
     image: images.Image
     idle_since: float | None = None  # None while a transfer is running
+    sent: bool = False  # its last byte was written once
+
+    def expired(self, now: float) -> bool:
+        grace = SENT_GRACE if self.sent else SESSION_GRACE
+        return self.idle_since is not None and now - self.idle_since > grace
 
 
 class Sessions:
@@ -93,27 +102,24 @@ class Sessions:
                 break
             await asyncio.sleep(0.1)
         if found and found.idle_since is not None and 0 <= offset <= found.image.size:
-            found.idle_since = None
+            found.idle_since, found.sent = None, False
             return found, offset - offset % images.CHUNK, False
         pinned = await asyncio.to_thread(pin, self.path)
         session = self.live[pinned.id] = Session(pinned)
         return session, 0, True
 
     def done(self, session: Session, whole: bool) -> None:
-        if whole:
-            self.live.pop(session.image.id, None)
-            session.image.close()
-        else:
-            session.idle_since = time.monotonic()
-            # Unpin it once the grace ends even if no other snapshot is ever asked for:
-            # a pinned image holds the WAL's checkpoints back.
-            asyncio.get_running_loop().call_later(SESSION_GRACE + 0.5, self.reap)
+        session.idle_since = time.monotonic()
+        session.sent |= whole
+        # Unpin it once its grace ends even if no other snapshot is ever asked for: a
+        # pinned image holds the WAL's checkpoints back.
+        grace = SENT_GRACE if session.sent else SESSION_GRACE
+        asyncio.get_running_loop().call_later(grace + 0.5, self.reap)
 
     def reap(self, everything: bool = False) -> None:
         now = time.monotonic()
         for key, s in list(self.live.items()):
-            idle = s.idle_since is not None and now - s.idle_since > SESSION_GRACE
-            if everything or idle:
+            if everything or s.expired(now):
                 del self.live[key]
                 with contextlib.suppress(Exception):
                     s.image.close()
