@@ -19,7 +19,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from .daemons import Background, Cluster, Daemon, free_port, sqlrepl, wait_until
 from .dump import dump
@@ -344,3 +347,64 @@ def test_an_abandoned_transfer_unpins_its_image(tmp_path: Path, cluster: Cluster
     started = time.monotonic()
     wait_until(lambda: checkpoints_whole(db), "the image to be unpinned", SESSION_GRACE + 15)
     assert time.monotonic() - started > 5, "unpinned before the grace"
+
+
+class ReadThenWrite(Background):
+    """A busy app's deferred transactions that read, then write (Django's atomic
+    request), hundreds a second: any lock another connection holds when one upgrades
+    fails it at once."""
+
+    every = 0.001
+
+    def __init__(self, db: Path) -> None:
+        super().__init__()
+        self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        self.done = 0
+        self.errors: list[str] = []
+
+    def step(self) -> None:
+        try:
+            self.conn.execute("BEGIN")
+            (bal,) = self.conn.execute("SELECT bal FROM acct WHERE id = 0").fetchone()
+            self.conn.execute("UPDATE acct SET bal = ? WHERE id = 0", (bal,))
+            self.conn.execute("COMMIT")
+            self.done += 1
+        except sqlite3.Error as exc:
+            self.errors.append(str(exc))
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
+
+def test_snapshots_are_invisible_to_apps(tmp_path: Path, cluster: Cluster) -> None:
+    """Forty snapshots while an app runs hundreds of read-then-write transactions a
+    second: the app meets no error (a snapshot takes no lock an app could notice). Then
+    forty beside an app that commits without any pause: the snapshots still come (holding
+    writers off for a moment, which its busy timeout waits out)."""
+    db = bank_db(tmp_path / "bank.db", 1)
+    leader = cluster.leader(db)
+
+    def snapshots(n: int) -> None:
+        for _ in range(n):
+            with urlopen_body(leader.url + "/snapshot") as answer:
+                assert len(answer.read()) > db.stat().st_size // 2
+
+    with ReadThenWrite(db) as app:
+        snapshots(40)
+        wait_until(lambda: app.done > 100, "app transactions")
+    assert app.errors == [], app.errors[:3]
+    assert "pinned under the write lock" not in leader.log()
+    Bank.every = 0.0
+    try:
+        with Bank(db) as bank:
+            snapshots(5)
+    finally:
+        Bank.every = 0.005
+    assert bank.errors == [] and bank.committed > 0, bank.errors[:3]
+
+
+def urlopen_body(url: str) -> Any:
+    """urlopen, with the server's error message in the failure."""
+    try:
+        return urllib.request.urlopen(url, timeout=30)
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{url}: {exc.code} {exc.read()!r}") from exc

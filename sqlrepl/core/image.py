@@ -1,13 +1,20 @@
 """A database's consistent image, read straight from its file: no copy on the sender.
 
 `pin` gives a read transaction that sees the database file alone. It checkpoints the
-whole WAL into the file while it holds the write lock for that moment (the few frames
-since the last checkpoint), then begins reading: SQLite lets a reader that finds the WAL
-wholly checkpointed read the file alone (read-mark 0), and no checkpoint may write to
-the file while such a reader lives. Apps go on committing into the WAL meanwhile; only
-the checkpoints wait, for as long as the image is read. So the file's first
+WAL (PASSIVE: it waits for nobody) and, if that got everything into the file, begins
+reading: SQLite lets a reader that finds the WAL wholly checkpointed read the file alone
+(read-mark 0), and no checkpoint may write to the file while such a reader lives. A
+commit between the checkpoint and the reader's start would spoil that, so the pin checks,
+on a connection of its own, that none came (`PRAGMA data_version` did not move);
+otherwise it lets go and the caller tries again. Apps go on committing into the WAL
+meanwhile; only checkpoints wait, for as long as the image is read. So the file's first
 `page_count` pages are the image, byte for byte, and are read with plain reads
 (Litestream's approach, without parsing the WAL).
+
+No lock an app could notice is taken: an app's deferred transaction that has read and
+then writes while another connection holds the write lock gets `database is locked` at
+once (SQLite calls no busy handler for that upgrade). Only where commits never pause long
+enough does the caller pin with `hold_writers`, for about a millisecond.
 
 The file is read through SQLite's own VFS (`apsw.VFSFile`), never through a file object
 of ours: closing a second descriptor of a file would drop this process's POSIX locks on
@@ -69,24 +76,45 @@ class Image:
         self.reader.close()
 
 
-def pin(path: Path) -> Image | None:
+def settle(path: Path) -> None:
+    """Checkpoint what the WAL holds (it may take a sync): done before a pin, the
+    checkpoint inside the pin's window has little or nothing left to do."""
+    conn = connect(path)
+    try:
+        _checkpoint(conn)
+    finally:
+        conn.close()
+
+
+def pin(path: Path, hold_writers: bool = False, settled: bool = False) -> Image | None:
     """Pin a consistent image of the database at `path` (see the module's doc); None
-    while an app's read transaction keeps the WAL from being checkpointed whole."""
-    writer = connect(path)
-    checkpointer = connect(path)
+    when a commit came in between, or app readers keep the WAL from being checkpointed
+    whole: try again. With `hold_writers`, no commit can come in between: the write lock
+    is held from before the checkpoint until the reader began (about a millisecond).
+    `settled`: the caller just ran `settle`."""
+    checkpointer, observer = connect(path), connect(path)
+    writer = connect(path) if hold_writers else None
     reader = connect(path, readonly=True)
     try:
-        writer.execute("BEGIN IMMEDIATE")  # no new frames until the reader began
+        if not settled:
+            _checkpoint(checkpointer)  # the bulk of the WAL, outside the window below
+        if writer is not None:
+            writer.execute("BEGIN IMMEDIATE")
+        seen = _data_version(observer)
         try:
-            row = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
-            whole = row[1] == row[2]  # (-1, -1) for a file not in WAL mode: locks suffice
-            if not whole:
-                reader.close()
-                return None
-            reader.execute("BEGIN")
-            meta = read_meta(reader)  # the read transaction starts here
+            frames = _checkpoint(checkpointer)
+            if frames is not None:
+                reader.execute("BEGIN")
+                meta = read_meta(reader)  # the read transaction starts here
         finally:
-            writer.execute("ROLLBACK")
+            if writer is not None:
+                writer.execute("ROLLBACK")
+        # No other connection committed (or restarted the WAL) from before the checkpoint
+        # until the reader began: it found the WAL wholly in the file. (-1 frames: not in
+        # WAL mode, where the reader's shared lock freezes the file.)
+        if frames is None or (frames >= 0 and _data_version(observer) != seen):
+            reader.close()
+            return None
         page_size = int(scalar(reader, "PRAGMA page_size"))
         size = int(scalar(reader, "PRAGMA page_count")) * page_size
         # A plain file has no position: copied all the same, refused when stamped.
@@ -103,8 +131,24 @@ def pin(path: Path) -> Image | None:
         reader.close()
         raise
     finally:
-        writer.close()
-        checkpointer.close()
+        for conn in (checkpointer, observer, writer):
+            if conn is not None:
+                conn.close()
+
+
+def _data_version(conn: apsw.Connection) -> int:
+    """Moves whenever another connection commits (a read of the WAL's index header)."""
+    return int(scalar(conn, "PRAGMA data_version"))
+
+
+def _checkpoint(conn: apsw.Connection) -> int | None:
+    """A PASSIVE checkpoint: the frames in the WAL if it got them all into the file (-1
+    for a file not in WAL mode); None if it did not, or could not run (another
+    checkpoint was running: SQLite then reports -1 frames, as for no WAL at all)."""
+    busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+    if busy or frames != done:
+        return None
+    return int(str(frames))
 
 
 def copy(image: Image, dest: Path) -> None:

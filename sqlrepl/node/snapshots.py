@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import apsw
@@ -45,84 +46,144 @@ SESSION_GRACE = 30.0
 #: The same after the sender wrote the image's last byte: a link cut then can still lose
 #: what sat in buffers on the way (seen in the tests behind a slow proxy).
 SENT_GRACE = 5.0
+#: A new receiver shares an image pinned this recently instead of waiting for it to go.
+SHARE_AGE = 30.0
 #: How long a snapshot waits for app readers that keep the WAL from being checkpointed.
 PIN_TIMEOUT = 10.0
+#: How long a pin waits for a pause between commits before it holds writers off.
+LOCK_FREE_FOR = 2.0
 
 
-def pin(path: Path, timeout: float = PIN_TIMEOUT) -> images.Image:
-    """Pin an image of `path`, retrying while app readers keep the WAL from being
-    checkpointed whole (each try holds the write lock for one checkpoint)."""
-    deadline = time.monotonic() + timeout
-    pause = 0.001
-    while (image := try_pin(path)) is None:
-        if time.monotonic() > deadline:
+class Attempts:
+    """Tries at pinning an image: without a lock apps could notice while commits pause
+    now and then; holding writers off for the moment of the pin (about a millisecond) once
+    they have not paused for `LOCK_FREE_FOR` seconds; given up after `timeout` (app
+    readers keep the WAL from being checkpointed whole)."""
+
+    def __init__(self, path: Path, timeout: float = PIN_TIMEOUT) -> None:
+        self.path, self.timeout = path, timeout
+        self.started = time.monotonic()
+        self.pause = 0.0005
+
+    @property
+    def hold_writers(self) -> bool:
+        return time.monotonic() - self.started > LOCK_FREE_FOR
+
+    def failed(self) -> float:
+        """The pause before the next try (raises once the time is up)."""
+        if time.monotonic() - self.started > self.timeout:
             raise PeerUnavailable(
-                f"{path}: an app's read transaction kept the WAL from being checkpointed "
-                f"for {timeout:.0f} s; try the snapshot again"
+                f"{self.path}: could not pin an image for {self.timeout:.0f} s (an app's "
+                "read transaction keeps the WAL from being checkpointed?); try the snapshot again"
             )
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
-    return image
+        self.pause = min(self.pause * 2, 0.01)
+        return self.pause * random.random()
+
+    def pinned(self, image: images.Image, held: bool) -> images.Image:
+        if held:
+            log.warning(
+                "%s: commits never paused for %.0f s; pinned under the write lock",
+                self.path,
+                LOCK_FREE_FOR,
+            )
+        return image
 
 
-def try_pin(path: Path) -> images.Image | None:
-    """One try at `image.pin`: None while readers or a writer hold it back."""
+def pin(path: Path) -> images.Image:
+    """Pin an image of `path` (`Attempts` says how), from a thread of its own."""
+    tries = Attempts(path)
+    while True:
+        held = tries.hold_writers
+        if (image := try_pin(path, held)) is not None:
+            return tries.pinned(image, held)
+        time.sleep(tries.failed())
+
+
+async def pin_in_loop(path: Path) -> images.Image:
+    """The same from a daemon: the pin's short window runs on the event loop's thread, so
+    that no other thread of the daemon takes the GIL in the middle of it (5 ms a switch,
+    enough for an app's commit to spoil the window every time); the checkpoint before it,
+    which may sync, runs in a thread."""
+    tries = Attempts(path)
+    while True:
+        await asyncio.to_thread(images.settle, path)
+        held = tries.hold_writers
+        if (image := try_pin(path, held, settled=True)) is not None:
+            return tries.pinned(image, held)
+        await asyncio.sleep(tries.failed())
+
+
+def try_pin(path: Path, hold_writers: bool = False, settled: bool = False) -> images.Image | None:
+    """One try at `image.pin`: None when it must be tried again."""
     try:
-        return images.pin(path)
-    except apsw.BusyError:  # an app held the write lock past the busy timeout: try again
+        return images.pin(path, hold_writers, settled)
+    except apsw.BusyError:  # (a reader meets it while another connection recovers the WAL)
         return None
 
 
 @dataclass
 class Session:
+    """A pinned image and the transfers reading it."""
+
     image: images.Image
-    idle_since: float | None = None  # None while a transfer is running
-    sent: bool = False  # its last byte was written once
+    pinned_at: float = field(default_factory=time.monotonic)
+    active: int = 0  # transfers reading it now
+    idle_since: float = field(default_factory=time.monotonic)
+    sent: bool = False  # the last transfer to end wrote its last byte
 
     def expired(self, now: float) -> bool:
         grace = SENT_GRACE if self.sent else SESSION_GRACE
-        return self.idle_since is not None and now - self.idle_since > grace
+        return self.active == 0 and now - self.idle_since > grace
 
 
 class Sessions:
-    """The images being served by one role of a node, kept for resumption."""
+    """The images being served by one role of a node, kept for resumption. Transfers
+    share an image: a receiver resuming one asks for it by id; a new receiver is given
+    one pinned in the last `SHARE_AGE` seconds (a pinned image keeps the WAL from being
+    checkpointed whole, so no second one could be pinned beside it) and still read or
+    waiting to be resumed; one whose transfers all ended whole is unpinned for it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.live: dict[str, Session] = {}
 
     async def open(self, wanted: str | None, offset: int) -> tuple[Session, int, bool]:
-        """The session to serve: the one asked for at `offset`, else a new image (from 0).
-        Also whether it is new."""
+        """The session to serve: the one asked for at `offset`, else a recent one or a
+        new image (from 0). Also whether it is new."""
         self.reap()
+        now = time.monotonic()
         found = self.live.get(wanted or "")
-        # The transfer it resumes may not have noticed yet that its connection is gone.
-        for _ in range(50):
-            if found is None or found.idle_since is not None:
-                break
-            await asyncio.sleep(0.1)
-        if found and found.idle_since is not None and 0 <= offset <= found.image.size:
-            found.idle_since, found.sent = None, False
-            return found, offset - offset % images.CHUNK, False
-        pinned = await asyncio.to_thread(pin, self.path)
-        session = self.live[pinned.id] = Session(pinned)
-        return session, 0, True
+        if found is not None and 0 <= offset <= found.image.size:
+            offset -= offset % images.CHUNK
+        else:
+            self.reap(sent=True)  # a new receiver: what others finished need wait no more
+            recent = [x for x in self.live.values() if now - x.pinned_at < SHARE_AGE]
+            found, offset = (max(recent, key=lambda x: x.pinned_at) if recent else None), 0
+        new = found is None
+        if found is None:
+            found = Session(await pin_in_loop(self.path))
+            self.live[found.image.id] = found
+        found.active += 1
+        return found, offset, new
 
     def done(self, session: Session, whole: bool) -> None:
+        session.active -= 1
         session.idle_since = time.monotonic()
-        session.sent |= whole
+        session.sent = whole
         # Unpin it once its grace ends even if no other snapshot is ever asked for: a
         # pinned image holds the WAL's checkpoints back.
-        grace = SENT_GRACE if session.sent else SESSION_GRACE
+        grace = SENT_GRACE if whole else SESSION_GRACE
         asyncio.get_running_loop().call_later(grace + 0.5, self.reap)
 
-    def reap(self, everything: bool = False) -> None:
+    def reap(self, everything: bool = False, sent: bool = False) -> None:
+        """Unpin the images whose grace ended (`everything`; or with `sent`, also those
+        whose last transfer ended whole)."""
         now = time.monotonic()
-        for key, s in list(self.live.items()):
-            if everything or s.expired(now):
+        for key, x in list(self.live.items()):
+            if everything or x.expired(now) or (sent and x.sent and x.active == 0):
                 del self.live[key]
                 with contextlib.suppress(Exception):
-                    s.image.close()
+                    x.image.close()
 
     def close(self) -> None:
         self.reap(everything=True)
