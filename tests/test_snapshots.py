@@ -408,3 +408,25 @@ def urlopen_body(url: str) -> Any:
         return urllib.request.urlopen(url, timeout=30)
     except urllib.error.HTTPError as exc:
         raise AssertionError(f"{url}: {exc.code} {exc.read()!r}") from exc
+
+
+def test_a_tail_direct_writes_refuse_is_written_buffered(tmp_path: Path) -> None:
+    """A last chunk shorter than the disk's block (a small page size on a 4 KiB-sector
+    disk) is refused by O_DIRECT: the writer drops O_DIRECT and writes it all the same."""
+    from sqlrepl.core import image
+    from sqlrepl.node import transfer
+
+    path = tmp_path / "partial"
+    path.write_bytes(b"")
+    fd = transfer._open_for_writing(path, direct=True)
+    try:
+        writer = transfer._Writer(fd, image.CHUNK)
+        frame = memoryview(writer.buffers[0])
+        block = b"x" * 100  # no block size divides this
+        frame[:100] = block
+        frame[100 : 100 + image.DIGEST_SIZE] = image.digest(block)
+        writer._keep(frame, 100, 0)
+        writer.pool.shutdown()
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == block

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import DatabaseError
 from .positions import Position
 
 MAGIC = b"SQRA"
@@ -125,7 +126,7 @@ def read_batch(path: Path, record: Record) -> bytes:
         f.seek(record.offset)
         data = f.read(record.length)
     if zlib.crc32(data) != record.crc:
-        raise ValueError(f"{path.name}: batch at byte {record.offset} fails its checksum")
+        raise DatabaseError(f"{path.name}: batch at byte {record.offset} fails its checksum")
     return data
 
 

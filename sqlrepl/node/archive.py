@@ -169,7 +169,7 @@ class Recorder:
         self.file = None
         sealed = self.path.with_suffix(segments.SEALED)
         digest = segments.sha256_of(self.path)
-        end = self.last or Position(0, 0)
+        end = self.last or ZERO
         sidecar = Path(str(sealed) + ".sha256")
         sidecar.write_text(f"{digest} {end.epoch} {end.seq}\n")
         os.replace(self.path, sealed)

@@ -20,9 +20,8 @@ from ..errors import (
     StaleEpochError,
 )
 
-CHUNK = 1 << 20
 #: A snapshot transfer that receives nothing for this long is taken for dead (the leader
-#: copies and hashes the file before it answers: big files need the time).
+#: may wait up to 10 s to pin an image before it answers).
 SNAPSHOT_STALL = 120.0
 #: A snapshot's reads pause when this much is buffered: at aiohttp's 64 KiB the stream
 #: stopped and started the socket thousands of times per GiB.

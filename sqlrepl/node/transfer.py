@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
+import fcntl
 import json
 import mmap
 import os
@@ -185,9 +186,9 @@ class _Writer:
         except OSError as exc:  # a direct write of a last, partial block: write it buffered
             if exc.errno != errno.EINVAL:
                 raise
-            with open(self.fd, "r+b", closefd=False) as plain:
-                plain.seek(at)
-                plain.write(block)
+            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~getattr(os, "O_DIRECT", 0))
+            os.pwrite(self.fd, block, at)
         self.written = at + length
 
 
