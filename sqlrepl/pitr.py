@@ -25,6 +25,7 @@ from .core.apply import applier_connection, apply_stream
 from .core.db import connect, durable
 from .core.positions import Position
 from .errors import ConfigError, DatabaseError
+from .node import transfer
 
 
 @dataclass
@@ -72,8 +73,8 @@ def load(directory: Path, check_snapshots: bool = False) -> tuple[dict[int, Chai
         if end is not None and start.seq != end.seq:
             chain.problems.append(f"{p.name}: a segment is missing before it ({end} to {start})")
         scan = segments.scan(p)
-        damage = _damage(p)
         sealed = m["ext"] == segments.SEALED
+        damage = _digest_problem(p, scan.sha256) if sealed else None
         if scan.problem and (sealed or scan.end < p.stat().st_size - segments.HEAD.size):
             chain.problems.append(scan.problem)
         elif damage:
@@ -88,24 +89,20 @@ def load(directory: Path, check_snapshots: bool = False) -> tuple[dict[int, Chai
     return chains, problems
 
 
-def _damage(path: Path) -> str | None:
-    """A sealed segment whose bytes no longer match its recorded digest."""
-    if path.suffix != segments.SEALED:
-        return None
+def _digest_problem(path: Path, digest: str | None = None) -> str | None:
+    """A sealed segment or snapshot whose bytes no longer match the digest recorded
+    beside it (`digest`: the file's, when the caller already read it whole)."""
     found = segments.sidecar(path)
     if found is None:
         return f"{path.name}: its checksum file is missing"
-    if segments.sha256_of(path) != found[0]:
+    if (digest or segments.sha256_of(path)) != found[0]:
         return f"{path.name}: fails its checksum (corrupt)"
     return None
 
 
 def _bad_snapshot(path: Path) -> str | None:
-    found = segments.sidecar(path)
-    if found is None:
-        return f"{path.name}: its checksum file is missing"
-    if segments.sha256_of(path) != found[0]:
-        return f"{path.name}: fails its checksum (corrupt)"
+    if why := _digest_problem(path):
+        return why
     try:
         snapshot.verify(path)
     except DatabaseError as exc:
@@ -117,8 +114,8 @@ def resolve(chains: dict[int, Chain], at: str | None) -> tuple[Chain, Position]:
     """The chain and position `at` (a token, a time, or None: the newest) names."""
     if not chains:
         raise DatabaseError("the archive holds nothing yet")
-    if at is not None and ":" in at and "T" not in at and "-" not in at:
-        target = tokens.parse(at)
+    target = _token(at)
+    if target is not None:
         for chain in sorted(chains.values(), key=lambda c: -c.id):
             points = [s.position for s in chain.snapshots] + [r.after for _, r in chain.records]
             if any(p.seq == target.seq and p.epoch <= target.epoch for p in points):
@@ -138,6 +135,14 @@ def resolve(chains: dict[int, Chain], at: str | None) -> tuple[Chain, Position]:
     if best is None:
         raise DatabaseError(f"the archive holds nothing as old as {at}")
     return best[1], best[2]
+
+
+def _token(at: str | None) -> Position | None:
+    """`at` as a position token, or None if it is not one (a time, or nothing)."""
+    try:
+        return tokens.parse(at) if at is not None else None
+    except ConfigError:
+        return None
 
 
 def parse_time(value: str) -> float:
@@ -221,8 +226,7 @@ def restore(
         os.replace(tmp, dest)
         durable(dest)
     finally:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(str(tmp) + suffix).unlink(missing_ok=True)
+        transfer.discard(tmp)
     return {
         "path": str(dest),
         "as": "leader" if as_leader else "new cluster",

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import DatabaseError
 from .positions import Position
@@ -59,6 +59,8 @@ class Scan:
     problem: str | None = None
     #: Where the good records end (a torn tail after it is the last write, cut off).
     end: int = 0
+    #: The SHA-256 of the whole file, when the scan read all of it.
+    sha256: str | None = None
 
 
 def name(chain: int, created: int, start: Position, ext: str) -> str:
@@ -81,12 +83,14 @@ def head(
 def scan(path: Path) -> Scan:
     """Read a segment's records, checking each one's checksum."""
     out = Scan([])
+    whole = hashlib.sha256()  # of every byte read, in order: the file's, if read to its end
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         offset = 0
         while offset < size:
             f.seek(offset)
             raw = f.read(HEAD.size)
+            whole.update(raw)
             if len(raw) < HEAD.size:
                 out.problem = f"{path.name}: torn record at byte {offset}"
                 break
@@ -95,20 +99,23 @@ def scan(path: Path) -> Scan:
             if magic != MAGIC or start + length > size:
                 out.problem = f"{path.name}: torn or corrupt record at byte {offset}"
                 break
-            if _crc(f, start, length) != crc:
+            if _crc(f, start, length, whole) != crc:
                 out.problem = f"{path.name}: record at byte {offset} fails its checksum"
                 break
             record = Record(Position(be, bs), Position(ae, aseq), float(at), start, length, crc)
             out.records.append(record)
             offset = out.end = start + length
+    if out.problem is None:
+        out.sha256 = whole.hexdigest()
     return out
 
 
-def _crc(f: BinaryIO, start: int, length: int) -> int:
+def _crc(f: BinaryIO, start: int, length: int, whole: Any) -> int:
     f.seek(start)
     crc = 0
     for block in _blocks(f, length):
         crc = zlib.crc32(block, crc)
+        whole.update(block)
     return crc
 
 

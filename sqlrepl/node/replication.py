@@ -260,6 +260,8 @@ class Replicator:
             await f.db.run(applier.abort)
             if recorder:
                 recorder.abort()
+                if f.progress.position != before:  # applied but not recorded: a gap
+                    self.archived = None
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise ProtocolError(f"batch transfer broke off: {exc}") from exc
             raise
