@@ -62,9 +62,9 @@ def save(
     tempfiles.remove_stale(path.parent)
     tmp = tempfiles.temp_path(path)
     try:
-        with _terminated_cleanly():
+        with _terminated_cleanly() as terminated:
             if is_url(source):
-                asyncio.run(_download(source, tmp, token, max_lag, progress))
+                asyncio.run(_download(source, tmp, token, max_lag, progress, terminated))
             else:
                 if max_lag is not None:
                     _check_fresh(Path(source), max_lag)
@@ -94,32 +94,72 @@ def save(
     }
 
 
+class _Termination:
+    """SIGTERM (cron's `timeout`, systemd) ends the snapshot through its cleanup, like ^C.
+
+    While a transfer's event loop runs, the signal cancels its task from inside the loop:
+    an exception raised at whatever instruction the signal lands on could strand a future
+    the cleanup then waits for. Elsewhere (a local copy) it raises KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.received = False
+
+    def attach(self) -> None:
+        """The running task is the transfer to cancel (called from inside it)."""
+        self.loop, self.task = asyncio.get_running_loop(), asyncio.current_task()
+        if self.received:
+            raise KeyboardInterrupt
+
+    def detach(self) -> None:
+        self.loop = self.task = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = True
+        loop, task = self.loop, self.task
+        if loop is None or task is None or loop.is_closed():
+            raise KeyboardInterrupt
+        loop.call_soon_threadsafe(task.cancel)
+
+
 @contextlib.contextmanager
-def _terminated_cleanly() -> Iterator[None]:
-    """SIGTERM (cron's `timeout`, systemd) ends the snapshot through its cleanup, like ^C."""
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
+def _terminated_cleanly() -> Iterator[_Termination | None]:
+    terminated = _Termination()
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = signal.signal(signal.SIGTERM, terminated)
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield None
         return
     try:
-        yield
+        yield terminated
+    except asyncio.CancelledError:
+        if not terminated.received:
+            raise
+        raise KeyboardInterrupt from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 async def _download(
-    url: str, tmp: Path, token: str | None, max_lag: float | None, progress: Progress | None
+    url: str,
+    tmp: Path,
+    token: str | None,
+    max_lag: float | None,
+    progress: Progress | None,
+    terminated: _Termination | None = None,
 ) -> None:
-    params: dict[str, Any] = {}
-    async with Client(url, token) as client:
-        if max_lag is not None and (await client.status()).get("role") == "follower":
-            params["max_lag"] = max_lag
-        await transfer.download(client, tmp, params, progress)
+    if terminated is not None:
+        terminated.attach()
+    try:
+        params: dict[str, Any] = {}
+        async with Client(url, token) as client:
+            if max_lag is not None and (await client.status()).get("role") == "follower":
+                params["max_lag"] = max_lag
+            await transfer.download(client, tmp, params, progress)
+    finally:
+        if terminated is not None:
+            terminated.detach()
 
 
 def _check_fresh(path: Path, max_lag: float) -> None:
