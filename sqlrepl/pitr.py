@@ -125,16 +125,19 @@ def resolve(chains: dict[int, Chain], at: str | None) -> tuple[Chain, Position]:
             "batch it received; `sqlrepl archive list` shows them)"
         )
     when = time.time() if at is None else parse_time(at)
-    best: tuple[float, Chain, Position] | None = None
+    # The newest state reached by then: chains follow one another, positions only grow
+    # within one. (Not the latest moment: a snapshot pinned before a batch arrived may be
+    # stamped after it, and holds the older state.)
+    best: tuple[int, Position, Chain] | None = None
     for chain in chains.values():
         moments = [(s.taken_at, s.position) for s in chain.snapshots]
         moments += [(r.received_at, r.after) for _, r in chain.records]
         for moment, where in moments:
-            if moment <= when and (best is None or moment >= best[0]):
-                best = (moment, chain, where)
+            if moment <= when and (best is None or (chain.id, where) > best[:2]):
+                best = (chain.id, where, chain)
     if best is None:
         raise DatabaseError(f"the archive holds nothing as old as {at}")
-    return best[1], best[2]
+    return best[2], best[1]
 
 
 def _token(at: str | None) -> Position | None:

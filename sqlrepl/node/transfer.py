@@ -172,9 +172,14 @@ class _Writer:
             await self.queued.popleft()
 
     async def settle(self) -> None:
-        """Wait for every queued write, whatever they meet."""
+        """Wait for every queued write, whatever they meet (what they met is already
+        being raised, or was: retrieved here, so that it is not logged again as a
+        'Future exception was never retrieved' traceback)."""
         if self.queued:
             await asyncio.wait(set(self.queued))
+            for write in self.queued:
+                _retrieve(write)
+            self.queued.clear()
         self.pool.shutdown(wait=True)
 
     def _keep(self, frame: memoryview, length: int, at: int) -> None:
@@ -248,6 +253,7 @@ async def _receive(
         await writer.settle()
         if syncing is not None:
             await asyncio.wait({syncing})
+            _retrieve(syncing)
         if state_path is not None and writer.written > recorded:  # resume from there
             await asyncio.to_thread(sync, writer.written)
         if isinstance(exc, aiohttp.ClientPayloadError):
@@ -259,6 +265,13 @@ async def _receive(
         await writer.settle()
         if syncing is not None and not syncing.done():
             await asyncio.wait({syncing})
+            _retrieve(syncing)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark what a finished future met as seen (the transfer raises its own error)."""
+    if future.done() and not future.cancelled():
+        future.exception()
 
 
 def _save_done(state_path: Path | None, record: dict[str, Any], done: int) -> None:
