@@ -48,6 +48,15 @@ def get_json(url: str, token: str | None = None) -> Any:
         return json.load(response)
 
 
+def http_status(url: str) -> int:
+    """The HTTP status `url` answers with."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
 class Daemon:
     def __init__(
         self, tmp: Path, name: str, args: list[str], port: int, env: dict[str, str] | None = None
@@ -231,10 +240,13 @@ class Sampler(Background):
     believe valid (a leader whose lease may have lapsed ships nothing while its HA cycle
     closes the gate; status reports that gate as it really is, with `lease_valid` false)."""
 
-    def __init__(self, nodes: list[Daemon]) -> None:
+    def __init__(self, nodes: list[Daemon], strict: bool = False) -> None:
         super().__init__()
         self.nodes = nodes
         self.worst = 0
+        #: Count every leader whose status says its gate is open, whatever its lease.
+        self.strict = strict
+        self.samples = 0
 
     def step(self) -> None:
         count = 0
@@ -246,9 +258,10 @@ class Sampler(Background):
             count += (
                 status.get("role") == "leader"
                 and status.get("gate") == "open"
-                and status.get("lease_valid") is not False
+                and (self.strict or status.get("lease_valid") is not False)
             )
         self.worst = max(self.worst, count)
+        self.samples += 1
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)

@@ -9,15 +9,13 @@ import signal
 import sqlite3
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import sqlrepl
 
-from .daemons import Background, Cluster, Daemon, insert, wait_until
+from .daemons import Background, Cluster, Daemon, http_status, insert, wait_until
 from .daemons import sqlrepl as run
 from .dump import log_head
 from .etcd import EtcdServer
@@ -217,14 +215,6 @@ def test_a_lone_commit_after_a_quiet_spell_is_seen_at_once(
             wait_until(lambda w=want: leader.status()["seq"] >= w, "the leader to see it", 1.0)
     finally:
         app.close()
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 class SyncWriter(Background):

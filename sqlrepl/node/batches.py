@@ -9,7 +9,6 @@ network does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ from ..core.wire import (
     FrameWriter,
 )
 from ..errors import SnapshotNeeded, SqlreplError
-from . import ddl, metrics
+from . import metrics
 from .http import error, int_param, json_param
 from .spool import Spool
 
@@ -53,37 +52,38 @@ class SchemaDeferred(SqlreplError):
 class BatchServer:
     def __init__(self, leader: Leader) -> None:
         self.leader = leader
+        self.tables = batch.TableCache()
 
     async def batch(self, request: web.Request) -> web.StreamResponse:
         leader = self.leader
         after = int_param(request, "after")
         epoch = int_param(request, "epoch", 0)
         wait = min(max(float(int_param(request, "wait", 0)), 0.0), config.MAX_POLL_WAIT)
-        mine = leader.position.epoch
-        if not leader.leading or leader.lease_doubtful():
+        mine = leader.head.epoch
+        if not leader.leadership.leading or leader.lease_doubtful():
             return error(503, "this node is not the leader now (no valid lease)")
         if epoch > mine:
             return error(409, f"follower accepted epoch {epoch}, newer than this leader's {mine}")
         led_by = request.query.get("epoch_url", "")
-        fork = roles.fork_reason(leader.history, Position(epoch, after), led_by)
+        fork = roles.fork_reason(leader.head.history, Position(epoch, after), led_by)
         if fork:
             return error(410, f"follower at {epoch}/{after} {fork}", {FORK_HEADER: "1"})
         node, url = request.query.get("node"), request.query.get("url", "")
-        leader.retention.register(node, url, after)
+        leader.followers.register(node, url, after)
         if not request.query.get("archive"):  # an archive is no replica: no acks from it
-            leader.acks.pulled(node, url, after, leader.head)  # `after` is in its file: an ack
+            leader.acks.pulled(node, url, after, leader.head.seq)  # `after` is in its file: an ack
         with leader.acks.waiting(node):
-            if leader.ddl.pending and wait > 0:
+            if leader.schema.deferral.pending and wait > 0:
                 # Capture waits for a quiet moment to catch up with the schema: wait for it
                 # within the poll's time (the follower takes a longer silence for a dead link).
                 started = time.monotonic()
-                await self._wait_past(leader.head, wait)
+                await leader.head.wait_past(leader.head.seq, wait)
                 wait = max(0.0, wait - (time.monotonic() - started))
-            if after == leader.head and wait > 0 and epoch >= mine:
+            if after == leader.head.seq and wait > 0 and epoch >= mine:
                 # (A follower still on an older epoch gets its answer at once: it accepts
                 # this leader's epoch without waiting for the next change.)
-                await self._wait_past(after, wait)
-        if after == leader.head:
+                await leader.head.wait_past(after, wait)
+        if after == leader.head.seq:
             return web.Response(status=204, headers=self.headers())
         if request.transport is None or request.transport.is_closing():
             return web.Response(status=204)  # the follower hung up while waiting: build nothing
@@ -91,19 +91,12 @@ class BatchServer:
 
     def headers(self) -> dict[str, str]:
         leader = self.leader
-        members = [leader.url, *sorted(leader.retention.members.others())]
+        members = [leader.url, *sorted(leader.followers.members.others())]
         return {
-            HEAD_HEADER: str(leader.head),
-            EPOCH_HEADER: str(leader.position.epoch),
+            HEAD_HEADER: str(leader.head.seq),
+            EPOCH_HEADER: str(leader.head.epoch),
             MEMBERS_HEADER: json.dumps([m for m in members if m]),
         }
-
-    async def _wait_past(self, after: int, wait: float) -> None:
-        leader = self.leader
-        async with leader.changed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await leader.changed.wait_for(lambda: leader.head != after or leader.stopping)
 
     async def _build_and_send(
         self, request: web.Request, after: int, fts5: dict[str, str]
@@ -132,13 +125,13 @@ class BatchServer:
                 try:
                     out = FrameWriter(spool.write)
                     with metrics.BUILD_SECONDS.time():
-                        head = batch.build(leader.db.conn, after, out, leader.tables, fts5)
+                        head = batch.build(leader.db.conn, after, out, self.tables, fts5)
                     metrics.CHANGES_SHIPPED.inc(max(head - after, 0))
                     return
                 except batch.SchemaMoved:
                     if capture.in_step(leader.db.conn) is None:
                         raise NotLeading("this node handed over its leadership") from None
-                    if not ddl.catch_up(leader):
+                    if not leader.schema.catch_up(leader.db.conn):
                         raise SchemaDeferred() from None  # the change loop syncs it soon
         finally:
             spool.finish()

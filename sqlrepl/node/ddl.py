@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
+
+import apsw
 
 from ..core import capture
 from ..core.db import schema_version
 from . import identity
-
-if TYPE_CHECKING:
-    from .leader import Leader
 
 log = logging.getLogger("sqlrepl.leader")
 
@@ -63,22 +63,54 @@ class Deferral:
         return min(self.quiet, otherwise) if self.pending else otherwise
 
 
-def catch_up(leader: Leader, now: bool = False) -> bool:
-    """In the database thread: bring capture in step with a schema change once
-    `leader.ddl` says it is due (or `now`); False while it waits. A look at an unchanged
-    schema reads one pragma, nothing more."""
-    conn = leader.db.conn
-    version = schema_version(conn)
-    if version == leader.schema_version and not leader.ddl.pending:
+class SchemaSync:
+    """Keeps capture in step with the file's schema, and owns what it finds: the schema
+    version capture is in step with, what cannot be replicated, and whether an app
+    dropped sqlrepl's own tables. Its methods run in the database thread."""
+
+    def __init__(
+        self,
+        conn: apsw.Connection,
+        identity_now: Callable[[], tuple[dict[str, Any], int]],
+        log_limit: int,
+    ) -> None:
+        #: When capture catches up with a schema change (a write): at a quiet moment.
+        self.deferral = Deferral()
+        self._version = schema_version(conn)
+        #: (the meta to rebuild sqlrepl's tables with, the log's head) at this moment.
+        self._identity_now = identity_now
+        self._log_limit = log_limit
+        self._tampered: str | None = None
+        self._problems: list[str] = []
+
+    @property
+    def problems(self) -> list[str]:
+        """What the schema holds that sqlrepl cannot replicate, and tables an app dropped."""
+        return [*self._problems, *([self._tampered] if self._tampered else [])]
+
+    def catch_up(self, conn: apsw.Connection, now: bool = False) -> bool:
+        """Bring capture in step with a schema change once the deferral says it is due
+        (or `now`); False while it waits. A look at an unchanged schema reads one pragma,
+        nothing more."""
+        version = schema_version(conn)
+        if version == self._version and not self.deferral.pending:
+            return True
+        if version != self._version:
+            meta, head = self._identity_now()
+            rebuilt = identity.rebuild_if_dropped(conn, meta, head, self._log_limit)
+            self._tampered = rebuilt or self._tampered
+        if capture.schema_moved(conn):
+            if not now and not self.deferral.due():
+                return False
+            if capture.sync_capture(conn):
+                log.info("schema changed: capture re-synced")
+                self.report_problems(conn)
+        self.deferral.done()
+        self._version = schema_version(conn)
         return True
-    if version != leader.schema_version:
-        identity.rebuild_if_dropped(leader)
-    if capture.schema_moved(conn):
-        if not now and not leader.ddl.due():
-            return False
-        if capture.sync_capture(conn):
-            log.info("schema changed: capture re-synced")
-            leader.report_problems()
-    leader.ddl.done()
-    leader.schema_version = schema_version(conn)
-    return True
+
+    def report_problems(self, conn: apsw.Connection) -> None:
+        """Say loudly, after every schema sync, what cannot be replicated."""
+        self._problems = capture.problems(conn)
+        for problem in self._problems:
+            log.error("%s", problem)

@@ -77,11 +77,11 @@ async def leader_view(leader: Leader) -> LeaderView:
     coord = leader.coord
     base = LeaderView(
         leader.url,
-        leader.position.epoch,
-        leader.gate_open,
+        leader.head.epoch,
+        leader.gate.is_open,
         decisions.NONE,
-        handing_over=leader.handing_over,
-        disk_error=leader.disk_error,
+        handing_over=leader.leadership.handing_over,
+        disk_error=leader.disk.error,
     )
     if coord.holds_lease():
         if coord.lease_may_have_expired():
@@ -91,8 +91,8 @@ async def leader_view(leader: Leader) -> LeaderView:
             renewal = decisions.ALIVE if alive else decisions.LOST
         except PeerUnavailable:
             renewal = decisions.UNREACHABLE
-        if renewal == decisions.ALIVE and leader.leading:
-            head = {"epoch": leader.position.epoch, "seq": leader.head, "url": leader.url}
+        if renewal == decisions.ALIVE and leader.leadership.leading:
+            head = {"epoch": leader.head.epoch, "seq": leader.head.seq, "url": leader.url}
             with contextlib.suppress(PeerUnavailable):
                 await asyncio.to_thread(coord.publish_head, head)
         expired = renewal != decisions.ALIVE and coord.lease_may_have_expired()
@@ -111,16 +111,16 @@ async def carry_out_leader(leader: Leader, action: Action) -> str:
     if action.do is Do.STEP_DOWN:
         await leader.step_down(action.sentence.removeprefix("stepped down: "))
     elif action.do is Do.OPEN_GATE:
-        await leader.set_gate(True)
+        await leader.gate.set(True)
     elif action.do is Do.FOLLOW:
         leader.hand_over(Transition("follower", action.target, "another node holds the lease"))
     elif action.do is Do.ACQUIRE:
         info = {"url": leader.url, "node": leader.node, "cluster": leader.meta["cluster"]}
-        epoch = await asyncio.to_thread(leader.coord.acquire, info, leader.position.epoch)
+        epoch = await asyncio.to_thread(leader.coord.acquire, info, leader.head.epoch)
         if epoch is None:
             return "lost the race for the lease"
         await leader.take_epoch(epoch, "acquired the leader lease")
-        await leader.set_gate(True)
+        await leader.gate.set(True)
         return f"acquired the lease: leading epoch {epoch}"
     return action.sentence
 

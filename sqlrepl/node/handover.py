@@ -20,6 +20,7 @@ from ..core import roles
 from ..errors import Refused, SqlreplError
 from . import discovery
 from .client import Client
+from .gate import Role
 
 if TYPE_CHECKING:
     from .leader import Leader
@@ -34,23 +35,24 @@ async def hand_over(leader: Leader, to: str, force: bool, why: str) -> dict[str,
     (the gate is then open again, as before, once this node holds the lease)."""
     target = await _check_target(leader, to, force, why)
     started = time.monotonic()
-    leader.handing_over = True
+    leader.leadership.move(Role.HANDING_OVER)
     try:
         return await _hand_over(leader, to, target, why, started)
     except BaseException:
-        leader.handing_over = False
+        gave_up = leader.leadership.role is Role.HANDING_OVER  # the lease still ours
+        leader.leadership.move(Role.LEADING if gave_up else Role.STEPPED_DOWN)
         raise
 
 
 async def _hand_over(
     leader: Leader, to: str, target: str, why: str, started: float
 ) -> dict[str, Any]:
-    await leader.set_gate(False, f"{why} to {to} in progress; retry on the new leader")
+    await leader.gate.set(False, f"{why} to {to} in progress; retry on the new leader")
     top = await leader.refresh(now=True)  # the real head, even if a schema change waits
     if not await _caught_up(leader, target, top):
-        await leader.set_gate(True)
+        await leader.gate.set(True)
         raise Refused(f"{why} abandoned: {to} did not reach seq {top} in time")
-    leader.leading = False
+    leader.leadership.move(Role.HANDED_OVER)
     await asyncio.to_thread(leader.coord.release)  # the target takes the leadership
     try:
         async with Client(to, leader.config.token) as client:
@@ -62,9 +64,9 @@ async def _hand_over(
             }
             promoted = await client.post("/promote", params)
     except SqlreplError as exc:
-        leader.leading = True
+        leader.leadership.move(Role.HANDING_OVER)
         if leader.coord.holds_lease():  # else the HA loop takes the lease again first
-            await leader.set_gate(True)
+            await leader.gate.set(True)
         raise Refused(f"{why} abandoned: {to} did not take over: {exc}") from exc
     await leader.db.run(roles.demote, leader.db.conn, to)
     log.warning("%s: %s leads epoch %s from seq %s", why, to, promoted["epoch"], top)
@@ -91,7 +93,7 @@ async def _check_target(leader: Leader, to: str, force: bool, why: str) -> str:
 async def _caught_up(leader: Leader, url: str, top: int) -> bool:
     deadline = time.monotonic() + leader.config.switchover_timeout
     while time.monotonic() < deadline:
-        if (leader.retention.at(url) or -1) >= top:
+        if (leader.followers.at(url) or -1) >= top:
             return True
         await asyncio.sleep(0.005)
     return False
@@ -99,7 +101,7 @@ async def _caught_up(leader: Leader, url: str, top: int) -> bool:
 
 async def best_follower(leader: Leader) -> str | None:
     """The most up-to-date eligible follower that answers now (ties: smaller node id)."""
-    urls = sorted({url for url, _seq, _seen in leader.retention.followers.values() if url})
+    urls = sorted({url for url, _seq, _seen in leader.followers.followers.values() if url})
     token = leader.config.token
     answers = await asyncio.gather(*(discovery.ask(u, token, STATUS_TIMEOUT) for u in urls))
     ready = [
@@ -114,7 +116,7 @@ async def best_follower(leader: Leader) -> str | None:
 async def on_stop(leader: Leader) -> bool:
     """A leader asked to stop: hand over if it can. True if it did (the file now follows
     the new leader)."""
-    if not leader.leading:
+    if not leader.leadership.leading:
         return False
     target = await best_follower(leader)
     if target is not None:

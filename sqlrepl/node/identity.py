@@ -11,17 +11,15 @@ the latter with a clear line. Daemon-only state: never in the app's file.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
+
+import apsw
 
 from ..core import internals, tempfiles
 from ..errors import DatabaseError
-
-if TYPE_CHECKING:
-    from .leader import Leader
 
 log = logging.getLogger("sqlrepl.leader")
 
@@ -60,23 +58,20 @@ def remember(db: Path, cluster: str) -> None:
         os.replace(tmp, path)
 
 
-def rebuild_if_dropped(leader: Leader) -> None:
+def rebuild_if_dropped(
+    conn: apsw.Connection, meta: dict[str, Any], head: int, log_limit: int
+) -> str | None:
     """In the database thread, after a schema change: if an app or a migration dropped
-    sqlrepl's tables, say so loudly and rebuild them under the same identity."""
-    conn = leader.db.conn
+    sqlrepl's tables, rebuild them under the same identity (`meta`) and return what to
+    say loudly (None: nothing was missing)."""
     missing = internals.missing_internals(conn)
     if not missing:
-        return
-    meta = {
-        **leader.meta,
-        "role": "leader",
-        "epoch": leader.position.epoch,
-        "history": json.dumps(leader.history),
-    }
-    internals.rebuild(conn, meta, leader.head, leader.config.log_limit)
-    leader.tampered = (
+        return None
+    internals.rebuild(conn, meta, head, log_limit)
+    tampered = (
         f"sqlrepl's own tables {', '.join(missing)} were dropped (by an app or a migration?); "
         f"rebuilt under cluster {meta['cluster']}: followers resync. Keep _sqlrepl_* out "
-        "of migrations (README: ORM users)"
+        "of migrations (docs/apps.md: ORM users)"
     )
-    log.error("%s", leader.tampered)
+    log.error("%s", tampered)
+    return tampered

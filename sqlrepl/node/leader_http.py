@@ -14,6 +14,7 @@ from ..core import roles
 from ..errors import Refused
 from . import handover, health, metrics, sync
 from .batches import BatchServer
+from .gate import Role
 from .http import auth_middleware, error, int_param
 from .snapshots import Sessions, serve_snapshot
 
@@ -51,30 +52,31 @@ class LeaderAPI:
                 "url": leader.url,
                 "db": str(leader.config.db),
                 "cluster": leader.meta["cluster"],
-                "epoch": leader.position.epoch,
-                "seq": leader.head,
-                "followers": leader.retention.report(leader.head),
-                "problems": leader.all_problems(),
-                "error": "; ".join(leader.all_problems()) or None,
-                # The file's real gate; whether the lease is valid is reported beside it.
-                "gate": "open" if leader.gate_open else "closed",
+                "epoch": leader.head.epoch,
+                "seq": leader.head.seq,
+                "followers": leader.followers.report(leader.head.seq),
+                "problems": leader.problems(),
+                "error": "; ".join(leader.problems()) or None,
+                # The file's real gate (do app writes go through); whether the lease is
+                # valid is reported beside it; `writable` is the one answer of both.
+                "gate": leader.gate.state(),
                 "lease_valid": not leader.lease_doubtful(),
-                "leading": leader.leading,
+                "writable": leader.gate.writable(),
+                "leading": leader.leadership.leading,
                 "coordinator": leader.coord.name,
                 "node": leader.node,
-                "history": leader.history,
+                "history": leader.head.history,
             }
         )
 
     def metrics(self) -> metrics.State:
         leader, acks = self.leader, self.leader.acks
-        followers = leader.retention.report(leader.head)
+        followers = leader.followers.report(leader.head.seq)
         now = time.monotonic()
         within = config.DEFAULT_POLL_WAIT + config.STALL_GRACE  # a live link's longest silence
         connected = [n for n in acks.at if acks.connected(n, within, now)]
-        seconds = {
-            url: round(acks.behind(n, leader.head, now), 3) for n, (url, _, _) in acks.at.items()
-        }
+        head = leader.head.seq
+        seconds = {url: round(acks.behind(n, head, now), 3) for n, (url, _, _) in acks.at.items()}
         extra: metrics.State = {
             "sqlrepl_followers_connected": ("Followers connected now.", len(connected), ""),
             "sqlrepl_follower_lag_changes": (
@@ -89,17 +91,15 @@ class LeaderAPI:
             ),
         }
         lease = leader.coord.holds_lease() and not leader.lease_doubtful()
-        return metrics.describe(
-            "leader", leader.position.epoch, leader.head, leader.gate_open, lease, extra
-        )
+        gate_open = leader.gate.state() == "open"
+        return metrics.describe("leader", leader.head.epoch, head, gate_open, lease, extra)
 
     def health(self) -> health.Health:
         leader = self.leader
-        problem = leader.disk_error or leader.locked
-        if not leader.leading:
-            problem = problem or "stepped down: not leading"
-        writable = leader.leading and leader.gate_open and not leader.lease_doubtful()
-        return health.Health("leader", problem, writable)
+        problem = leader.disk.error or leader.changes.locked
+        if not leader.leadership.leading:
+            problem = problem or f"{leader.leadership.role.value}: not leading"
+        return health.Health("leader", problem, leader.gate.writable())
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         leader = self.leader
@@ -107,7 +107,7 @@ class LeaderAPI:
         return await serve_snapshot(
             request,
             self.sessions,
-            lambda where: leader.retention.register(node, url, where.seq),
+            lambda where: leader.followers.register(node, url, where.seq),
         )
 
     async def switchover(self, request: web.Request) -> web.Response:
@@ -127,10 +127,10 @@ class LeaderAPI:
         leader = self.leader
         new_leader = request.query.get("leader", "")
         epoch = int_param(request, "epoch")
-        if epoch <= leader.position.epoch:
-            mine = leader.position.epoch
+        if epoch <= leader.head.epoch:
+            mine = leader.head.epoch
             return error(409, f"epoch {epoch} is not newer than this leader's {mine}")
-        leader.leading = False
-        await leader.set_gate(False, f"deposed by {new_leader} (epoch {epoch})")
+        leader.leadership.move(Role.STEPPED_DOWN)  # ships nothing more, from now
+        await leader.gate.close_for_good(f"deposed by {new_leader} (epoch {epoch})")
         leader.hand_over(roles.Transition("follower", new_leader, f"deposed by {new_leader}"))
-        return web.json_response({"demoted": leader.url, "epoch": leader.position.epoch})
+        return web.json_response({"demoted": leader.url, "epoch": leader.head.epoch})

@@ -142,23 +142,23 @@ async def wait(leader: Leader, request: web.Request) -> web.Response:
     """`GET /wait?token=E:S&acks=K|majority&timeout=SECONDS` on the leader."""
     try:
         token, acks, timeout = wait_params(request)
-        known = {f["node"] for f in leader.retention.report(leader.head)}
+        known = {f["node"] for f in leader.followers.report(leader.head.seq)}
         needed = needed_acks(acks, len(known))
-        mine = leader.position.epoch
+        mine = leader.head.epoch
         if token.epoch > mine:
             return error(
                 409,
                 f"token {tokens.format_token(token)} is from epoch {token.epoch}, newer "
                 f"than this leader's {mine}: ask the leader of that epoch",
             )
-        tokens.holds(leader.history, Position(mine, token.seq), token)  # a fork raises
+        tokens.holds(leader.head.history, Position(mine, token.seq), token)  # a fork raises
     except ConfigError as exc:
         return error(400, str(exc))
     except TokenForked as exc:
         return error(409, str(exc), {FORK_HEADER: "1"})
-    if not leader.leading:
+    if not leader.leadership.leading:
         return error(503, "this node is not the leader now")
-    if token.seq > leader.head:
+    if token.seq > leader.head.seq:
         leader.acks.hurry.set()  # its commit may wait in the pause between two looks
     have = await leader.acks.wait_for(token.seq, known, needed, timeout)
     body: dict[str, Any] = {
@@ -180,23 +180,20 @@ async def wait(leader: Leader, request: web.Request) -> web.Response:
 async def enforce_min_replicas(leader: Leader) -> None:
     """Keep the gate closed while fewer than `--min-sync-replicas` followers are fresh."""
     want, max_lag = leader.config.min_sync_replicas, leader.config.max_replica_lag
+    gate = leader.gate
     while True:
         moved = leader.acks.moved
-        fresh = len(leader.acks.fresh(leader.head, max_lag))
+        fresh = len(leader.acks.fresh(leader.head.seq, max_lag))
         if fresh < want:
-            if leader.hold is None or leader.hold.startswith(WAITING):
-                leader.hold = (
+            reason = gate.hold
+            if reason is None or reason.startswith(WAITING):
+                reason = (
                     f"only {fresh} of the {want} followers --min-sync-replicas asks for are "
                     f"connected within {max_lag:g}s (--max-replica-lag): writes refused"
                 )
-                log.error("%s", leader.hold)
-            if leader.gate_open:
-                await leader.set_gate(False, leader.hold, held=True)
-        elif fresh >= want and leader.hold is not None:
-            leader.hold = None
-            log.warning("%d followers are fresh again (--min-sync-replicas %d)", fresh, want)
-            if leader.gate_wanted and leader.leading and not leader.lease_doubtful():
-                await leader.set_gate(True)
+            await gate.hold_shut(reason)
+        elif gate.hold is not None:
+            await gate.release(f"{fresh} followers are fresh again (--min-sync-replicas {want})")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SYNC_CHECK_INTERVAL):
                 await moved.wait()
