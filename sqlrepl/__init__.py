@@ -1,6 +1,6 @@
 """sqlrepl: replicate a plain SQLite file to read replicas, with snapshots and failover.
 
-The public Python API (see the README):
+The public Python API (see docs/consistency.md):
 
     Position           where a node stands: (epoch, seq)
     token(conn)        the position token ("E:S") covering a connection's commits

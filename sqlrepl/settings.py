@@ -127,6 +127,33 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: key -> what it means, for docs/configuration.md (scripts/docs.py; a test checks that
+#: every key has a line).
+HELP: dict[str, str] = {
+    "db": "the database file (required)",
+    "listen": "the address to listen on, as `--listen`",
+    "advertise": "the URL others reach this node at, as `--advertise` (default: from `listen`;"
+    " required with a wildcard address)",
+    "members": "the other nodes' URLs: where to find the leader",
+    "coordinator": "`etcd://HOST:PORT/CLUSTER` for automatic failover (absent: static)",
+    "ttl": "the leader lease's TTL in seconds (etcd)",
+    "candidate": "may this node be promoted (by `promote`, `switchover` or etcd)",
+    "max_lag": "the most changes a candidate may lag its leader by and still be promoted",
+    "token_file": "a file holding the shared token (else `$SQLREPL_TOKEN`)",
+    "log_limit": "changes the leader's log keeps (it bounds itself in the capture path)",
+    "retention": "seconds a silent follower stays in the leader's list (and status)",
+    "trim_interval": "accepted and ignored, like the leader's `--trim-interval`",
+    "min_sync_replicas": "writes are refused while fewer followers than this are connected"
+    " and fresh (docs/consistency.md)",
+    "max_replica_lag": "... within this many seconds of the head",
+    "log_format": "`text` or `json` (one object per line)",
+    "tls_cert": "serve https with this certificate (with `tls_key`)",
+    "tls_key": "the certificate's key",
+    "tls_client_ca": "serve only clients whose certificate this CA signed (mutual TLS)",
+    "tls_ca": "the CA bundle other nodes' certificates are checked against",
+}
+
+
 @dataclass
 class NodeSettings:
     db: str = ""

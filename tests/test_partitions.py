@@ -135,7 +135,7 @@ def test_losing_etcds_own_raft_leader_fails_nothing_over(tmp_path: Path, cluster
     one, whose requests then hang instead of failing; etcd elects another leader in
     about 2 s with its default election timeout): the sqlrepl leader keeps its lease and
     epoch, and app writes on it never fail. The TTL must leave room for that election
-    (the README says which); 8 s does."""
+    (docs/failover.md says which); 8 s does."""
     from .daemons import Writer
     from .etcd import EtcdCluster
 
@@ -182,7 +182,7 @@ def test_an_app_holding_the_write_lock_across_a_lease_loss(
     """An app holds the leader's write lock (an insert not yet committed) while the leader
     is cut off from etcd, past its step-down point and past another node's election, and
     a second app waits for that lock. The held commit still succeeds (SQLite lets nobody
-    veto another process's commit; the README states this bound), and the waiting write
+    veto another process's commit; docs/failover.md states this bound), and the waiting write
     may too; then the gate closes and nothing more commits there; both writes, if they
     committed, are in the rollback file when the old leader rejoins."""
     from .daemons import WriteSampler

@@ -69,7 +69,7 @@ POSITION_VIEW = "_sqlrepl_position"
 def create_position_view() -> str:
     """`SELECT token FROM _sqlrepl_position`: the file's position as `epoch:seq`, in
     any role (a leader's log head, a follower's applied batch, a snapshot's stamp), and
-    the schema version capture was last in step with (see the README)."""
+    the schema version capture was last in step with (see docs/consistency.md)."""
     meta = f"(SELECT value FROM {META} WHERE key = '%s')"
     role = meta % "role"
     epoch = (
