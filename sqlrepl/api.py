@@ -132,20 +132,20 @@ _local = threading.local()
 
 def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
     pool: dict[str, http.client.HTTPConnection] = _local.__dict__.setdefault("pool", {})
-    conn = pool.get(parts.netloc)
-    if conn is None:
+    http_conn = pool.get(parts.netloc)
+    if http_conn is None:
         host = parts.hostname or ""
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(
+            http_conn = http.client.HTTPSConnection(
                 host, parts.port, timeout=timeout, context=config.client_ssl()
             )
         else:
-            conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
-        pool[parts.netloc] = conn
-    conn.timeout = timeout
-    if conn.sock is not None:
-        conn.sock.settimeout(timeout)
-    return conn
+            http_conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+        pool[parts.netloc] = http_conn
+    http_conn.timeout = timeout
+    if http_conn.sock is not None:
+        http_conn.sock.settimeout(timeout)
+    return http_conn
 
 
 def _drop(parts: urllib.parse.SplitResult) -> None:
@@ -181,6 +181,14 @@ class SyncConnection(sqlite3.Connection):
     sqlrepl_auth: str | None
     #: The token of the last acknowledged commit.
     last_token: str | None = None
+
+    def acknowledged_by(
+        self, leader: str, acks: int | str, timeout: float, auth: str | None
+    ) -> SyncConnection:
+        """Count acknowledgements at `leader` (set once, by `connect`)."""
+        self.sqlrepl_leader, self.sqlrepl_acks = leader, acks
+        self.sqlrepl_timeout, self.sqlrepl_auth = timeout, auth
+        return self
 
     def commit(self) -> None:
         super().commit()
@@ -221,9 +229,7 @@ def connect(
     URL of the leader daemon running on this file."""
     conn = sqlite3.connect(path, factory=SyncConnection, **kwargs)
     assert isinstance(conn, SyncConnection)
-    conn.sqlrepl_leader, conn.sqlrepl_acks = leader, acks
-    conn.sqlrepl_timeout, conn.sqlrepl_auth = timeout, auth
-    return conn
+    return conn.acknowledged_by(leader, acks, timeout, auth)
 
 
 def connect_follower(

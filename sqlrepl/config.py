@@ -151,10 +151,14 @@ def advertised_url(host: str, port: int, advertise: str | None, tls: bool = Fals
 class Listening(Protocol):
     """What both roles' settings say about where a node listens."""
 
-    host: str
-    port: int
-    advertise: str | None
-    tls_cert: Path | None
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def advertise(self) -> str | None: ...
+    @property
+    def tls_cert(self) -> Path | None: ...
 
 
 def own_url(settings: Listening) -> str:

@@ -75,15 +75,14 @@ def load(directory: Path, check_snapshots: bool = False) -> tuple[dict[int, Chai
         scan = segments.scan(p)
         sealed = m["ext"] == segments.SEALED
         damage = _digest_problem(p, scan.sha256) if sealed else None
+        records = scan.records
         if scan.problem and (sealed or scan.end < p.stat().st_size - segments.HEAD.size):
             chain.problems.append(scan.problem)
         elif damage:
             chain.problems.append(damage)
-            scan.records = []  # its records' heads cannot be trusted
-        chain.records.extend((p, r) for r in scan.records)
-        ends[chain.id] = segments.sealed_end(p) or (
-            scan.records[-1].after if scan.records else start
-        )
+            records = []  # its records' heads cannot be trusted
+        chain.records.extend((p, r) for r in records)
+        ends[chain.id] = segments.sealed_end(p) or (records[-1].after if records else start)
     for chain in chains.values():
         problems.extend(chain.problems)
     return chains, problems

@@ -82,32 +82,33 @@ def head(
 
 def scan(path: Path) -> Scan:
     """Read a segment's records, checking each one's checksum."""
-    out = Scan([])
+    records: list[Record] = []
+    problem: str | None = None
     whole = hashlib.sha256()  # of every byte read, in order: the file's, if read to its end
+    offset = 0
     with open(path, "rb") as f:
         size = f.seek(0, 2)
-        offset = 0
         while offset < size:
             f.seek(offset)
             raw = f.read(HEAD.size)
             whole.update(raw)
             if len(raw) < HEAD.size:
-                out.problem = f"{path.name}: torn record at byte {offset}"
+                problem = f"{path.name}: torn record at byte {offset}"
                 break
             magic, length, crc, be, bs, ae, aseq, at = HEAD.unpack(raw)
             start = offset + HEAD.size
             if magic != MAGIC or start + length > size:
-                out.problem = f"{path.name}: torn or corrupt record at byte {offset}"
+                problem = f"{path.name}: torn or corrupt record at byte {offset}"
                 break
             if _crc(f, start, length, whole) != crc:
-                out.problem = f"{path.name}: record at byte {offset} fails its checksum"
+                problem = f"{path.name}: record at byte {offset} fails its checksum"
                 break
-            record = Record(Position(be, bs), Position(ae, aseq), float(at), start, length, crc)
-            out.records.append(record)
-            offset = out.end = start + length
-    if out.problem is None:
-        out.sha256 = whole.hexdigest()
-    return out
+            records.append(
+                Record(Position(be, bs), Position(ae, aseq), float(at), start, length, crc)
+            )
+            offset = start + length
+    digest = whole.hexdigest() if problem is None else None
+    return Scan(records, problem, offset, digest)
 
 
 def _crc(f: BinaryIO, start: int, length: int, whole: Any) -> int:

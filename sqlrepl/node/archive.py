@@ -137,9 +137,11 @@ class Recorder:
             self._seal()
             self._open(after)
 
-    def due(self) -> bool:
+    def snapshot_if_due(self, f: Follower) -> None:
+        """Start a periodic snapshot in the background if one is due and none runs."""
         idle = self.snapshotting is None or self.snapshotting.done()
-        return idle and time.time() - self.based_at >= self.config.snapshot_interval
+        if idle and time.time() - self.based_at >= self.config.snapshot_interval:
+            self.snapshotting = asyncio.ensure_future(self.periodic(f))
 
     async def periodic(self, f: Follower) -> None:
         """A snapshot within the chain (in the background) and retention."""
@@ -176,11 +178,11 @@ class Recorder:
         durable(sealed)
 
     async def _snapshot(self, f: Follower) -> Position:
-        assert f.db is not None
+        assert f.file.db is not None
         db = f.config.db
         for _ in range(100):  # app readers of the archive's file may hold its WAL back
             # Between two batches: at a known position, and the moment it held then.
-            pinned, now = await f.db.run(_pin_now, db)
+            pinned, now = await f.file.db.run(_pin_now, db)
             if pinned is not None:
                 break
             await asyncio.sleep(0.1)
@@ -196,7 +198,7 @@ class Recorder:
         finally:
             pinned.close()
         try:
-            await asyncio.to_thread(snapshot.stamp, tmp, now, f.config.leader)
+            await asyncio.to_thread(snapshot.stamp, tmp, now, f.leader)
             digest = await asyncio.to_thread(segments.sha256_of, tmp)
             Path(str(path) + ".sha256").write_text(digest + "\n")
             os.replace(tmp, path)
@@ -255,8 +257,7 @@ async def recorded(f: Follower, recorder: Recorder, before: Position) -> None:
     """The batch just applied is recorded durably; a periodic snapshot starts if due."""
     assert f.progress.position is not None
     await asyncio.to_thread(recorder.commit, before, f.progress.position)
-    if recorder.due():
-        recorder.snapshotting = asyncio.ensure_future(recorder.periodic(f))
+    recorder.snapshot_if_due(f)
 
 
 def _pin_now(db: Path) -> tuple[image.Image | None, float]:

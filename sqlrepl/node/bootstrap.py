@@ -1,5 +1,9 @@
-"""Getting a follower's file ready: open it, install a snapshot, or rejoin a deposed
-leader's file (its divergent changes go to a rollback file first)."""
+"""The follower's own file: opening it, installing a snapshot, or rejoining a deposed
+leader's file (its divergent changes go to a rollback file first).
+
+`LocalFile` owns the file's connection (`db`), what the file is (`meta`) and the rollback
+file it wrote; the replication loop calls its methods and keeps the positions they return.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +11,139 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..core import capture, gate, image, roles, rollback, snapshot
 from ..core.apply import applier_connection
 from ..core.db import connect, durable, ensure_position_view
-from ..core.positions import follower_position, read_position
+from ..core.positions import Position, follower_position, read_position
 from ..errors import DatabaseError, StorageError
 from . import metrics, transfer
 from .client import Client
 from .database import Database
 
-if TYPE_CHECKING:
-    from .follower import Follower
-
 log = logging.getLogger("sqlrepl.follower")
 
 
-def close_leader_gate(f: Follower) -> bool:
-    """A leader's file about to rejoin another leader refuses app writes from the start:
-    True if its gate was open (and is now closed)."""
-    with contextlib.closing(connect(f.config.db)) as conn:
-        if not gate.is_open(conn):
-            return False
-        gate.close(conn, f"this node is rejoining {f.config.leader} as a follower")
-    log.warning("write gate closed: this node rejoins %s as a follower", f.config.leader)
-    return True
+class LocalFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: Database | None = None
+        self._meta = roles.check_existing(path, leaders_too=True)
+        self._rollback: str | None = None
 
+    @property
+    def db(self) -> Database | None:
+        """The applier's connection, once the file is a follower's and open."""
+        return self._db
 
-def reopen_gate(f: Follower) -> None:
-    """Undo `close_leader_gate` when the rejoin is refused: the file stays as it was."""
-    with contextlib.closing(connect(f.config.db)) as conn:
-        gate.open_(conn)
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """What the file is (role, cluster, epoch, node, …); None: not sqlrepl's yet."""
+        return self._meta
 
+    @property
+    def rollback(self) -> str | None:
+        """The rollback file written when it rejoined, or the copy kept on a fork."""
+        return self._rollback
 
-def open_file(f: Follower) -> None:
-    """Open the follower's own file for replay and read its position."""
-    conn = applier_connection(connect(f.config.db))
-    ensure_position_view(conn)  # a file made by an older version: apps read tokens here
-    f.db = Database(conn)
-    f.progress.position = follower_position(conn)
-    log.info("following %s from %s", f.config.leader, f.progress.position)
+    def open(self, leader: str) -> Position:
+        """Open the follower's file for replay; its position."""
+        conn = applier_connection(connect(self.path))
+        ensure_position_view(conn)  # a file made by an older version: apps read tokens here
+        self._db = Database(conn)
+        where = follower_position(conn)
+        log.info("following %s from %s", leader, where)
+        return where
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def close_leader_gate(self, leader: str) -> bool:
+        """A leader's file about to rejoin another leader refuses app writes from the
+        start: True if its gate was open (and is now closed)."""
+        with contextlib.closing(connect(self.path)) as conn:
+            if not gate.is_open(conn):
+                return False
+            gate.close(conn, f"this node is rejoining {leader} as a follower")
+        log.warning("write gate closed: this node rejoins %s as a follower", leader)
+        return True
+
+    def reopen_gate(self) -> None:
+        """Undo `close_leader_gate` when the rejoin is refused: the file stays as it was."""
+        with contextlib.closing(connect(self.path)) as conn:
+            gate.open_(conn)
+
+    async def install(self, tmp: Path, leader: str, node: str) -> Position:
+        """Make the verified snapshot `tmp` a follower and put it in place (a rename, or a
+        live replace readers never see torn); the file's position."""
+        started = time.monotonic()
+        metrics.RECEIVED_BYTES.inc(tmp.stat().st_size)
+        try:
+            where = await asyncio.to_thread(snapshot.make_follower, tmp, leader, node)
+            if self._db is not None:
+                await self._db.run(snapshot.place, tmp, self.path)
+            else:
+                await asyncio.to_thread(snapshot.place, tmp, self.path)
+        finally:
+            transfer.discard(tmp)
+        metrics.SNAPSHOTS.labels("in").inc()
+        metrics.SNAPSHOT_SECONDS.labels("in").observe(time.monotonic() - started)
+        log.info("bootstrapped %s from a snapshot at %s", self.path, where)
+        self._meta = roles.check_existing(self.path)
+        if self._db is None:
+            return self.open(leader)
+        return await self._db.run(follower_position, self._db.conn)
+
+    async def rejoin(
+        self, leader: str, history: list[dict[str, Any]], fetch: Callable[[], Awaitable[Path]]
+    ) -> Path | None:
+        """A deposed leader's file: save what diverged to a rollback file, then follow.
+        If it diverged, return the new leader's snapshot (from `fetch`) it was compared
+        with: its content must be resynced from it."""
+        conn = connect(self.path)
+        fetched: Path | None = None
+        try:
+            mine = await asyncio.to_thread(read_position, conn)
+            # Writes after a schema change that capture had not caught up with are in no
+            # log (capture waits for a quiet moment): the file may hold what the leader lacks.
+            unsynced = await asyncio.to_thread(capture.schema_moved, conn)
+            if roles.diverged(history, mine) or unsynced:
+                fetched = await fetch()
+                path = await asyncio.to_thread(
+                    rollback.save_divergence, conn, fetched, history, mine, time.time()
+                )
+                self._rollback = str(path)
+                log.error(
+                    "this node diverged at %s: what it holds that %s does not is in %s; resyncing",
+                    mine,
+                    leader,
+                    path,
+                )
+            await asyncio.to_thread(roles.demote, conn, leader)
+        except BaseException:
+            if fetched is not None:
+                transfer.discard(fetched)
+            raise
+        finally:
+            conn.close()
+        self._meta = roles.check_existing(self.path)
+        log.info("rejoined as a follower of %s", leader)
+        return fetched
+
+    async def save_fork(self, where: Position, why: str) -> None:
+        """This follower is not on its leader's timeline: keep a copy of its file (a
+        snapshot, fsynced) before it resyncs, name it in the log and in status."""
+        assert self._db is not None
+        name = f"{self.path.name}.fork-e{where.epoch}-s{where.seq}-{int(time.time())}.db"
+        path = self.path.with_name(name)
+        await self._db.run(snapshot.take, self._db.conn, path, time.time())
+        await asyncio.to_thread(durable, path)
+        self._rollback = str(path)
+        log.error("%s: this follower's content is saved in %s; resyncing", why, path)
 
 
 def download_path(db: Path) -> Path:
@@ -57,113 +152,20 @@ def download_path(db: Path) -> Path:
     return db.with_name(f"{db.name}.sqlrepl-download")
 
 
-async def fetch_snapshot(f: Follower, client: Client) -> Path:
-    """Download a snapshot of the leader beside the file and verify it; return its path."""
-    path = download_path(f.config.db)
-    log.info("downloading a snapshot from %s", f.config.leader)
-    meter = f.progress.transfer = transfer.Meter()
-    report = _log_progress(meter)
+async def fetch_snapshot(
+    db: Path, client: Client, params: dict[str, Any], meter: transfer.Meter
+) -> Path:
+    """Download a snapshot of the node `client` asks beside `db` and verify it; its path."""
+    path = download_path(db)
+    log.info("downloading a snapshot from %s", client.url)
     try:
         got = await transfer.download(
-            client, path, {"node": f.node, "url": f.url}, report, resumable=True, direct=True
+            client, path, params, meter.report, resumable=True, direct=True
         )
         await asyncio.to_thread(image.check_header, path, got.size)
     except (OSError, StorageError, DatabaseError):
         transfer.discard(path)  # a full disk or a bad image: nothing worth resuming
         raise
-    finally:
-        f.progress.transfer = None
     resumed = f", resumed at byte {got.resumed_at}" if got.resumed_at else ""
     log.info("downloaded a snapshot at %s (%d bytes%s)", got.position, got.size, resumed)
     return path
-
-
-async def install_snapshot(f: Follower, client: Client, fetched: Path | None = None) -> None:
-    """Make a verified snapshot (`fetched`, or one downloaded now) a follower and put it in
-    place (a rename, or a live replace readers never see torn)."""
-    db = f.config.db
-    started = time.monotonic()
-    tmp = fetched or await fetch_snapshot(f, client)
-    metrics.RECEIVED_BYTES.inc(tmp.stat().st_size)
-    try:
-        where = await asyncio.to_thread(snapshot.make_follower, tmp, f.config.leader, f.node)
-        if f.db is not None:
-            await f.db.run(snapshot.place, tmp, db)
-        else:
-            await asyncio.to_thread(snapshot.place, tmp, db)
-    finally:
-        transfer.discard(tmp)
-    metrics.SNAPSHOTS.labels("in").inc()
-    metrics.SNAPSHOT_SECONDS.labels("in").observe(time.monotonic() - started)
-    log.info("bootstrapped %s from a snapshot at %s", db, where)
-    f.meta = roles.check_existing(db)
-    if f.db is None:
-        open_file(f)
-    else:
-        f.progress.position = await f.db.run(follower_position, f.db.conn)
-
-
-async def rejoin(f: Follower, client: Client) -> Path | None:
-    """A deposed leader's file: save what diverged to a rollback file, then follow.
-    If it diverged, return the new leader's snapshot it was compared with (its content
-    must be resynced from it)."""
-    conn = connect(f.config.db)
-    fetched: Path | None = None
-    try:
-        mine = await asyncio.to_thread(read_position, conn)
-        # Writes after a schema change that capture had not caught up with are in no log
-        # (capture waits for a quiet moment): the file may hold what the new leader lacks.
-        unsynced = await asyncio.to_thread(capture.schema_moved, conn)
-        if roles.diverged(f.history, mine) or unsynced:
-            fetched = await fetch_snapshot(f, client)
-            path = await asyncio.to_thread(
-                rollback.save_divergence, conn, fetched, f.history, mine, time.time()
-            )
-            f.rollback = str(path)
-            log.error(
-                "this node diverged at %s: what it holds that %s does not is in %s; resyncing",
-                mine,
-                f.config.leader,
-                path,
-            )
-        await asyncio.to_thread(roles.demote, conn, f.config.leader)
-    except BaseException:
-        if fetched is not None:
-            transfer.discard(fetched)
-        raise
-    finally:
-        conn.close()
-    f.meta = roles.check_existing(f.config.db)
-    log.info("rejoined as a follower of %s", f.config.leader)
-    return fetched
-
-
-async def save_fork(f: Follower, why: str) -> None:
-    """This follower is not on its leader's timeline: keep a copy of its file (a snapshot,
-    fsynced) before it resyncs, name it in the log and in status."""
-    assert f.db is not None and f.progress.position is not None
-    where = f.progress.position
-    db = f.config.db
-    path = db.with_name(f"{db.name}.fork-e{where.epoch}-s{where.seq}-{int(time.time())}.db")
-    await f.db.run(snapshot.take, f.db.conn, path, time.time())
-    await asyncio.to_thread(durable, path)
-    f.rollback = str(path)
-    log.error("%s: this follower's content is saved in %s; resyncing from a snapshot", why, path)
-
-
-def _log_progress(meter: transfer.Meter) -> transfer.Progress:
-    last = [0.0]
-
-    def report(done: int, total: int) -> None:
-        meter.done, meter.total = done, total
-        now = time.monotonic()
-        if now - last[0] >= 2 or done == total:
-            last[0] = now
-            log.info(
-                "snapshot: %d of %d bytes (%.0f MiB/s)",
-                done,
-                total,
-                meter.view()["bytes_per_s"] / 2**20,
-            )
-
-    return report

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from ..config import check_exposure, own_url
@@ -70,7 +71,7 @@ async def _start_node(
     meta = await asyncio.to_thread(roles.peek, leader.db)
     exists = leader.db.exists() and leader.db.stat().st_size > 0
     if meta.get("role") == "follower":
-        follower.leader = str(meta.get("leader") or "")
+        follower = replace(follower, leader=str(meta.get("leader") or ""))
         return await _run_node(coord, None, follower, leader)
     if meta.get("role") == "leader":
         return await _run_node(coord, leader, None, follower)
@@ -83,8 +84,7 @@ async def _start_node(
             "the file away to join as a follower, or run `sqlrepl leader` to found another"
         )
     assert found is not None
-    follower.leader = found
-    return await _run_node(coord, None, follower, leader)
+    return await _run_node(coord, None, replace(follower, leader=found), leader)
 
 
 async def _current_leader(
@@ -134,7 +134,7 @@ async def _run_node(
                 transition.reason,
             )
             if transition.leader:
-                follower.leader = str(transition.leader)
+                follower = replace(follower, leader=str(transition.leader))
             role = transition.role
     finally:
         listener.close()
@@ -158,7 +158,7 @@ async def _first_role(
         follower = other
     leader, follower = _both_configs(leader, follower)
     if base is leader and meta.get("role") == "follower":
-        follower.leader = str(meta.get("leader"))
+        follower = replace(follower, leader=str(meta.get("leader")))
         log.warning("%s follows %s: running as its follower", base.db, follower.leader)
         return "follower", leader, follower
     if base is leader or meta.get("role") == "leader":
@@ -167,7 +167,7 @@ async def _first_role(
         given = [] if base is leader else [follower.leader]
         newer, answers = await _newer_leader(leader, meta, given)
         if newer:
-            follower.leader = newer
+            follower = replace(follower, leader=newer)
             log.warning("%s leads a newer epoch: rejoining as its follower", newer)
             return "follower", leader, follower
         if base is leader or _follows_me(answers, follower.leader, leader):

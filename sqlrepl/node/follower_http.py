@@ -62,7 +62,7 @@ class FollowerAPI:
                 "cluster": f.cluster,
                 "epoch": p.position.epoch if p.position else None,
                 "seq": p.position.seq if p.position else None,
-                "leader": f.config.leader,
+                "leader": f.leader,
                 "leader_seq": p.known_head,
                 "lag": {
                     "changes": p.lag(),
@@ -76,8 +76,8 @@ class FollowerAPI:
                 "eligible": eligible,
                 "why_not": why_not,
                 "gate": "open" if f.promoted else "closed",
-                "history": f.history,
-                "rollback": f.rollback,
+                "history": f.replicator.history,
+                "rollback": f.file.rollback,
             }
         )
 
@@ -96,7 +96,7 @@ class FollowerAPI:
         f, p = self.follower, self.follower.progress
         # A follower that lost its leader still serves reads: staleness is the bound's
         # business (/replica?seconds=), not a failure of this node.
-        problem = "not bootstrapped yet" if f.db is None or p.position is None else None
+        problem = "not bootstrapped yet" if f.file.db is None or p.position is None else None
         if f.promoted:  # the leader role takes over in a moment: no replica any more
             return health.Health("leader", "promoted: the leader role is starting")
         seconds = p.lag_seconds(time.time(), f.keepalive)
@@ -109,14 +109,14 @@ class FollowerAPI:
         try:
             token, _acks, timeout = sync.wait_params(request)
             if "acks" in request.query:
-                raise ConfigError(f"acks are counted by the leader ({f.config.leader})")
+                raise ConfigError(f"acks are counted by the leader ({f.leader})")
         except ConfigError as exc:
             return error(400, str(exc))
         deadline = time.monotonic() + timeout
         while True:
             where = f.progress.position
             try:
-                if where is not None and tokens.holds(f.history, where, token):
+                if where is not None and tokens.holds(f.replicator.history, where, token):
                     return web.json_response(
                         {"token": tokens.format_token(token), "at": str(where)}
                     )
@@ -132,7 +132,7 @@ class FollowerAPI:
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         f = self.follower
-        if f.db is None:
+        if f.file.db is None:
             return web.json_response({"error": "not bootstrapped yet"}, status=503)
         if not _seconds(request.query.get("max_lag", "0")):
             return error(400, "max_lag must be a number of seconds")
@@ -164,7 +164,7 @@ class FollowerAPI:
         expect = int_param(request, "expect_seq", -1)
         ok, why_not = f.eligibility()
         where = f.progress.position
-        if f.db is None or where is None:
+        if f.file.db is None or where is None:
             return error(409, "promote refused: not bootstrapped")
         if f.transition is not None:
             return error(409, "promote refused: already handing over")
@@ -174,7 +174,7 @@ class FollowerAPI:
             return error(409, f"promote refused: {why_not}")
         if expect >= 0 and expect != where.seq:
             return error(409, f"promote refused: at seq {where.seq}, expected {expect}")
-        old_leader = f.config.leader
+        old_leader = f.leader
         handover = request.query.get("handover") == "1"
         floor = where.epoch if handover else await self._epoch_floor(force)
         if isinstance(floor, str):
@@ -202,7 +202,7 @@ class FollowerAPI:
         others = f.replicator.members.others()
         answers = await discovery.survey(others, f.config.token)
         rival = discovery.newest_leader(
-            [a for a in answers if a.get("url") != f.config.leader], f.cluster, mine - 1
+            [a for a in answers if a.get("url") != f.leader], f.cluster, mine - 1
         )
         if rival and not force:
             return f"{rival} leads this cluster; follow it"

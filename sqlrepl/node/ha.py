@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core import decisions
 from ..core.decisions import Action, Do, FollowerView, LeaderView
@@ -70,7 +70,28 @@ async def run_follower(follower: Follower) -> None:
     async def failed(why: str) -> str:
         return why
 
-    await _run(lambda: follower_cycle(follower), failed, follower.coord.loop_wait)
+    peers = Peers(2 * follower.config.ttl)
+    await _run(lambda: follower_cycle(follower, peers), failed, follower.coord.loop_wait)
+
+
+class Peers:
+    """The candidates a follower's HA loop has seen in the coordinator, each remembered
+    for `keep` seconds after it was last seen (its key may have lapsed with the leader's,
+    e.g. in an etcd outage)."""
+
+    def __init__(self, keep: float) -> None:
+        self.keep = keep
+        #: node -> (what it published, when seen: time.monotonic())
+        self._seen: dict[str, tuple[dict[str, Any], float]] = {}
+
+    def saw(self, members: list[dict[str, Any]], me: str, now: float) -> list[dict[str, Any]]:
+        """Take the members listed now; every peer still remembered."""
+        for member in members:
+            node = str(member.get("node") or "")
+            if node and node != me and member.get("url"):
+                self._seen[node] = (member, now)
+        self._seen = {n: (m, t) for n, (m, t) in self._seen.items() if now - t <= self.keep}
+        return [m for m, _seen in self._seen.values()]
 
 
 async def leader_view(leader: Leader) -> LeaderView:
@@ -125,7 +146,7 @@ async def carry_out_leader(leader: Leader, action: Action) -> str:
     return action.sentence
 
 
-async def follower_view(follower: Follower) -> FollowerView:
+async def follower_view(follower: Follower, peers: Peers) -> FollowerView:
     coord = follower.coord
     eligible, _ = follower.eligibility()
     # One round trip's time, not three: on a slow link to etcd the cycle stays short.
@@ -139,7 +160,7 @@ async def follower_view(follower: Follower) -> FollowerView:
     where = follower.progress.position
     view = FollowerView(
         url=follower.url,
-        following=follower.config.leader,
+        following=follower.leader,
         holder=holder,
         handing_over=follower.transition is not None,
         eligible=eligible,
@@ -147,12 +168,12 @@ async def follower_view(follower: Follower) -> FollowerView:
         position=where,
     )
     if decisions.needs_peers(view) and where is not None:
-        return replace(view, better_peer=await better_peer(follower, where))
+        return replace(view, better_peer=await better_peer(follower, peers, where))
     return view
 
 
-async def follower_cycle(follower: Follower) -> str:
-    action = decisions.decide_follower(await follower_view(follower))
+async def follower_cycle(follower: Follower, peers: Peers) -> str:
+    action = decisions.decide_follower(await follower_view(follower, peers))
     if action.do is Do.REPOINT and action.target:
         follower.repoint(action.target)
     elif action.do is Do.ACQUIRE:
@@ -167,19 +188,12 @@ async def follower_cycle(follower: Follower) -> str:
     return action.sentence
 
 
-async def better_peer(follower: Follower, mine: Position) -> str | None:
+async def better_peer(follower: Follower, peers: Peers, mine: Position) -> str | None:
     """An eligible candidate further ahead than `mine`. Each peer is asked directly; one
     that does not answer in time counts with the position it last published (a slow peer
-    is not assumed to be behind), and one whose key expired lately is remembered for
-    twice the TTL (its key may have lapsed with the leader's, e.g. in an etcd outage)."""
-    now = time.monotonic()
-    for member in await asyncio.to_thread(follower.coord.members):
-        node = str(member.get("node") or "")
-        if node and node != follower.node and member.get("url"):
-            follower.peers[node] = (member, now)
-    keep = 2 * follower.config.ttl
-    follower.peers = {n: (m, t) for n, (m, t) in follower.peers.items() if now - t <= keep}
-    known = [m for m, _seen in follower.peers.values()]
+    is not assumed to be behind), and one whose key expired lately is still remembered."""
+    members = await asyncio.to_thread(follower.coord.members)
+    known = peers.saw(members, follower.node, time.monotonic())
     timeout = max(PEER_TIMEOUT, follower.coord.loop_wait)
     token = follower.config.token
     answers = await asyncio.gather(*(discovery.ask(str(m["url"]), token, timeout) for m in known))

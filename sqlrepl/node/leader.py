@@ -44,7 +44,7 @@ log = logging.getLogger("sqlrepl.leader")
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LeaderConfig:
     db: Path
     host: str

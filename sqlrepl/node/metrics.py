@@ -84,8 +84,13 @@ State = dict[str, tuple[str, Any, str]]
 
 
 class _Now(Collector):
+    """The role now running, described through its `source` when scraped."""
+
     def __init__(self) -> None:
         self.source: Callable[[], State] = dict
+
+    def serve(self, source: Callable[[], State]) -> None:
+        self.source = source
 
     def collect(self) -> Iterator[Metric]:
         for name, (text, value, label) in self.source().items():
@@ -107,7 +112,7 @@ REGISTRY.register(NOW)
 
 def serve_role(source: Callable[[], State]) -> None:
     """The role now running describes the node through `source`."""
-    NOW.source = source
+    NOW.serve(source)
 
 
 async def handler(request: web.Request) -> web.Response:

@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import apsw
@@ -37,6 +38,8 @@ from ..errors import (
 from . import archive, bootstrap, discovery, metrics
 from .client import Client, expect_ok
 from .members import Members
+from .progress import Progress
+from .transfer import Meter
 
 if TYPE_CHECKING:
     from .follower import Follower
@@ -50,9 +53,16 @@ STREAM_BLOCK = 1 << 20
 
 
 class Replicator:
+    """Pulls and applies; owns the follower's progress, the leader it follows now, and
+    that leader's epoch history."""
+
     def __init__(self, follower: Follower) -> None:
         self.f = follower
-        self.client = Client(follower.config.leader, follower.config.token)
+        self.progress = Progress()
+        #: The leader followed now (the configured one until a repoint).
+        self.leader = follower.config.leader
+        self.history: list[dict[str, Any]] = []
+        self.client = Client(self.leader, follower.config.token)
         #: Set when the leader's log no longer covers our position.
         self.need_snapshot = False
         #: An archive (if any) records on a chain that continues the file's position
@@ -71,6 +81,9 @@ class Replicator:
         self.epoch_url: str | None = None
 
     def repoint(self, url: str) -> None:
+        """Follow another leader from now on."""
+        log.warning("now following %s (was %s)", url, self.leader)
+        self.leader = url
         self.leader_checked = False
         self.members.add([url])
         old, self.client = self.client, Client(url, self.f.config.token)
@@ -79,20 +92,25 @@ class Replicator:
     async def close(self) -> None:
         await self.client.close()
 
+    def promoted(self, where: Position) -> None:
+        """The file was promoted at `where`: status says so until the leader role serves."""
+        self.progress.position = where
+
     async def run(self, stop: asyncio.Event) -> None:
         delay = config.BACKOFF_MIN
         while not stop.is_set():
             try:
-                if self.f.db is None or self.need_snapshot or not self.leader_checked:
+                if self.f.file.db is None or self.need_snapshot or not self.leader_checked:
                     await self._bootstrap()
                 if self.f.archive is not None and not self.archived:
                     self.archived = await archive.start(self.f, rebase=self.archived is None)
                 await self._pull()
                 delay = config.BACKOFF_MIN
-                self.f.progress.error = None
+                self.progress.error = None
                 continue
             except Diverged as exc:
-                await bootstrap.save_fork(self.f, str(exc))
+                assert self.progress.position is not None
+                await self.f.file.save_fork(self.progress.position, str(exc))
                 self.need_snapshot, self.archived = True, None
                 continue
             except SnapshotNeeded as exc:
@@ -121,71 +139,81 @@ class Replicator:
     def _failed(self, exc: SqlreplError) -> None:
         metrics.ERRORS.labels(type(exc).__name__).inc()
         message = str(exc)
-        if message != self.f.progress.error:
+        if message != self.progress.error:
             log.warning("%s; retrying (backoff up to %ss)", message, config.BACKOFF_MAX)
-        self.f.progress.error = message
-        self.f.progress.state = "retrying"
+        self.progress.error = message
+        self.progress.state = "retrying"
 
     async def _find_leader(self) -> None:
         """The leader is lost or no longer leads: follow whichever member now leads our
         cluster on a newer epoch, if one answers."""
         f = self.f
-        mine = f.progress.position.epoch if f.progress.position else 0
+        mine = self.progress.position.epoch if self.progress.position else 0
         answers = await discovery.survey(self.members.others(), f.config.token)
         self.members.add(str(a["url"]) for a in answers if a.get("url"))
         newest = discovery.newest_leader(answers, f.cluster, mine - 1)
-        if newest and newest != f.config.leader and newest != f.url:
-            f.repoint(newest)
+        if newest and newest != self.leader and newest != f.url:
+            self.repoint(newest)
 
     async def _bootstrap(self) -> None:
-        f = self.f
-        follows = f.meta is not None and f.meta.get("role") == "follower"
-        if follows and f.db is None and not self.need_snapshot:
+        f, file, leader = self.f, self.f.file, self.leader
+        meta = file.meta
+        follows = meta is not None and meta.get("role") == "follower"
+        if follows and file.db is None and not self.need_snapshot:
             # Our position is ours to know: open before reaching the leader, so that a
             # follower restarted while its leader is down reports where it is and can be
             # promoted. Nothing is pulled until the leader passed the checks below.
-            bootstrap.open_file(f)
+            self.progress.position = file.open(leader)
         info = await self.client.status()
-        leader = f.config.leader
         if info.get("role") != "leader":
             raise ProtocolError(f"{leader} is not a leader (role {info.get('role')})")
-        if f.meta and f.meta.get("cluster") != info.get("cluster"):
+        if meta and meta.get("cluster") != info.get("cluster"):
             raise DatabaseError(
-                f"{f.config.db} belongs to cluster {f.meta.get('cluster')}, but "
+                f"{f.config.db} belongs to cluster {meta.get('cluster')}, but "
                 f"{leader} leads cluster {info.get('cluster')}; refusing to touch it"
             )
-        f.history = list(info.get("history") or [])
+        self.history = list(info.get("history") or [])
         fetched = None
-        if f.meta and f.meta.get("role") == "leader":
-            if int(info.get("epoch") or 0) <= int(f.meta["epoch"]):
+        if meta and meta.get("role") == "leader":
+            if int(info.get("epoch") or 0) <= int(meta["epoch"]):
                 if f.gate_closed_here:
-                    await asyncio.to_thread(bootstrap.reopen_gate, f)
+                    await asyncio.to_thread(file.reopen_gate)
                 raise DatabaseError(
-                    f"{f.config.db} is the leader of epoch {f.meta['epoch']}; "
+                    f"{f.config.db} is the leader of epoch {meta['epoch']}; "
                     f"{leader} leads epoch {info.get('epoch')}, not a newer one: "
                     "refusing to turn it into a follower"
                 )
-            fetched = await bootstrap.rejoin(f, self.client)
+            fetched = await file.rejoin(leader, self.history, self._fetch)
             self.need_snapshot |= fetched is not None
         self.leader_checked = True
         self.ask_now = True
         self.epoch_url = None
-        if not f.meta or self.need_snapshot:
-            f.progress.state = "bootstrapping"
-            await bootstrap.install_snapshot(f, self.client, fetched)
+        if not file.meta or self.need_snapshot:
+            self.progress.state = "bootstrapping"
+            tmp = fetched or await self._fetch()
+            self.progress.position = await file.install(tmp, leader, f.node)
             self.fts5 = None
             self.need_snapshot = False
-        elif f.db is None:
-            bootstrap.open_file(f)
+        elif file.db is None:
+            self.progress.position = file.open(leader)
+
+    async def _fetch(self) -> Path:
+        """Download a snapshot of the leader (its progress in status while it runs)."""
+        meter = self.progress.transfer = Meter()
+        try:
+            params = {"node": self.f.node, "url": self.f.url}
+            return await bootstrap.fetch_snapshot(self.f.config.db, self.client, params, meter)
+        finally:
+            self.progress.transfer = None
 
     async def _pull(self) -> None:
         f = self.f
-        assert f.db is not None and f.progress.position is not None
-        where = f.progress.position
+        assert f.file.db is not None and self.progress.position is not None
+        where = self.progress.position
         if self.fts5 is None:
-            self.fts5 = await f.db.run(fts5_fingerprints, f.db.conn)
+            self.fts5 = await f.file.db.run(fts5_fingerprints, f.file.db.conn)
         if self.epoch_url is None:
-            history = await f.db.run(roles.history, f.db.conn)
+            history = await f.file.db.run(roles.history, f.file.db.conn)
             self.epoch_url = roles.epoch_url(history, where.epoch)
         params = {
             "after": where.seq,
@@ -206,22 +234,22 @@ class Replicator:
             if epoch > where.epoch:
                 await self._confirm_epoch(epoch)
                 self.epoch_url = None
-            f.progress.state = "streaming"
+            self.progress.state = "streaming"
             self.ask_now = False
-            f.progress.saw_leader(head)  # known before applying: lag shows while we apply
+            self.progress.saw_leader(head)  # known before applying: lag shows while we apply
             if response.status == 200:
                 await self._apply(response)
-                f.progress.saw_leader(head)
+                self.progress.saw_leader(head)
             elif epoch > where.epoch:
                 # Nothing new, but a newer leader: accept its epoch now (the fencing token),
                 # not only with its next change.
-                f.progress.position = await f.db.run(adopt_epoch, f.db.conn, epoch)
-                log.info("accepted epoch %s from %s", epoch, f.config.leader)
-            f.fresh_file.update(f.progress.fresh_at, f.progress.lag() > 0)
+                self.progress.position = await f.file.db.run(adopt_epoch, f.file.db.conn, epoch)
+                log.info("accepted epoch %s from %s", epoch, self.leader)
+            f.fresh_file.update(self.progress.fresh_at, self.progress.lag() > 0)
 
     async def _confirm_epoch(self, epoch: int) -> None:
         """Accept a newer epoch only if the coordinator confirms this leader holds it."""
-        leader = self.f.config.leader
+        leader = self.leader
         if not await asyncio.to_thread(self.f.coord.confirm, leader, epoch):
             raise StaleEpochError(
                 f"{leader} claims epoch {epoch}, which the coordinator does not confirm"
@@ -229,10 +257,10 @@ class Replicator:
 
     async def _apply(self, response: aiohttp.ClientResponse) -> None:
         f = self.f
-        assert f.db is not None
-        applier = Applier(f.db.conn)
+        assert f.file.db is not None
+        applier = Applier(f.file.db.conn)
         started = time.perf_counter()
-        before, recorder = f.progress.position, f.archive
+        before, recorder = self.progress.position, f.archive
         try:
             size = response.content_length
             if recorder:
@@ -243,11 +271,13 @@ class Replicator:
                     raise ProtocolError("batch is truncated")
                 if recorder:
                     recorder.feed(body)
-                f.progress.position = await f.db.run(_apply_whole, applier, body)
+                self.progress.position = await f.file.db.run(_apply_whole, applier, body)
             else:
                 await self._apply_streamed(response, applier)
                 log.info(
-                    "applied a large batch: %d rows, now at %s", applier.rows, f.progress.position
+                    "applied a large batch: %d rows, now at %s",
+                    applier.rows,
+                    self.progress.position,
                 )
             if recorder and before is not None:
                 await archive.recorded(f, recorder, before)
@@ -257,10 +287,10 @@ class Replicator:
             metrics.ROWS_APPLIED.inc(applier.rows)
             metrics.RECEIVED_BYTES.inc(size or 0)
         except BaseException as exc:
-            await f.db.run(applier.abort)
+            await f.file.db.run(applier.abort)
             if recorder:
                 recorder.abort()
-                if f.progress.position != before:  # applied but not recorded: a gap
+                if self.progress.position != before:  # applied but not recorded: a gap
                     self.archived = None
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise ProtocolError(f"batch transfer broke off: {exc}") from exc
@@ -272,7 +302,7 @@ class Replicator:
         if header is None:
             return
         if header.history:
-            self.f.history = json.loads(header.history)
+            self.history = json.loads(header.history)
         names = {shape.name for shape in header.tables.values()}
         if header.schema is not None or any(
             n.rsplit("_", 1)[0] in (self.fts5 or {}) for n in names
@@ -282,13 +312,13 @@ class Replicator:
     async def _apply_streamed(self, response: aiohttp.ClientResponse, applier: Applier) -> None:
         """Apply each block while the next one arrives; commit at the end."""
         f = self.f
-        assert f.db is not None
+        assert f.file.db is not None
         applying: asyncio.Future[None] | None = None
         try:
             async for block in response.content.iter_chunked(STREAM_BLOCK):
                 if applying is not None:
                     await applying
-                applying = asyncio.ensure_future(f.db.run(applier.feed, block))
+                applying = asyncio.ensure_future(f.file.db.run(applier.feed, block))
                 if f.archive:
                     f.archive.feed(block)
             if applying is not None:
@@ -296,7 +326,7 @@ class Replicator:
         finally:
             if applying is not None and not applying.done():
                 await asyncio.wait({applying})
-        f.progress.position = await f.db.run(applier.finish)
+        self.progress.position = await f.file.db.run(applier.finish)
 
 
 def _why(exc: BaseException) -> str:

@@ -131,6 +131,16 @@ class Session:
     idle_since: float = field(default_factory=time.monotonic)
     sent: bool = False  # the last transfer to end wrote its last byte
 
+    def join(self) -> None:
+        """A transfer begins reading the image."""
+        self.active += 1
+
+    def leave(self, whole: bool) -> None:
+        """A transfer ended (`whole`: it wrote the image's last byte)."""
+        self.active -= 1
+        self.idle_since = time.monotonic()
+        self.sent = whole
+
     def expired(self, now: float) -> bool:
         grace = SENT_GRACE if self.sent else SESSION_GRACE
         return self.active == 0 and now - self.idle_since > grace
@@ -163,13 +173,11 @@ class Sessions:
         if found is None:
             found = Session(await pin_in_loop(self.path))
             self.live[found.image.id] = found
-        found.active += 1
+        found.join()
         return found, offset, new
 
     def done(self, session: Session, whole: bool) -> None:
-        session.active -= 1
-        session.idle_since = time.monotonic()
-        session.sent = whole
+        session.leave(whole)
         # Unpin it once its grace ends even if no other snapshot is ever asked for: a
         # pinned image holds the WAL's checkpoints back.
         grace = SENT_GRACE if whole else SESSION_GRACE

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import mmap
 import os
 import time
@@ -39,6 +40,7 @@ from ..core.wire import (
 from ..errors import ProtocolError
 from .client import SNAPSHOT_BUFFER, SNAPSHOT_STALL, Client, expect_ok
 
+log = logging.getLogger("sqlrepl.follower")
 Progress = Callable[[int, int], None]
 #: A resumable download makes what it wrote durable, and records it, this often (in the
 #: background), and when the transfer breaks off.
@@ -63,9 +65,20 @@ class Meter:
     total: int = 0
     started: float = field(default_factory=time.monotonic)
 
+    logged: float = 0.0
+
     def view(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         return {"done": self.done, "total": self.total, "bytes_per_s": round(self.done / elapsed)}
+
+    def report(self, done: int, total: int) -> None:
+        """A `Progress` callback: keep the figures; log them every 2 s and at the end."""
+        self.done, self.total = done, total
+        now = time.monotonic()
+        if now - self.logged >= 2 or done == total:
+            self.logged = now
+            rate = self.view()["bytes_per_s"] / 2**20
+            log.info("snapshot: %d of %d bytes (%.0f MiB/s)", done, total, rate)
 
 
 def leftovers(path: Path) -> list[Path]:
@@ -149,12 +162,12 @@ class _Writer:
 
     DEPTH = 4
 
-    def __init__(self, fd: int, chunk: int) -> None:
+    def __init__(self, fd: int, chunk: int, written: int = 0) -> None:
         self.fd = fd
         self.buffers = [mmap.mmap(-1, chunk + images.DIGEST_SIZE) for _ in range(self.DEPTH)]
         self.pool = concurrent.futures.ThreadPoolExecutor(1, "snapshot-writer")
         self.queued: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.written = 0  # every byte below this is written (writes run in order)
+        self.written = written  # every byte below this is written (writes run in order)
 
     async def free(self, index: int) -> memoryview:
         """Buffer `index`, once the write that used it last is done."""
@@ -209,8 +222,8 @@ async def _receive(
 ) -> None:
     """Read chunks into the writer's buffers until the image is whole; a resumable
     download makes what it wrote durable, then records it, in the background."""
-    writer = _Writer(fd, chunk)
-    writer.written = recorded = done
+    writer = _Writer(fd, chunk, written=done)
+    recorded = done
     syncing: asyncio.Future[None] | None = None
 
     def sync(upto: int) -> None:

@@ -1,0 +1,63 @@
+"""What a follower knows of itself and its leader, for /status. Owned by the replication
+loop (`Replicator`), which alone changes it; the rest of the node reads it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.positions import Position
+from . import freshness
+from .transfer import Meter
+
+
+@dataclass
+class Progress:
+    """What the follower knows of itself and its leader, for /status."""
+
+    position: Position | None = None
+    leader_head: int | None = None
+    #: The newest head a leader published to the coordinator (etcd), on our epoch or later:
+    #: a follower cut off from its leader still learns how far behind it is.
+    published_head: int | None = None
+    last_contact: float | None = None
+    #: The last instant this follower knew it held everything its leader had.
+    fresh_at: float | None = None
+    started: float = field(default_factory=time.time)
+    state: str = "starting"
+    error: str | None = None
+    #: A snapshot download under way: bytes done of how many.
+    transfer: Meter | None = None
+
+    def saw_leader(self, head: int) -> None:
+        now = time.time()
+        self.leader_head = head
+        self.last_contact = now
+        if self.position is not None and self.position.seq >= (self.known_head or 0):
+            self.fresh_at = now
+
+    def saw_published(self, head: dict[str, Any] | None) -> None:
+        """Take the head the leader last published (ignored if from an older epoch)."""
+        seq, epoch = (head or {}).get("seq"), int((head or {}).get("epoch") or 0)
+        ours = self.position is not None and epoch >= self.position.epoch
+        self.published_head = int(seq) if ours and seq is not None else None
+
+    @property
+    def known_head(self) -> int | None:
+        """The newest head of the leader this follower knows of, from any source."""
+        heads = [h for h in (self.leader_head, self.published_head) if h is not None]
+        return max(heads) if heads else None
+
+    def lag(self) -> int:
+        """Changes behind the newest head known (0 before anything is known)."""
+        seq = self.position.seq if self.position else 0
+        return max((self.known_head or 0) - seq, 0)
+
+    def lag_seconds(self, now: float, keepalive: float) -> float:
+        """How old the newest state this follower knows it holds is: 0 while it was caught
+        up at its last contact, no older than one keep-alive, and knows of nothing newer;
+        otherwise the time since it last was (it grows while the leader is out of reach)."""
+        since = self.fresh_at if self.fresh_at is not None else self.started
+        lag = freshness.lag_seconds(since, self.fresh_at is None or self.lag() > 0, keepalive, now)
+        return lag if lag is not None else round(now - since, 3)
