@@ -87,9 +87,8 @@ def run(
     ttl: int,
 ) -> None:
     """Archive the leader at URL into DIR until stopped."""
-    from ..node.archive import ArchiveConfig
+    from ..node.configs import ArchiveConfig, FollowerConfig
     from ..node.daemon import run_follower
-    from ..node.follower import FollowerConfig
 
     check_coordinator(coordinator, ttl)
     directory.mkdir(parents=True, exist_ok=True)

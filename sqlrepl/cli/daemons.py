@@ -91,8 +91,8 @@ def leader(
     Installs capture triggers on every table (idempotently) and switches DB to WAL mode.
     Apps keep writing to DB with any SQLite driver, also while this daemon is down.
     """
+    from ..node.configs import LeaderConfig
     from ..node.daemon import run_leader
-    from ..node.leader import LeaderConfig
 
     token = config.load_token(token_file)
     check_coordinator(coordinator, ttl)
@@ -162,8 +162,8 @@ def follower(
     follower of the same cluster. Apps read DB with read-only connections. When
     promoted, the same process goes on as the leader.
     """
+    from ..node.configs import FollowerConfig
     from ..node.daemon import run_follower
-    from ..node.follower import FollowerConfig
 
     token = config.load_token(token_file)
     check_coordinator(coordinator, ttl)

@@ -73,8 +73,7 @@ def node(config_file: Path | None, **flags: Any) -> None:
 
 
 def node_configs(s: settings.NodeSettings) -> tuple[Any, Any]:
-    from ..node.follower import FollowerConfig
-    from ..node.leader import LeaderConfig
+    from ..node.configs import FollowerConfig, LeaderConfig
 
     token = config.load_token(Path(s.token_file) if s.token_file else None)
     host, port = config.parse_listen(s.listen)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from typing import Any
 
 import apsw
 
 from ..config import DEFAULT_LOG_LIMIT
-from ..errors import DatabaseError
 from .db import (
     has_table,
     has_view,
@@ -24,7 +22,7 @@ from .db import (
     transaction,
     write_meta,
 )
-from .positions import SNAPSHOT, Position, current_position
+from .positions import Position, current_position, refuse_to_lead
 from .schema import (
     ROWID_ALIASES,
     TableInfo,
@@ -106,21 +104,6 @@ def _retention_sql(conn: apsw.Connection) -> str | None:
         "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?", (RETAIN_TRIGGER,)
     ).fetchall()
     return str(found[0][0]) if found else None
-
-
-def refuse_to_lead(path: str, meta: dict[str, Any]) -> None:
-    """Raise unless a file with this meta may be made a leader here."""
-    if meta.get("role") == "follower":
-        raise DatabaseError(
-            f"{path} is a follower of {meta.get('leader')}; "
-            "promote it instead of starting a leader on it"
-        )
-    if meta.get("role") == SNAPSHOT:
-        raise DatabaseError(
-            f"{path} is a snapshot of cluster {meta.get('cluster')} at "
-            f"{meta.get('snapshot_epoch')}/{meta.get('snapshot_seq')}; make a writable "
-            "database of it with `sqlrepl restore`"
-        )
 
 
 def in_step(conn: apsw.Connection) -> bool | None:

@@ -71,3 +71,18 @@ def follower_position(conn: apsw.Connection) -> Position:
     if meta.get("role") != "follower":
         raise DatabaseError(f"{conn.filename} is not a sqlrepl follower")
     return Position(int(meta["epoch"]), int(meta["seq"]))
+
+
+def refuse_to_lead(path: str, meta: dict[str, Any]) -> None:
+    """Raise unless a file with this meta may be made a leader here."""
+    if meta.get("role") == "follower":
+        raise DatabaseError(
+            f"{path} is a follower of {meta.get('leader')}; "
+            "promote it instead of starting a leader on it"
+        )
+    if meta.get("role") == SNAPSHOT:
+        raise DatabaseError(
+            f"{path} is a snapshot of cluster {meta.get('cluster')} at "
+            f"{meta.get('snapshot_epoch')}/{meta.get('snapshot_seq')}; make a writable "
+            "database of it with `sqlrepl restore`"
+        )

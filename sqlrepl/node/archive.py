@@ -15,34 +15,21 @@ import logging
 import os
 import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from ..core import image, segments, snapshot, tempfiles
 from ..core.db import durable
 from ..core.positions import Position
 from ..errors import PeerUnavailable
+from .bootstrap import LocalFile
+from .configs import ArchiveConfig
 from .snapshots import try_pin
-
-if TYPE_CHECKING:
-    from .follower import Follower
 
 log = logging.getLogger("sqlrepl.archive")
 #: A segment is sealed (and a new one begun) at this size or age.
 SEGMENT_BYTES = 64 << 20
 ZERO = Position(0, 0)
-
-
-@dataclass
-class ArchiveConfig:
-    directory: Path
-    #: Seconds between snapshots (a restore replays at most this much).
-    snapshot_interval: float = 3600.0
-    keep: int = 2
-    keep_days: float = 7.0
-    #: Seconds after which a segment is sealed (checksummed whole) and a new one begun.
-    segment_interval: float = 600.0
 
 
 class Recorder:
@@ -92,11 +79,11 @@ class Recorder:
         self._open(position)
         return True
 
-    async def base(self, f: Follower) -> None:
+    async def base(self, file: LocalFile, leader: str) -> None:
         """Start a new chain at the follower's position: a snapshot of its file."""
         self._seal()
         self.chain = time.time_ns()
-        where = await self._snapshot(f)
+        where = await self._snapshot(file, leader)
         self._open(where)
         log.info("archive: a new chain begins at %s", where)
 
@@ -137,17 +124,17 @@ class Recorder:
             self._seal()
             self._open(after)
 
-    def snapshot_if_due(self, f: Follower) -> None:
+    def snapshot_if_due(self, file: LocalFile, leader: str) -> None:
         """Start a periodic snapshot in the background if one is due and none runs."""
         idle = self.snapshotting is None or self.snapshotting.done()
         if idle and time.time() - self.based_at >= self.config.snapshot_interval:
-            self.snapshotting = asyncio.ensure_future(self.periodic(f))
+            self.snapshotting = asyncio.ensure_future(self.periodic(file, leader))
 
-    async def periodic(self, f: Follower) -> None:
+    async def periodic(self, file: LocalFile, leader: str) -> None:
         """A snapshot within the chain (in the background) and retention."""
         try:
-            await self._snapshot(f)
-            await asyncio.to_thread(self.prune, time.time())
+            await self._snapshot(file, leader)
+            await asyncio.to_thread(prune, self.config, time.time())
         except Exception as exc:  # the next batch tries again
             log.warning("archive: snapshot failed: %s", exc)
 
@@ -177,12 +164,12 @@ class Recorder:
         os.replace(self.path, sealed)
         durable(sealed)
 
-    async def _snapshot(self, f: Follower) -> Position:
-        assert f.file.db is not None
-        db = f.config.db
+    async def _snapshot(self, file: LocalFile, leader: str) -> Position:
+        assert file.db is not None
+        db = file.path
         for _ in range(100):  # app readers of the archive's file may hold its WAL back
             # Between two batches: at a known position, and the moment it held then.
-            pinned, now = await f.file.db.run(_pin_now, db)
+            pinned, now = await file.db.run(_pin_now, db)
             if pinned is not None:
                 break
             await asyncio.sleep(0.1)
@@ -198,7 +185,7 @@ class Recorder:
         finally:
             pinned.close()
         try:
-            await asyncio.to_thread(snapshot.stamp, tmp, now, f.leader)
+            await asyncio.to_thread(snapshot.stamp, tmp, now, leader)
             digest = await asyncio.to_thread(segments.sha256_of, tmp)
             Path(str(path) + ".sha256").write_text(digest + "\n")
             os.replace(tmp, path)
@@ -208,56 +195,63 @@ class Recorder:
         log.info("archive: snapshot %s at %s", path.name, where)
         return where
 
-    def prune(self, now: float) -> list[Path]:
-        """Drop snapshots no rule keeps (never the newest) and segments no snapshot needs:
-        those of a chain that ends before every snapshot of that chain kept."""
-        shots = sorted(
-            (p for p in self.snapshots.iterdir() if segments.SNAPSHOT_NAME.match(p.name)),
-            key=lambda p: p.name.split("-")[1],
-        )
-        gone: list[Path] = []
-        for rank, p in enumerate(reversed(shots)):
-            young = now - p.stat().st_mtime < self.config.keep_days * 86400
-            if rank >= max(self.config.keep, 1) and not young:
-                gone.append(p)
-        kept: dict[int, int] = {}  # chain -> the lowest seq a kept snapshot starts at
-        for p in shots:
-            m = segments.SNAPSHOT_NAME.match(p.name)
-            if p not in gone and m:
-                chain = int(m["chain"])
-                kept[chain] = min(kept.get(chain, int(m["seq"])), int(m["seq"]))
-        for p in self.segments.iterdir():
-            m = segments.NAME.match(p.name)
-            if not m or m["ext"] != segments.SEALED:
-                continue
-            end = segments.sealed_end(p)
-            floor = kept.get(int(m["chain"]))
-            if floor is None or (end is not None and end.seq <= floor):
-                gone.append(p)
-        for p in gone:
-            p.unlink(missing_ok=True)
-            Path(str(p) + ".sha256").unlink(missing_ok=True)
-        return gone
-
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._seal()
 
 
-async def start(f: Follower, rebase: bool) -> bool:
-    """Continue the archive's newest chain from the file's position, or begin a new one."""
-    recorder, where = f.archive, f.progress.position
-    assert recorder is not None and where is not None
+async def start(
+    recorder: Recorder, file: LocalFile, leader: str, where: Position, rebase: bool
+) -> bool:
+    """Continue the archive's newest chain from the file's position (`where`), or begin a
+    new one."""
     if rebase or not await asyncio.to_thread(recorder.resume, where):
-        await recorder.base(f)
+        await recorder.base(file, leader)
     return True
 
 
-async def recorded(f: Follower, recorder: Recorder, before: Position) -> None:
+async def recorded(
+    recorder: Recorder, file: LocalFile, leader: str, before: Position, after: Position
+) -> None:
     """The batch just applied is recorded durably; a periodic snapshot starts if due."""
-    assert f.progress.position is not None
-    await asyncio.to_thread(recorder.commit, before, f.progress.position)
-    recorder.snapshot_if_due(f)
+    await asyncio.to_thread(recorder.commit, before, after)
+    recorder.snapshot_if_due(file, leader)
+
+
+def prune(config: ArchiveConfig, now: float) -> list[Path]:
+    """Drop snapshots no rule keeps (never the newest) and segments no snapshot needs:
+    those of a chain that ends before every snapshot of that chain kept."""
+    shots = sorted(
+        (
+            p
+            for p in (config.directory / "snapshots").iterdir()
+            if segments.SNAPSHOT_NAME.match(p.name)
+        ),
+        key=lambda p: p.name.split("-")[1],
+    )
+    gone: list[Path] = []
+    for rank, p in enumerate(reversed(shots)):
+        young = now - p.stat().st_mtime < config.keep_days * 86400
+        if rank >= max(config.keep, 1) and not young:
+            gone.append(p)
+    kept: dict[int, int] = {}  # chain -> the lowest seq a kept snapshot starts at
+    for p in shots:
+        m = segments.SNAPSHOT_NAME.match(p.name)
+        if p not in gone and m:
+            chain = int(m["chain"])
+            kept[chain] = min(kept.get(chain, int(m["seq"])), int(m["seq"]))
+    for p in (config.directory / "segments").iterdir():
+        m = segments.NAME.match(p.name)
+        if not m or m["ext"] != segments.SEALED:
+            continue
+        end = segments.sealed_end(p)
+        floor = kept.get(int(m["chain"]))
+        if floor is None or (end is not None and end.seq <= floor):
+            gone.append(p)
+    for p in gone:
+        p.unlink(missing_ok=True)
+        Path(str(p) + ".sha256").unlink(missing_ok=True)
+    return gone
 
 
 def _pin_now(db: Path) -> tuple[image.Image | None, float]:

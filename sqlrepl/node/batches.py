@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
@@ -28,11 +28,29 @@ from ..core.wire import (
 )
 from ..errors import SnapshotNeeded, SqlreplError
 from . import metrics
+from .database import Database
+from .ddl import SchemaSync
+from .gate import Leadership
+from .head import LogHead
 from .http import error, int_param, json_param
+from .retention import Retention
 from .spool import Spool
 
-if TYPE_CHECKING:
-    from .leader import Leader
+
+class BatchSource(Protocol):
+    """What serving batches asks of the leader."""
+
+    @property
+    def url(self) -> str: ...
+
+    head: LogHead
+    leadership: Leadership
+    followers: Retention
+    schema: SchemaSync
+    db: Database
+
+    def lease_doubtful(self) -> bool: ...
+
 
 #: Batches up to this size are built in memory; larger ones spill to a temp file.
 SPOOL_MEMORY = 8 << 20
@@ -50,7 +68,7 @@ class SchemaDeferred(SqlreplError):
 
 
 class BatchServer:
-    def __init__(self, leader: Leader) -> None:
+    def __init__(self, leader: BatchSource) -> None:
         self.leader = leader
         self.tables = batch.TableCache()
 
@@ -71,8 +89,10 @@ class BatchServer:
         node, url = request.query.get("node"), request.query.get("url", "")
         leader.followers.register(node, url, after)
         if not request.query.get("archive"):  # an archive is no replica: no acks from it
-            leader.acks.pulled(node, url, after, leader.head.seq)  # `after` is in its file: an ack
-        with leader.acks.waiting(node):
+            leader.followers.acks.pulled(
+                node, url, after, leader.head.seq
+            )  # `after` is in its file: an ack
+        with leader.followers.acks.waiting(node):
             if leader.schema.deferral.pending and wait > 0:
                 # Capture waits for a quiet moment to catch up with the schema: wait for it
                 # within the poll's time (the follower takes a longer silence for a dead link).

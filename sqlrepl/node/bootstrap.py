@@ -23,6 +23,7 @@ from ..errors import DatabaseError, StorageError
 from . import metrics, transfer
 from .client import Client
 from .database import Database
+from .progress import Meter
 
 log = logging.getLogger("sqlrepl.follower")
 
@@ -33,6 +34,8 @@ class LocalFile:
         self._db: Database | None = None
         self._meta = roles.check_existing(path, leaders_too=True)
         self._rollback: str | None = None
+        #: This role closed a leader file's gate at start (reopened if the rejoin is refused).
+        self._gate_closed = False
 
     @property
     def db(self) -> Database | None:
@@ -70,12 +73,16 @@ class LocalFile:
                 return False
             gate.close(conn, f"this node is rejoining {leader} as a follower")
         log.warning("write gate closed: this node rejoins %s as a follower", leader)
+        self._gate_closed = True
         return True
 
     def reopen_gate(self) -> None:
         """Undo `close_leader_gate` when the rejoin is refused: the file stays as it was."""
+        if not self._gate_closed:
+            return
         with contextlib.closing(connect(self.path)) as conn:
             gate.open_(conn)
+        self._gate_closed = False
 
     async def install(self, tmp: Path, leader: str, node: str) -> Position:
         """Make the verified snapshot `tmp` a follower and put it in place (a rename, or a
@@ -152,9 +159,7 @@ def download_path(db: Path) -> Path:
     return db.with_name(f"{db.name}.sqlrepl-download")
 
 
-async def fetch_snapshot(
-    db: Path, client: Client, params: dict[str, Any], meter: transfer.Meter
-) -> Path:
+async def fetch_snapshot(db: Path, client: Client, params: dict[str, Any], meter: Meter) -> Path:
     """Download a snapshot of the node `client` asks beside `db` and verify it; its path."""
     path = download_path(db)
     log.info("downloading a snapshot from %s", client.url)

@@ -14,12 +14,14 @@ from typing import Any
 
 from ..config import check_exposure, own_url
 from ..coord import Coordinator, from_url
-from ..core import capture, roles, tempfiles
+from ..core import roles, tempfiles
+from ..core.positions import refuse_to_lead
 from ..errors import SqlreplError
 from . import discovery
-from .follower import Follower, FollowerConfig
+from .configs import FollowerConfig, LeaderConfig
+from .follower import Follower
 from .http import listen, stop_on_signals
-from .leader import Leader, LeaderConfig
+from .leader import Leader
 from .lock import exclusive
 from .members import Members
 
@@ -122,9 +124,9 @@ async def _run_node(
         role, leader, follower = await _first_role(coord, leader, follower, other)
         while not stop.is_set():
             if role == "leader":
-                transition = await Leader(leader, coord, listener).run(stop)
+                transition = await Leader(leader, coord).run(stop, listener)
             else:
-                transition = await Follower(follower, coord, listener).run(stop)
+                transition = await Follower(follower, coord).run(stop, listener)
             if transition is None:
                 return
             log.warning(
@@ -163,7 +165,7 @@ async def _first_role(
         return "follower", leader, follower
     if base is leader or meta.get("role") == "leader":
         if base is leader:
-            capture.refuse_to_lead(str(base.db), meta)
+            refuse_to_lead(str(base.db), meta)
         given = [] if base is leader else [follower.leader]
         newer, answers = await _newer_leader(leader, meta, given)
         if newer:

@@ -11,8 +11,6 @@ import logging
 import socket
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .. import config
@@ -20,42 +18,18 @@ from ..config import STALL_GRACE, own_url, server_ssl
 from ..coord import Coordinator
 from ..core import roles
 from ..core.positions import Position
-from . import freshness, ha
-from .archive import ArchiveConfig, Recorder
+from . import ha
+from .archive import Recorder
 from .bootstrap import LocalFile
+from .configs import FollowerConfig
 from .follower_http import FollowerAPI
 from .http import forward_event, run_server
+from .members import Members
 from .progress import Progress
 from .replication import Replicator
-from .supervisor import Supervisor
+from .supervisor import RoleEnd, Supervisor
 
 log = logging.getLogger("sqlrepl.follower")
-
-
-@dataclass(frozen=True)
-class FollowerConfig:
-    db: Path
-    leader: str
-    host: str
-    port: int
-    token: str | None = None
-    wait: int = config.DEFAULT_POLL_WAIT
-    #: May this node be promoted (by `promote`, `switchover` or the coordinator)?
-    candidate: bool = True
-    #: Most changes a candidate may lag its leader by and still be promoted.
-    max_lag: int = config.DEFAULT_MAX_LAG
-    #: Coordinator URL (None: static) and the lease TTL.
-    coordinator: str | None = None
-    ttl: int = config.DEFAULT_TTL
-    #: The URL others reach this node at (default: from the listen address).
-    advertise: str | None = None
-    #: Serve https with this certificate and key; with `tls_client_ca`, only to clients
-    #: whose certificate it signed (mutual TLS).
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    #: Also keep every batch and periodic snapshots there (`sqlrepl archive`).
-    archive: ArchiveConfig | None = None
 
 
 class Follower:
@@ -63,22 +37,17 @@ class Follower:
     connection, what it is, its rollback), `Replicator` the progress, the leader followed
     and its history, `Recorder` the archive."""
 
-    def __init__(self, config: FollowerConfig, coord: Coordinator, listener: socket.socket) -> None:
+    def __init__(self, config: FollowerConfig, coord: Coordinator) -> None:
         self.config = config
         self.coord = coord
-        self.listener = listener
         self.file = LocalFile(config.db)
         self.node = str((self.file.meta or {}).get("node") or uuid.uuid4().hex[:12])
-        #: The freshness proof beside the file, for apps that read it directly.
-        self.fresh_file = freshness.FreshnessFile(config.db, self.keepalive)
         self.archive = Recorder(config.archive) if config.archive else None
-        self.done = asyncio.Event()
-        self.transition: roles.Transition | None = None
+        #: Set when this role ends: on SIGTERM, a promotion, or a failed task.
+        self.end = RoleEnd()
         self.replicator = Replicator(self)
         self._replicating: asyncio.Task[None] | None = None
         self._tasks: Supervisor | None = None
-        #: This role closed its leader file's gate at start (reopened if the rejoin is refused).
-        self.gate_closed_here = False
         #: The file was promoted; the leader role takes over in a moment.
         self.promoted = False
 
@@ -101,20 +70,36 @@ class Follower:
         """The leader followed now (the replication loop's to change)."""
         return self.replicator.leader
 
-    async def run(self, stop: asyncio.Event) -> roles.Transition | None:
-        """Follow until `stop` (returns None) or until promoted (returns the transition)."""
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The epochs of the leader followed (as its batches tell)."""
+        return self.replicator.history
+
+    @property
+    def members(self) -> Members:
+        """Every member the leaders told of."""
+        return self.replicator.members
+
+    @property
+    def transition(self) -> roles.Transition | None:
+        """What this node turns into when the role ends (a promotion under way)."""
+        return self.end.transition
+
+    async def run(self, stop: asyncio.Event, listener: socket.socket) -> roles.Transition | None:
+        """Follow (serving on `listener`) until `stop` (returns None) or until promoted
+        (returns the transition)."""
         meta = self.file.meta or {}
         config.LOG_CONTEXT.update(node=self.node, role="follower", epoch=meta.get("epoch"))
         if meta.get("role") == "leader":
-            closed = await asyncio.to_thread(self.file.close_leader_gate, self.config.leader)
-            self.gate_closed_here = closed
+            await asyncio.to_thread(self.file.close_leader_gate, self.config.leader)
         tls = server_ssl(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
+        done = self.end.event
         try:
-            async with Supervisor(self.done) as tasks:
+            async with Supervisor(done) as tasks:
                 self._tasks = tasks
-                tasks.loop("stop signal", forward_event(stop, self.done))
+                tasks.loop("stop signal", forward_event(stop, done))
                 app = FollowerAPI(self).app()
-                tasks.task("HTTP server", run_server(app, self.listener, self.done, tls))
+                tasks.task("HTTP server", run_server(app, listener, done, tls))
                 self.start_replicating()
                 if self.coord.automatic:
                     tasks.loop("HA loop", ha.run_follower(self))
@@ -128,7 +113,8 @@ class Follower:
 
     def start_replicating(self) -> None:
         assert self._tasks is not None
-        self._replicating = self._tasks.loop("replication", self.replicator.run(self.done))
+        work = self.replicator.run(self.end.event)
+        self._replicating = self._tasks.loop("replication", work)
 
     async def stop_replicating(self) -> None:
         if self._replicating is not None:
@@ -172,14 +158,14 @@ class Follower:
         """Stop replicating and promote this file; the node goes on as the leader."""
         db = self.file.db
         assert db is not None
-        self.transition = roles.Transition("leader", None, why)  # one promotion at a time
+        self.end.claim(roles.Transition("leader", None, why))  # one promotion at a time
         await self.stop_replicating()
         try:
             where = await db.run(
                 roles.promote, db.conn, self.node, self.url, why, time.time(), epoch
             )
         except BaseException:
-            self.transition = None  # still a follower: go on replicating
+            self.end.claim(None)  # still a follower: go on replicating
             self.start_replicating()
             raise
         log.warning("promoted to leader of epoch %s from seq %s: %s", where.epoch, where.seq, why)
@@ -187,5 +173,5 @@ class Follower:
         # meanwhile must find this one leading its newer epoch, not a follower.
         self.replicator.promoted(where)
         self.promoted = True
-        asyncio.get_running_loop().call_later(0.05, self.done.set)
+        self.end.pass_on(roles.Transition("leader", None, why))
         return where

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -16,10 +16,8 @@ from ..errors import ConfigError, SqlreplError, TokenForked
 from . import discovery, health, metrics, sync
 from .client import Client
 from .http import auth_middleware, error, int_param
+from .parts import ServedFollower
 from .snapshots import Sessions, serve_snapshot
-
-if TYPE_CHECKING:
-    from .follower import Follower
 
 log = logging.getLogger("sqlrepl.follower")
 #: How long a promoted follower waits for the old leader to accept its demotion.
@@ -29,7 +27,7 @@ WAIT_POLL = 0.002
 
 
 class FollowerAPI:
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: ServedFollower) -> None:
         self.follower = follower
         #: Old leaders being told to step down (best effort, outliving this role).
         self.fencing: set[asyncio.Future[None]] = set()
@@ -76,7 +74,7 @@ class FollowerAPI:
                 "eligible": eligible,
                 "why_not": why_not,
                 "gate": "open" if f.promoted else "closed",
-                "history": f.replicator.history,
+                "history": f.history,
                 "rollback": f.file.rollback,
             }
         )
@@ -116,7 +114,7 @@ class FollowerAPI:
         while True:
             where = f.progress.position
             try:
-                if where is not None and tokens.holds(f.replicator.history, where, token):
+                if where is not None and tokens.holds(f.history, where, token):
                     return web.json_response(
                         {"token": tokens.format_token(token), "at": str(where)}
                     )
@@ -199,7 +197,7 @@ class FollowerAPI:
         f = self.follower
         assert f.progress.position is not None
         mine = f.progress.position.epoch
-        others = f.replicator.members.others()
+        others = f.members.others()
         answers = await discovery.survey(others, f.config.token)
         rival = discovery.newest_leader(
             [a for a in answers if a.get("url") != f.leader], f.cluster, mine - 1

@@ -15,22 +15,72 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..core import decisions
+from ..coord import Coordinator
+from ..core import decisions, roles
 from ..core.decisions import Action, Do, FollowerView, LeaderView
 from ..core.positions import Position
 from ..core.roles import Transition
 from ..errors import PeerUnavailable, SqlreplError
 from . import discovery
-
-if TYPE_CHECKING:
-    from .follower import Follower
-    from .leader import Leader
+from .configs import FollowerConfig
+from .disk import DiskProbe
+from .gate import Leadership, WriteGate
+from .head import LogHead
+from .progress import Progress
 
 log = logging.getLogger("sqlrepl.ha")
 #: Shortest wait for a peer's status when comparing positions (else one HA cycle).
 PEER_TIMEOUT = 1.0
+
+
+class HALeader(Protocol):
+    """What the HA loop asks of a leader."""
+
+    @property
+    def url(self) -> str: ...
+
+    coord: Coordinator
+
+    @property
+    def node(self) -> str: ...
+
+    meta: dict[str, Any]
+    head: LogHead
+    gate: WriteGate
+    leadership: Leadership
+    disk: DiskProbe
+
+    async def step_down(self, reason: str, release: bool = True) -> None: ...
+    async def take_epoch(self, epoch: int, why: str) -> None: ...
+    def hand_over(self, transition: roles.Transition) -> None: ...
+
+
+class HAFollower(Protocol):
+    """What the HA loop asks of a follower."""
+
+    @property
+    def config(self) -> FollowerConfig: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def leader(self) -> str: ...
+    @property
+    def progress(self) -> Progress: ...
+    @property
+    def cluster(self) -> str | None: ...
+
+    coord: Coordinator
+    node: str
+
+    @property
+    def transition(self) -> roles.Transition | None: ...
+
+    def eligibility(self) -> tuple[bool, str | None]: ...
+    def member_info(self, eligible: bool) -> dict[str, Any]: ...
+    def repoint(self, url: str) -> None: ...
+    async def become_leader(self, why: str, epoch: int | None = None) -> Position: ...
 
 
 async def _run(
@@ -55,7 +105,7 @@ async def _run(
         await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
 
 
-async def run_leader(leader: Leader) -> None:
+async def run_leader(leader: HALeader) -> None:
     async def failed(why: str) -> str:
         try:
             await leader.step_down(why, release=False)
@@ -66,7 +116,7 @@ async def run_leader(leader: Leader) -> None:
     await _run(lambda: leader_cycle(leader), failed, leader.coord.loop_wait)
 
 
-async def run_follower(follower: Follower) -> None:
+async def run_follower(follower: HAFollower) -> None:
     async def failed(why: str) -> str:
         return why
 
@@ -94,7 +144,7 @@ class Peers:
         return [m for m, _seen in self._seen.values()]
 
 
-async def leader_view(leader: Leader) -> LeaderView:
+async def leader_view(leader: HALeader) -> LeaderView:
     coord = leader.coord
     base = LeaderView(
         leader.url,
@@ -123,12 +173,12 @@ async def leader_view(leader: Leader) -> LeaderView:
     return replace(base, holder=str(holder["url"]) if holder else None)
 
 
-async def leader_cycle(leader: Leader) -> str:
+async def leader_cycle(leader: HALeader) -> str:
     action = decisions.decide_leader(await leader_view(leader))
     return await carry_out_leader(leader, action)
 
 
-async def carry_out_leader(leader: Leader, action: Action) -> str:
+async def carry_out_leader(leader: HALeader, action: Action) -> str:
     if action.do is Do.STEP_DOWN:
         await leader.step_down(action.sentence.removeprefix("stepped down: "))
     elif action.do is Do.OPEN_GATE:
@@ -146,7 +196,7 @@ async def carry_out_leader(leader: Leader, action: Action) -> str:
     return action.sentence
 
 
-async def follower_view(follower: Follower, peers: Peers) -> FollowerView:
+async def follower_view(follower: HAFollower, peers: Peers) -> FollowerView:
     coord = follower.coord
     eligible, _ = follower.eligibility()
     # One round trip's time, not three: on a slow link to etcd the cycle stays short.
@@ -172,7 +222,7 @@ async def follower_view(follower: Follower, peers: Peers) -> FollowerView:
     return view
 
 
-async def follower_cycle(follower: Follower, peers: Peers) -> str:
+async def follower_cycle(follower: HAFollower, peers: Peers) -> str:
     action = decisions.decide_follower(await follower_view(follower, peers))
     if action.do is Do.REPOINT and action.target:
         follower.repoint(action.target)
@@ -188,7 +238,7 @@ async def follower_cycle(follower: Follower, peers: Peers) -> str:
     return action.sentence
 
 
-async def better_peer(follower: Follower, peers: Peers, mine: Position) -> str | None:
+async def better_peer(follower: HAFollower, peers: Peers, mine: Position) -> str | None:
     """An eligible candidate further ahead than `mine`. Each peer is asked directly; one
     that does not answer in time counts with the position it last published (a slow peer
     is not assumed to be behind), and one whose key expired lately is still remembered."""

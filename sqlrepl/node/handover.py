@@ -13,24 +13,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import config
+from ..coord import Coordinator
 from ..core import roles
 from ..errors import Refused, SqlreplError
 from . import discovery
 from .client import Client
-from .gate import Role
-
-if TYPE_CHECKING:
-    from .leader import Leader
+from .configs import LeaderConfig
+from .database import Database
+from .gate import Leadership, Role, WriteGate
+from .retention import Retention
+from .supervisor import RoleEnd
 
 log = logging.getLogger("sqlrepl.leader")
 #: How long a stopping leader waits for each follower's status when picking a target.
 STATUS_TIMEOUT = 1.0
 
 
-async def hand_over(leader: Leader, to: str, force: bool, why: str) -> dict[str, Any]:
+class Handing(Protocol):
+    """What a handover asks of the leader."""
+
+    @property
+    def config(self) -> LeaderConfig: ...
+    @property
+    def url(self) -> str: ...
+
+    coord: Coordinator
+    db: Database
+    meta: dict[str, Any]
+    followers: Retention
+    gate: WriteGate
+    leadership: Leadership
+    end: RoleEnd
+
+    async def refresh(self, now: bool = False) -> int: ...
+    async def step_down(self, reason: str, release: bool = True) -> None: ...
+
+
+async def hand_over(leader: Handing, to: str, force: bool, why: str) -> dict[str, Any]:
     """Make the follower at `to` the leader with nothing lost; raise Refused if it cannot
     (the gate is then open again, as before, once this node holds the lease)."""
     target = await _check_target(leader, to, force, why)
@@ -45,7 +67,7 @@ async def hand_over(leader: Leader, to: str, force: bool, why: str) -> dict[str,
 
 
 async def _hand_over(
-    leader: Leader, to: str, target: str, why: str, started: float
+    leader: Handing, to: str, target: str, why: str, started: float
 ) -> dict[str, Any]:
     await leader.gate.set(False, f"{why} to {to} in progress; retry on the new leader")
     top = await leader.refresh(now=True)  # the real head, even if a schema change waits
@@ -73,7 +95,7 @@ async def _hand_over(
     return {**promoted, "leader": to, "unavailable_s": round(time.monotonic() - started, 3)}
 
 
-async def _check_target(leader: Leader, to: str, force: bool, why: str) -> str:
+async def _check_target(leader: Handing, to: str, force: bool, why: str) -> str:
     """The URL the target reports for itself; Refused with the reason if it may not lead."""
     try:
         async with Client(to, leader.config.token) as client:
@@ -90,7 +112,7 @@ async def _check_target(leader: Leader, to: str, force: bool, why: str) -> str:
     return str(target.get("url"))
 
 
-async def _caught_up(leader: Leader, url: str, top: int) -> bool:
+async def _caught_up(leader: Handing, url: str, top: int) -> bool:
     deadline = time.monotonic() + leader.config.switchover_timeout
     while time.monotonic() < deadline:
         if (leader.followers.at(url) or -1) >= top:
@@ -99,7 +121,7 @@ async def _caught_up(leader: Leader, url: str, top: int) -> bool:
     return False
 
 
-async def best_follower(leader: Leader) -> str | None:
+async def best_follower(leader: Handing) -> str | None:
     """The most up-to-date eligible follower that answers now (ties: smaller node id)."""
     urls = sorted({url for url, _seq, _seen in leader.followers.followers.values() if url})
     token = leader.config.token
@@ -113,7 +135,7 @@ async def best_follower(leader: Leader) -> str | None:
     return str(ready[0]["url"]) if ready else None
 
 
-async def on_stop(leader: Leader) -> bool:
+async def on_stop(leader: Handing) -> bool:
     """A leader asked to stop: hand over if it can. True if it did (the file now follows
     the new leader)."""
     if not leader.leadership.leading:
@@ -134,10 +156,10 @@ async def on_stop(leader: Leader) -> bool:
     return False
 
 
-async def stop_when(leader: Leader, stop: asyncio.Event) -> None:
+async def stop_when(leader: Handing, stop: asyncio.Event) -> None:
     """Once `stop` is set, hand over if possible, then end the role."""
     await stop.wait()
     try:
         await on_stop(leader)
     finally:
-        leader.done.set()
+        leader.end.event.set()

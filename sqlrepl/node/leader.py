@@ -16,8 +16,6 @@ import logging
 import socket
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import config
@@ -29,6 +27,7 @@ from ..core.positions import log_head
 from ..errors import SqlreplError
 from . import ha, handover, identity, sync
 from .changes import ChangeLoop
+from .configs import LeaderConfig
 from .database import Database, patiently
 from .ddl import SchemaSync
 from .disk import DiskProbe
@@ -38,57 +37,27 @@ from .http import run_server
 from .leader_http import LeaderAPI
 from .members import Members
 from .retention import Retention
-from .supervisor import Supervisor
+from .supervisor import RoleEnd, Supervisor
 
 log = logging.getLogger("sqlrepl.leader")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class LeaderConfig:
-    db: Path
-    host: str
-    port: int
-    token: str | None = None
-    #: Seconds a silent follower stays in the registry (and status).
-    retention: float = config.DEFAULT_RETENTION
-    #: Changes the log keeps (bounded in the capture path).
-    log_limit: int = config.DEFAULT_LOG_LIMIT
-    #: Longest a switchover waits for its target to apply everything.
-    switchover_timeout: float = config.DEFAULT_SWITCHOVER_TIMEOUT
-    #: Coordinator URL (None: static) and the lease TTL.
-    coordinator: str | None = None
-    ttl: int = config.DEFAULT_TTL
-    #: The URL others reach this node at (default: from the listen address).
-    advertise: str | None = None
-    #: Serve https with this certificate and key; with `tls_client_ca`, only to clients
-    #: whose certificate it signed (mutual TLS).
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    #: Writes are refused while fewer followers than this are connected and fresh.
-    min_sync_replicas: int = 0
-    #: ... within this many seconds of the head.
-    max_replica_lag: float = config.DEFAULT_MAX_REPLICA_LAG
-
-
 class Leader:
-    def __init__(self, config: LeaderConfig, coord: Coordinator, listener: socket.socket) -> None:
+    def __init__(self, config: LeaderConfig, coord: Coordinator) -> None:
         self.config = config
         self.coord = coord
-        self.listener = listener
         conn = connect(config.db)
         identity.check(config.db, internals.cluster_of(conn))
         use_wal(conn)
         position = patiently(lambda: capture.install(conn, log_limit=config.log_limit), config.db)
         self.meta = read_meta(conn)
         identity.remember(config.db, str(self.meta["cluster"]))
-        self.node = str(self.meta.get("node") or uuid.uuid4().hex[:12])
+        self.meta["node"] = str(self.meta.get("node") or uuid.uuid4().hex[:12])
         self.db = Database(conn)
         self.head = LogHead(position, roles.history(conn))
         self.schema = SchemaSync(conn, self._identity_now, config.log_limit)
         self.followers = Retention(config.retention, Members(config.db, self.url))
-        self.acks = sync.Acks()
         self.leadership = Leadership()
         self.disk = DiskProbe(config.db)
         self.gate = WriteGate(
@@ -98,17 +67,23 @@ class Leader:
             lambda: not self.lease_doubtful(),
             sync.initial_hold(config.min_sync_replicas),
         )
-        self.changes = ChangeLoop(config.db, self.schema.deferral, self.acks.hurry, self.refresh)
+        self.changes = ChangeLoop(
+            config.db, self.schema.deferral, self.followers.acks.hurry, self.refresh
+        )
         #: Set when this role ends: on SIGTERM, a handover, or a failed task.
-        self.done = asyncio.Event()
-        self.transition: roles.Transition | None = None
+        self.end = RoleEnd()
 
     @property
     def url(self) -> str:
         return own_url(self.config)
 
-    async def run(self, stop: asyncio.Event) -> roles.Transition | None:
-        """Lead until `stop` (returns None) or until leadership passes on (returns where to)."""
+    @property
+    def node(self) -> str:
+        return str(self.meta["node"])
+
+    async def run(self, stop: asyncio.Event, listener: socket.socket) -> roles.Transition | None:
+        """Lead (serving on `listener`) until `stop` (returns None) or until leadership
+        passes on (returns where to)."""
         config.LOG_CONTEXT.update(node=self.node, role="leader", epoch=self.head.epoch)
         await self.db.run(self.schema.report_problems, self.db.conn)
         await asyncio.to_thread(self.coord.check_config, self.meta["cluster"])
@@ -126,19 +101,19 @@ class Leader:
         )
         self.changes.start()
         try:
-            await self._supervise(stop)
+            await self._supervise(stop, listener)
         finally:
             self.changes.stop()
             self.db.close()
-            if self.transition is None:
+            if self.end.transition is None:
                 with contextlib.suppress(SqlreplError):
                     await asyncio.to_thread(self.coord.release)  # others need not wait the TTL
-            log.info("leader stopped" if self.transition is None else "leader role ended")
-        return None if stop.is_set() else self.transition
+            log.info("leader stopped" if self.end.transition is None else "leader role ended")
+        return None if stop.is_set() else self.end.transition
 
-    async def _supervise(self, stop: asyncio.Event) -> None:
+    async def _supervise(self, stop: asyncio.Event, listener: socket.socket) -> None:
         tls = server_ssl(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
-        async with Supervisor(self.done) as tasks:
+        async with Supervisor(self.end.event) as tasks:
             tasks.loop("stop signal", handover.stop_when(self, stop))
             tasks.loop("change loop", self.changes.run())
             tasks.loop("disk check", self.disk.watch())
@@ -148,7 +123,7 @@ class Leader:
             if self.config.min_sync_replicas > 0:
                 tasks.loop("sync replicas", sync.enforce_min_replicas(self))
             app = LeaderAPI(self).app()
-            tasks.task("HTTP server", run_server(app, self.listener, self.done, tls))
+            tasks.task("HTTP server", run_server(app, listener, self.end.event, tls))
 
     def lease_doubtful(self) -> bool:
         """The lease may have expired (e.g. just after a freeze): ship nothing; the HA
@@ -174,8 +149,7 @@ class Leader:
 
     def hand_over(self, transition: roles.Transition) -> None:
         """End this role shortly (after the current response is sent)."""
-        self.transition = transition
-        asyncio.get_running_loop().call_later(0.05, self.done.set)
+        self.end.pass_on(transition)
 
     async def refresh(self, now: bool = False) -> int:
         """Sync capture with the schema if it moved (when the deferral says so, or `now`:
@@ -192,7 +166,7 @@ class Leader:
 
     async def _release_waiters(self) -> None:
         """When the role ends, answer every held batch request at once."""
-        await self.done.wait()
+        await self.end.event.wait()
         await self.head.close()
 
     def _sync_and_head(self, now: bool = False) -> int | None:

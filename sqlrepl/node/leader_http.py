@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
@@ -13,19 +13,32 @@ from .. import config
 from ..core import roles
 from ..errors import Refused
 from . import handover, health, metrics, sync
-from .batches import BatchServer
+from .batches import BatchServer, BatchSource
+from .changes import ChangeLoop
+from .disk import DiskProbe
 from .gate import Role
 from .http import auth_middleware, error, int_param
 from .snapshots import Sessions, serve_snapshot
 
-if TYPE_CHECKING:
-    from .leader import Leader
+
+class ServedLeader(sync.Syncing, BatchSource, handover.Handing, Protocol):
+    """What the leader's HTTP API asks of it."""
+
+    @property
+    def node(self) -> str: ...
+
+    disk: DiskProbe
+    changes: ChangeLoop
+
+    def problems(self) -> list[str]: ...
+    def hand_over(self, transition: roles.Transition) -> None: ...
+
 
 log = logging.getLogger("sqlrepl.leader")
 
 
 class LeaderAPI:
-    def __init__(self, leader: Leader) -> None:
+    def __init__(self, leader: ServedLeader) -> None:
         self.leader = leader
         self.sessions = Sessions(leader.config.db)
 
@@ -70,7 +83,7 @@ class LeaderAPI:
         )
 
     def metrics(self) -> metrics.State:
-        leader, acks = self.leader, self.leader.acks
+        leader, acks = self.leader, self.leader.followers.acks
         followers = leader.followers.report(leader.head.seq)
         now = time.monotonic()
         within = config.DEFAULT_POLL_WAIT + config.STALL_GRACE  # a live link's longest silence

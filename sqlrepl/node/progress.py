@@ -3,13 +3,39 @@ loop (`Replicator`), which alone changes it; the rest of the node reads it."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.positions import Position
 from . import freshness
-from .transfer import Meter
+
+log = logging.getLogger("sqlrepl.follower")
+
+
+@dataclass
+class Meter:
+    """Bytes done of a transfer, for status and logs."""
+
+    done: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    logged: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return {"done": self.done, "total": self.total, "bytes_per_s": round(self.done / elapsed)}
+
+    def report(self, done: int, total: int) -> None:
+        """A `Progress` callback: keep the figures; log them every 2 s and at the end."""
+        self.done, self.total = done, total
+        now = time.monotonic()
+        if now - self.logged >= 2 or done == total:
+            self.logged = now
+            rate = self.view()["bytes_per_s"] / 2**20
+            log.info("snapshot: %d of %d bytes (%.0f MiB/s)", done, total, rate)
 
 
 @dataclass

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import apsw
@@ -35,33 +34,29 @@ from ..errors import (
     StaleEpochError,
     StorageError,
 )
-from . import archive, bootstrap, discovery, metrics
+from . import applying, archive, bootstrap, discovery, metrics
 from .client import Client, expect_ok
+from .freshness import FreshnessFile
 from .members import Members
-from .progress import Progress
-from .transfer import Meter
-
-if TYPE_CHECKING:
-    from .follower import Follower
+from .parts import Replicated
+from .progress import Meter, Progress
 
 log = logging.getLogger("sqlrepl.follower")
-
-#: Bodies up to this size are read whole and applied in one step.
-SMALL_BATCH = 4 << 20
-#: Larger (or streamed) batches are applied block by block as they arrive.
-STREAM_BLOCK = 1 << 20
 
 
 class Replicator:
     """Pulls and applies; owns the follower's progress, the leader it follows now, and
     that leader's epoch history."""
 
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: Replicated) -> None:
         self.f = follower
         self.progress = Progress()
         #: The leader followed now (the configured one until a repoint).
         self.leader = follower.config.leader
         self.history: list[dict[str, Any]] = []
+        #: The freshness proof beside the file, for apps that read it directly.
+        keepalive = follower.config.wait + config.STALL_GRACE
+        self.fresh_file = FreshnessFile(follower.config.db, keepalive)
         self.client = Client(self.leader, follower.config.token)
         #: Set when the leader's log no longer covers our position.
         self.need_snapshot = False
@@ -103,7 +98,14 @@ class Replicator:
                 if self.f.file.db is None or self.need_snapshot or not self.leader_checked:
                     await self._bootstrap()
                 if self.f.archive is not None and not self.archived:
-                    self.archived = await archive.start(self.f, rebase=self.archived is None)
+                    assert self.progress.position is not None
+                    self.archived = await archive.start(
+                        self.f.archive,
+                        self.f.file,
+                        self.leader,
+                        self.progress.position,
+                        rebase=self.archived is None,
+                    )
                 await self._pull()
                 delay = config.BACKOFF_MIN
                 self.progress.error = None
@@ -176,8 +178,7 @@ class Replicator:
         fetched = None
         if meta and meta.get("role") == "leader":
             if int(info.get("epoch") or 0) <= int(meta["epoch"]):
-                if f.gate_closed_here:
-                    await asyncio.to_thread(file.reopen_gate)
+                await asyncio.to_thread(file.reopen_gate)  # if this role closed it
                 raise DatabaseError(
                     f"{f.config.db} is the leader of epoch {meta['epoch']}; "
                     f"{leader} leads epoch {info.get('epoch')}, not a newer one: "
@@ -245,7 +246,7 @@ class Replicator:
                 # not only with its next change.
                 self.progress.position = await f.file.db.run(adopt_epoch, f.file.db.conn, epoch)
                 log.info("accepted epoch %s from %s", epoch, self.leader)
-            f.fresh_file.update(self.progress.fresh_at, self.progress.lag() > 0)
+            self.fresh_file.update(self.progress.fresh_at, self.progress.lag() > 0)
 
     async def _confirm_epoch(self, epoch: int) -> None:
         """Accept a newer epoch only if the coordinator confirms this leader holds it."""
@@ -257,37 +258,18 @@ class Replicator:
 
     async def _apply(self, response: aiohttp.ClientResponse) -> None:
         f = self.f
-        assert f.file.db is not None
-        applier = Applier(f.file.db.conn)
-        started = time.perf_counter()
+        db = f.file.db
+        assert db is not None
+        applier = Applier(db.conn)
         before, recorder = self.progress.position, f.archive
         try:
-            size = response.content_length
-            if recorder:
-                recorder.begin()
-            if size is not None and size <= SMALL_BATCH:
-                body = await response.read()
-                if len(body) != size:
-                    raise ProtocolError("batch is truncated")
-                if recorder:
-                    recorder.feed(body)
-                self.progress.position = await f.file.db.run(_apply_whole, applier, body)
-            else:
-                await self._apply_streamed(response, applier)
-                log.info(
-                    "applied a large batch: %d rows, now at %s",
-                    applier.rows,
-                    self.progress.position,
-                )
+            self.progress.position = await applying.apply(db, applier, response, recorder)
             if recorder and before is not None:
-                await archive.recorded(f, recorder, before)
+                after = self.progress.position
+                await archive.recorded(recorder, f.file, self.leader, before, after)
             self._saw_history(applier)
-            metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
-            metrics.BATCHES_APPLIED.inc()
-            metrics.ROWS_APPLIED.inc(applier.rows)
-            metrics.RECEIVED_BYTES.inc(size or 0)
         except BaseException as exc:
-            await f.file.db.run(applier.abort)
+            await db.run(applier.abort)
             if recorder:
                 recorder.abort()
                 if self.progress.position != before:  # applied but not recorded: a gap
@@ -309,30 +291,6 @@ class Replicator:
         ):
             self.fts5 = None  # read the fingerprints again before the next pull
 
-    async def _apply_streamed(self, response: aiohttp.ClientResponse, applier: Applier) -> None:
-        """Apply each block while the next one arrives; commit at the end."""
-        f = self.f
-        assert f.file.db is not None
-        applying: asyncio.Future[None] | None = None
-        try:
-            async for block in response.content.iter_chunked(STREAM_BLOCK):
-                if applying is not None:
-                    await applying
-                applying = asyncio.ensure_future(f.file.db.run(applier.feed, block))
-                if f.archive:
-                    f.archive.feed(block)
-            if applying is not None:
-                await applying
-        finally:
-            if applying is not None and not applying.done():
-                await asyncio.wait({applying})
-        self.progress.position = await f.file.db.run(applier.finish)
-
 
 def _why(exc: BaseException) -> str:
     return str(getattr(exc, "strerror", None) or exc)
-
-
-def _apply_whole(applier: Applier, body: bytes) -> Position:
-    applier.feed(body)
-    return applier.finish()

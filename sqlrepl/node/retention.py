@@ -1,4 +1,5 @@
-"""The leader's follower registry: where each follower is, from its pulls.
+"""The leader's followers: where each is (the registry, from its pulls, for status) and
+what each acknowledged (`Acks`, for synchronous commits).
 
 Kept in memory only (the daemon writes nothing to the app's file in steady state): the
 log bounds itself in the capture path (`--log-limit`), so trimming no longer waits for
@@ -9,7 +10,10 @@ the members it taught us stay in the members sidecar.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .members import Members
@@ -21,6 +25,7 @@ class Retention:
         self.retention = retention
         #: node -> (url, seq, seen: time.time())
         self.followers: dict[str, tuple[str, int, float]] = {}
+        self.acks = Acks()
 
     def register(self, node: str | None, url: str, seq: int) -> None:
         """A follower at `seq` asked for a batch or a snapshot."""
@@ -45,3 +50,75 @@ class Retention:
             }
             for node, (url, seq, seen) in sorted(self.followers.items())
         ]
+
+
+class Acks:
+    """What each follower acknowledged (from its pulls), and whether it is connected."""
+
+    def __init__(self) -> None:
+        #: node -> (url, seq, when: time.monotonic())
+        self.at: dict[str, tuple[str, int, float]] = {}
+        #: node -> the last instant it held the leader's head
+        self.fresh_at: dict[str, float] = {}
+        #: node -> pulls it has waiting at the leader now
+        self.polling: dict[str, int] = {}
+        self.moved = asyncio.Event()
+        #: Set by a `wait` for a seq past the head: cuts the leader's pause between looks.
+        self.hurry = asyncio.Event()
+
+    def pulled(self, node: str | None, url: str, seq: int, head: int) -> None:
+        if not node:
+            return
+        now = time.monotonic()
+        self.at[node] = (url, seq, now)
+        if seq >= head:
+            self.fresh_at[node] = now
+        self.moved.set()
+        self.moved = asyncio.Event()
+
+    @contextlib.contextmanager
+    def waiting(self, node: str | None) -> Iterator[None]:
+        """A pull of `node` held at the leader: it is connected meanwhile."""
+        if node:
+            self.polling[node] = self.polling.get(node, 0) + 1
+        try:
+            yield
+        finally:
+            if node:
+                self.polling[node] -= 1
+
+    def holding(self, seq: int, nodes: set[str]) -> list[str]:
+        """URLs of the followers among `nodes` whose files hold seq."""
+        return [url for n, (url, s, _) in self.at.items() if s >= seq and n in nodes]
+
+    def connected(self, node: str, within: float, now: float) -> bool:
+        """A pull of `node` waits at the leader now, or came within `within` seconds."""
+        return self.polling.get(node, 0) > 0 or now - self.at[node][2] <= within
+
+    def behind(self, node: str, head: int, now: float) -> float:
+        """Seconds since `node` last held the head (0 while it holds it)."""
+        if self.at[node][1] >= head:
+            return 0.0
+        return now - self.fresh_at.get(node, float("-inf"))
+
+    def fresh(self, head: int, max_lag: float) -> list[str]:
+        """Followers connected now (a pull waiting, or one within `max_lag` seconds) and
+        no more than `max_lag` seconds behind the head."""
+        now = time.monotonic()
+        return [
+            node
+            for node in self.at
+            if self.connected(node, max_lag, now) and self.behind(node, head, now) <= max_lag
+        ]
+
+    async def wait_for(self, seq: int, nodes: set[str], needed: int, timeout: float) -> list[str]:
+        """Wait (up to `timeout`) until `needed` of `nodes` hold seq; who does at the end."""
+        deadline = time.monotonic() + timeout
+        while len(have := self.holding(seq, nodes)) < needed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return have
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self.moved.wait()
+        return have

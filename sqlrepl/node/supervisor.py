@@ -15,9 +15,34 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from ..core.roles import Transition
 from ..errors import SqlreplError, TaskFailed
 
 log = logging.getLogger("sqlrepl")
+#: A role that passes on ends this long after it said so (its last answer is sent first).
+END_DELAY = 0.05
+
+
+class RoleEnd:
+    """How a role ends: `event` is set when it does, and `transition` says what the node
+    becomes then (None: it stops, on a signal or a failure)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._transition: Transition | None = None
+
+    @property
+    def transition(self) -> Transition | None:
+        return self._transition
+
+    def claim(self, transition: Transition | None) -> None:
+        """Say what the role will turn into (one change at a time), or nothing after all."""
+        self._transition = transition
+
+    def pass_on(self, transition: Transition) -> None:
+        """End the role shortly, turning into `transition`."""
+        self._transition = transition
+        asyncio.get_running_loop().call_later(END_DELAY, self.event.set)
 
 
 class Supervisor:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -24,10 +22,11 @@ from ..core import tokens
 from ..core.positions import Position
 from ..core.wire import FORK_HEADER
 from ..errors import ConfigError, TokenForked
+from .configs import LeaderConfig
+from .gate import Leadership, WriteGate
+from .head import LogHead
 from .http import error
-
-if TYPE_CHECKING:
-    from .leader import Leader
+from .retention import Retention
 
 log = logging.getLogger("sqlrepl.leader")
 #: Longest one `GET /wait` may be asked to wait.
@@ -39,82 +38,22 @@ SYNC_CHECK_INTERVAL = 0.25
 WAITING = "waiting for"
 
 
+class Syncing(Protocol):
+    """What synchronous replication asks of the leader."""
+
+    @property
+    def config(self) -> LeaderConfig: ...
+
+    head: LogHead
+    followers: Retention
+    leadership: Leadership
+    gate: WriteGate
+
+
 def initial_hold(min_sync_replicas: int) -> str | None:
     if min_sync_replicas <= 0:
         return None
     return f"{WAITING} {min_sync_replicas} fresh followers (--min-sync-replicas)"
-
-
-class Acks:
-    """What each follower acknowledged (from its pulls), and whether it is connected."""
-
-    def __init__(self) -> None:
-        #: node -> (url, seq, when: time.monotonic())
-        self.at: dict[str, tuple[str, int, float]] = {}
-        #: node -> the last instant it held the leader's head
-        self.fresh_at: dict[str, float] = {}
-        #: node -> pulls it has waiting at the leader now
-        self.polling: dict[str, int] = {}
-        self.moved = asyncio.Event()
-        #: Set by a `wait` for a seq past the head: cuts the leader's pause between looks.
-        self.hurry = asyncio.Event()
-
-    def pulled(self, node: str | None, url: str, seq: int, head: int) -> None:
-        if not node:
-            return
-        now = time.monotonic()
-        self.at[node] = (url, seq, now)
-        if seq >= head:
-            self.fresh_at[node] = now
-        self.moved.set()
-        self.moved = asyncio.Event()
-
-    @contextlib.contextmanager
-    def waiting(self, node: str | None) -> Iterator[None]:
-        """A pull of `node` held at the leader: it is connected meanwhile."""
-        if node:
-            self.polling[node] = self.polling.get(node, 0) + 1
-        try:
-            yield
-        finally:
-            if node:
-                self.polling[node] -= 1
-
-    def holding(self, seq: int, nodes: set[str]) -> list[str]:
-        """URLs of the followers among `nodes` whose files hold seq."""
-        return [url for n, (url, s, _) in self.at.items() if s >= seq and n in nodes]
-
-    def connected(self, node: str, within: float, now: float) -> bool:
-        """A pull of `node` waits at the leader now, or came within `within` seconds."""
-        return self.polling.get(node, 0) > 0 or now - self.at[node][2] <= within
-
-    def behind(self, node: str, head: int, now: float) -> float:
-        """Seconds since `node` last held the head (0 while it holds it)."""
-        if self.at[node][1] >= head:
-            return 0.0
-        return now - self.fresh_at.get(node, float("-inf"))
-
-    def fresh(self, head: int, max_lag: float) -> list[str]:
-        """Followers connected now (a pull waiting, or one within `max_lag` seconds) and
-        no more than `max_lag` seconds behind the head."""
-        now = time.monotonic()
-        return [
-            node
-            for node in self.at
-            if self.connected(node, max_lag, now) and self.behind(node, head, now) <= max_lag
-        ]
-
-    async def wait_for(self, seq: int, nodes: set[str], needed: int, timeout: float) -> list[str]:
-        """Wait (up to `timeout`) until `needed` of `nodes` hold seq; who does at the end."""
-        deadline = time.monotonic() + timeout
-        while len(have := self.holding(seq, nodes)) < needed:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return have
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self.moved.wait()
-        return have
 
 
 def needed_acks(raw: str, known: int) -> int:
@@ -138,7 +77,7 @@ def wait_params(request: web.Request) -> tuple[Position, str, float]:
     return token, request.query.get("acks", "1"), timeout
 
 
-async def wait(leader: Leader, request: web.Request) -> web.Response:
+async def wait(leader: Syncing, request: web.Request) -> web.Response:
     """`GET /wait?token=E:S&acks=K|majority&timeout=SECONDS` on the leader."""
     try:
         token, acks, timeout = wait_params(request)
@@ -159,8 +98,8 @@ async def wait(leader: Leader, request: web.Request) -> web.Response:
     if not leader.leadership.leading:
         return error(503, "this node is not the leader now")
     if token.seq > leader.head.seq:
-        leader.acks.hurry.set()  # its commit may wait in the pause between two looks
-    have = await leader.acks.wait_for(token.seq, known, needed, timeout)
+        leader.followers.acks.hurry.set()  # its commit may wait in the pause between two looks
+    have = await leader.followers.acks.wait_for(token.seq, known, needed, timeout)
     body: dict[str, Any] = {
         "token": tokens.format_token(token),
         "acks": len(have),
@@ -177,13 +116,13 @@ async def wait(leader: Leader, request: web.Request) -> web.Response:
     return web.json_response(body, status=504)
 
 
-async def enforce_min_replicas(leader: Leader) -> None:
+async def enforce_min_replicas(leader: Syncing) -> None:
     """Keep the gate closed while fewer than `--min-sync-replicas` followers are fresh."""
     want, max_lag = leader.config.min_sync_replicas, leader.config.max_replica_lag
     gate = leader.gate
     while True:
-        moved = leader.acks.moved
-        fresh = len(leader.acks.fresh(leader.head.seq, max_lag))
+        moved = leader.followers.acks.moved
+        fresh = len(leader.followers.acks.fresh(leader.head.seq, max_lag))
         if fresh < want:
             reason = gate.hold
             if reason is None or reason.startswith(WAITING):

@@ -15,12 +15,10 @@ import contextlib
 import errno
 import fcntl
 import json
-import logging
 import mmap
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,6 @@ from ..core.wire import (
 from ..errors import ProtocolError
 from .client import SNAPSHOT_BUFFER, SNAPSHOT_STALL, Client, expect_ok
 
-log = logging.getLogger("sqlrepl.follower")
 Progress = Callable[[int, int], None]
 #: A resumable download makes what it wrote durable, and records it, this often (in the
 #: background), and when the transfer breaks off.
@@ -55,30 +52,6 @@ class Received:
     meta: dict[str, Any]
     size: int
     resumed_at: int = 0
-
-
-@dataclass
-class Meter:
-    """Bytes done of a transfer, for status and logs."""
-
-    done: int = 0
-    total: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    logged: float = 0.0
-
-    def view(self) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        return {"done": self.done, "total": self.total, "bytes_per_s": round(self.done / elapsed)}
-
-    def report(self, done: int, total: int) -> None:
-        """A `Progress` callback: keep the figures; log them every 2 s and at the end."""
-        self.done, self.total = done, total
-        now = time.monotonic()
-        if now - self.logged >= 2 or done == total:
-            self.logged = now
-            rate = self.view()["bytes_per_s"] / 2**20
-            log.info("snapshot: %d of %d bytes (%.0f MiB/s)", done, total, rate)
 
 
 def leftovers(path: Path) -> list[Path]:

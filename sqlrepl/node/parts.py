@@ -1,0 +1,55 @@
+"""What the follower's components ask of the follower: narrow Protocols, so that none of
+them imports the `Follower` it serves (no import circle, also for type checkers)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..coord import Coordinator
+from ..core import roles
+from ..core.positions import Position
+from .archive import Recorder
+from .bootstrap import LocalFile
+from .configs import FollowerConfig
+from .members import Members
+from .progress import Progress
+
+
+class Replicated(Protocol):
+    """What the replication loop asks of the follower."""
+
+    @property
+    def config(self) -> FollowerConfig: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def cluster(self) -> str | None: ...
+
+    coord: Coordinator
+    node: str
+    file: LocalFile
+    archive: Recorder | None
+
+
+class ServedFollower(Replicated, Protocol):
+    """What the follower's HTTP API asks of it."""
+
+    @property
+    def leader(self) -> str: ...
+    @property
+    def progress(self) -> Progress: ...
+    @property
+    def keepalive(self) -> float: ...
+
+    @property
+    def history(self) -> list[dict[str, Any]]: ...
+    @property
+    def members(self) -> Members: ...
+
+    @property
+    def transition(self) -> roles.Transition | None: ...
+
+    promoted: bool
+
+    def eligibility(self) -> tuple[bool, str | None]: ...
+    async def become_leader(self, why: str, epoch: int | None = None) -> Position: ...
