@@ -5,10 +5,21 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import Cluster
-from .disks import Tmpfs
-from .etcd import EtcdServer
-from .replica import Replica
+from .helpers.daemons import Cluster
+from .helpers.disks import Tmpfs
+from .helpers.etcd import EtcdServer
+from .helpers.replica import Replica
+
+#: Each directory of tests is a layer, marked by its name: `pytest -m "unit or node"`
+#: (scripts/test.sh --quick) runs the fast ones in process; e2e and chaos start daemons.
+LAYERS = ("unit", "node", "e2e", "chaos")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        layer = Path(str(item.fspath)).parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 @pytest.fixture

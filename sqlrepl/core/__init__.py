@@ -1,7 +1,7 @@
 """The pure core: apsw connections and plain values only.
 
 No asyncio, HTTP, coordination client, file watching, threads or clocks that cannot be
-passed in; a test (tests/test_layers.py) keeps it so. Modules:
+passed in; a test (tests/unit/test_layers.py) keeps it so. Modules:
 
     sql        SQL text builders (every identifier through one quoting helper)
     db         opening files, transactions, the meta table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Protocol
@@ -46,7 +47,7 @@ class LeaderAPI:
         token = self.leader.config.token
         app = web.Application(middlewares=[auth_middleware(token, health.PATHS)])
         health.add_routes(app, self.health)
-        app.router.add_get("/wait", lambda request: sync.wait(self.leader, request))
+        app.router.add_get("/wait", functools.partial(sync.wait, self.leader))
         app.router.add_get("/metrics", metrics.handler)
         metrics.serve_role(self.metrics)
         app.router.add_get("/status", self.status)

@@ -211,6 +211,7 @@ async def _receive(
             view = memoryview(piece)
             while view:
                 if done >= size:
+                    await writer.drain()  # a corrupt chunk before them is what to report
                     raise ProtocolError("snapshot has more bytes than it announced")
                 need = length + images.DIGEST_SIZE
                 take = min(need - filled, len(view))

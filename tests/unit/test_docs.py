@@ -59,3 +59,10 @@ def test_readme_is_short_and_links_resolve() -> None:
             if "://" in target:
                 continue
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_every_test_file_the_docs_name_exists() -> None:
+    """A doc that cites a test as its evidence names a file that is there."""
+    for page in [*PAGES, *sorted((ROOT / "sqlrepl").rglob("*.py"))]:
+        for cited in re.findall(r"tests/[a-z0-9_/]*test_[a-z0-9_]+\.py", page.read_text()):
+            assert (ROOT / cited).exists(), f"{page.name} cites missing {cited}"
