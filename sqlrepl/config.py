@@ -6,6 +6,7 @@ here and is imported wherever it is used (the CLI shows them, the daemons apply 
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import os
 import ssl
@@ -72,9 +73,14 @@ CONNECT_TIMEOUT = 5.0
 STATIC = "static"
 
 
-#: What every log line says of the daemon writing it (kept current by the daemons: node,
-#: role, epoch), for JSON logs.
-LOG_CONTEXT: dict[str, object] = {"node": None, "role": None, "epoch": None}
+#: What every log line says of the role writing it (node, role, epoch), for JSON logs: set
+#: by each role when it starts, for its tasks (and its database thread) to inherit.
+LOG_CONTEXT: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar("log_context")
+
+
+def log_context() -> dict[str, object]:
+    """The context of the role running here (nulls until a role started)."""
+    return LOG_CONTEXT.get({"node": None, "role": None, "epoch": None})
 
 
 TLS_CA_ENV = "SQLREPL_TLS_CA"

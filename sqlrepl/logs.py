@@ -2,7 +2,7 @@
 as JSON for machines (`--log-format json`: one object per line with time, level, node,
 role, epoch, logger, event and any fields).
 
-The daemons keep `config.LOG_CONTEXT` (node, role, epoch) current; every line carries it.
+Each role sets `config.LOG_CONTEXT` (node, role, epoch) for its tasks; every line carries it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from .config import LOG_CONTEXT
+from .config import log_context
 
 
 class _UTCFormatter(logging.Formatter):
@@ -27,7 +27,7 @@ class JSONFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
-            **LOG_CONTEXT,  # null until the daemon knows it
+            **log_context(),  # null until the daemon knows it
             "logger": record.name,
             "event": record.getMessage(),
         }

@@ -4,6 +4,8 @@ file apps keep busy."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +30,10 @@ class Database:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlrepl-db")
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        """`fn(*args)` in the database thread, in the caller's context (its log context)."""
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def close(self) -> None:
         self._pool.submit(self.conn.close).result()

@@ -89,7 +89,8 @@ class Follower:
         """Follow (serving on `listener`) until `stop` (returns None) or until promoted
         (returns the transition)."""
         meta = self.file.meta or {}
-        config.LOG_CONTEXT.update(node=self.node, role="follower", epoch=meta.get("epoch"))
+        context = {"node": self.node, "role": "follower", "epoch": meta.get("epoch")}
+        config.LOG_CONTEXT.set(context)
         if meta.get("role") == "leader":
             await asyncio.to_thread(self.file.close_leader_gate, self.config.leader)
         tls = server_ssl(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)

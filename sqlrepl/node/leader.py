@@ -84,7 +84,7 @@ class Leader:
     async def run(self, stop: asyncio.Event, listener: socket.socket) -> roles.Transition | None:
         """Lead (serving on `listener`) until `stop` (returns None) or until leadership
         passes on (returns where to)."""
-        config.LOG_CONTEXT.update(node=self.node, role="leader", epoch=self.head.epoch)
+        config.LOG_CONTEXT.set({"node": self.node, "role": "leader", "epoch": self.head.epoch})
         await self.db.run(self.schema.report_problems, self.db.conn)
         await asyncio.to_thread(self.coord.check_config, self.meta["cluster"])
         if self.coord.holds_lease() != self.gate.is_open:
@@ -145,7 +145,7 @@ class Leader:
         position = await self.db.run(roles.new_epoch, conn, epoch, why, self.url, time.time())
         self.head.new_epoch(position, await self.db.run(roles.history, conn))
         self.leadership.move(Role.LEADING)
-        config.LOG_CONTEXT["epoch"] = epoch
+        config.log_context()["epoch"] = epoch  # the role's own context, for its tasks
 
     def hand_over(self, transition: roles.Transition) -> None:
         """End this role shortly (after the current response is sent)."""

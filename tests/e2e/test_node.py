@@ -158,6 +158,8 @@ def test_json_logs_say_what_happened_one_object_per_line(tmp_path: Path, cluster
         assert entries, daemon.name
         for entry in entries:
             assert {"time", "level", "node", "role", "epoch", "event"} <= set(entry), entry
+            if entry["logger"] in ("sqlrepl.leader", "sqlrepl.follower"):  # inside a role
+                assert entry["role"] and entry["node"], entry
         assert any("switchover" in e["event"] for e in entries)
     roles = {e["role"] for e in (json.loads(x) for x in follower.log().splitlines() if x)}
     assert roles == {"follower", "leader"}
