@@ -29,7 +29,7 @@ from typing import Any
 
 import apsw
 
-from . import capture, roles
+from . import capture, roles, sidecars
 from .db import durable
 from .positions import Position, trimmed
 from .schema import table_info, user_tables
@@ -156,7 +156,7 @@ def _json_value(value: Any) -> Any:
 
 
 def rollback_path(db: Path, mine: Position, fork: int, now: float) -> Path:
-    return db.with_name(f"{db.name}.rollback-e{mine.epoch}-s{fork}-{int(now)}.jsonl")
+    return sidecars.rollback(db, mine.epoch, fork, now)
 
 
 def save_divergence(

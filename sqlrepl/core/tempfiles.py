@@ -15,7 +15,9 @@ import re
 import shutil
 from pathlib import Path
 
-SUFFIX = ".sqlrepl-tmp"
+from . import sidecars
+
+SUFFIX = sidecars.TEMP
 _NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)" + re.escape(SUFFIX) + "$")
 
 
@@ -66,7 +68,7 @@ def probe_writable(target: Path) -> str | None:
     syncs and removes a temporary file; SQLite may still commit into space it holds, but
     a disk that fails this is failing."""
     # A fixed name, not a temp file's: one left by a killed process is simply reused.
-    probe = target.with_name(f".{target.name}.sqlrepl-probe")
+    probe = target.with_name(f".{target.name}{sidecars.PROBE}")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -89,7 +91,7 @@ RESERVE_SIZE = 4 << 20
 
 
 def reserve_path(db: Path) -> Path:
-    return db.with_name(db.name + ".sqlrepl-reserve")
+    return sidecars.beside(db, sidecars.RESERVE)
 
 
 def make_reserve(db: Path) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..core import capture, gate, image, roles, rollback, snapshot
+from ..core import capture, gate, image, roles, rollback, sidecars, snapshot
 from ..core.apply import applier_connection
 from ..core.db import connect, durable, ensure_position_view
 from ..core.positions import Position, follower_position, read_position
@@ -145,8 +145,7 @@ class LocalFile:
         """This follower is not on its leader's timeline: keep a copy of its file (a
         snapshot, fsynced) before it resyncs, name it in the log and in status."""
         assert self._db is not None
-        name = f"{self.path.name}.fork-e{where.epoch}-s{where.seq}-{int(time.time())}.db"
-        path = self.path.with_name(name)
+        path = sidecars.fork_copy(self.path, where.epoch, where.seq, time.time())
         await self._db.run(snapshot.take, self._db.conn, path, time.time())
         await asyncio.to_thread(durable, path)
         self._rollback = str(path)
@@ -156,7 +155,7 @@ class LocalFile:
 def download_path(db: Path) -> Path:
     """Where a follower receives its snapshot: a fixed name, so that a download cut off
     (the daemon killed, the link cut) resumes when the daemon asks again."""
-    return db.with_name(f"{db.name}.sqlrepl-download")
+    return sidecars.beside(db, sidecars.DOWNLOAD)
 
 
 async def fetch_snapshot(db: Path, client: Client, params: dict[str, Any], meter: Meter) -> Path:

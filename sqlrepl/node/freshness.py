@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-SUFFIX = ".sqlrepl-fresh"
+from ..core import sidecars
+
 #: A caught-up follower rewrites its proof at most this often.
 WRITE_EVERY = 0.1
 
 
 def path_for(db: Path) -> Path:
-    return db.with_name(db.name + SUFFIX)
+    return sidecars.beside(db, sidecars.FRESH)
 
 
 def lag_seconds(fresh_at: float | None, behind: bool, keepalive: float, now: float) -> float | None:

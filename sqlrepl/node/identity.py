@@ -18,14 +18,14 @@ from typing import Any
 
 import apsw
 
-from ..core import internals, tempfiles
+from ..core import internals, sidecars, tempfiles
 from ..errors import DatabaseError
 
 log = logging.getLogger("sqlrepl.leader")
 
 
 def sidecar(db: Path) -> Path:
-    return db.with_name(db.name + ".sqlrepl-cluster")
+    return sidecars.beside(db, sidecars.CLUSTER)
 
 
 def recorded(db: Path) -> str | None:

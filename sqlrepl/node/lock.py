@@ -14,11 +14,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..core import sidecars
 from ..errors import ConfigError
 
 
 def lock_path(db: Path) -> Path:
-    return db.with_name(db.name + ".sqlrepl-lock")
+    return sidecars.beside(db, sidecars.LOCK)
 
 
 @contextlib.contextmanager

@@ -15,11 +15,13 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..core import sidecars
+
 log = logging.getLogger("sqlrepl")
 
 
 def members_path(db: Path) -> Path:
-    return db.with_name(db.name + ".sqlrepl-members")
+    return sidecars.beside(db, sidecars.MEMBERS)
 
 
 class Members:
