@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers.apps import app_db, open_leader, unaccounted
+from ..helpers.apps import app_db, open_leader, unaccounted, wait_open_leader
 from ..helpers.bank import Readers
 from ..helpers.daemons import Background, Cluster, Daemon, WriteSampler, free_port, wait_until
 from ..helpers.dump import dump
@@ -93,6 +93,11 @@ class Chaos:
     @property
     def files(self) -> list[Path]:
         return [n.db for n in self.nodes]
+
+    def leader(self) -> Node:
+        """The node that leads with its gate open (waiting for one)."""
+        found = wait_open_leader(self.daemons, "the leader")
+        return self.nodes[self.daemons.index(found)]
 
     def wait_new_leader(self, old: Node, sampler: WriteSampler, deadline: float) -> float:
         """Seconds until a node other than `old` took an app write (attempted by the
