@@ -10,12 +10,7 @@ import click
 
 from .. import config, render
 from ..errors import ConfigError
-from .base import (
-    Command,
-    NodeURL,
-    cli,
-    token_option,
-)
+from .base import Command, NodeURL, cli, token_option
 
 
 @cli.command(cls=Command)

@@ -9,11 +9,7 @@ from typing import Any
 import click
 
 from .. import config, render
-from .base import (
-    Command,
-    cli,
-    token_option,
-)
+from .base import Command, cli, token_option
 
 
 @cli.command(cls=Command)

@@ -13,15 +13,7 @@ import uuid
 import apsw
 
 from ..config import DEFAULT_LOG_LIMIT
-from .db import (
-    has_table,
-    has_view,
-    read_meta,
-    scalar,
-    schema_version,
-    transaction,
-    write_meta,
-)
+from .db import has_table, has_view, read_meta, scalar, schema_version, transaction, write_meta
 from .positions import Position, current_position, refuse_to_lead
 from .schema import (
     ROWID_ALIASES,

@@ -19,9 +19,9 @@ from ..core.positions import refuse_to_lead
 from ..errors import SqlreplError
 from . import discovery
 from .configs import FollowerConfig, LeaderConfig
-from .follower import Follower
+from .follower.role import Follower
 from .http import listen, stop_on_signals
-from .leader import Leader
+from .leader.role import Leader
 from .lock import exclusive
 from .members import Members
 

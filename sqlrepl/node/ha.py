@@ -25,10 +25,10 @@ from ..core.roles import Transition
 from ..errors import PeerUnavailable, SqlreplError
 from . import discovery
 from .configs import FollowerConfig
-from .disk import DiskProbe
-from .gate import Leadership, WriteGate
-from .head import LogHead
-from .progress import Progress
+from .follower.progress import Progress
+from .leader.disk import DiskProbe
+from .leader.gate import Leadership, WriteGate
+from .leader.head import LogHead
 
 log = logging.getLogger("sqlrepl.ha")
 #: Shortest wait for a peer's status when comparing positions (else one HA cycle).

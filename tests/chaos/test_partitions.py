@@ -93,7 +93,7 @@ def test_lag_counts_the_published_head_of_this_epoch_or_later() -> None:
     """A follower's lag is measured against the newest head it knows from its leader or
     from the coordinator; a head published on an older epoch does not count."""
     from sqlrepl.core.positions import Position
-    from sqlrepl.node.progress import Progress
+    from sqlrepl.node.follower.progress import Progress
 
     p = Progress(position=Position(3, 100))
     p.saw_leader(100)

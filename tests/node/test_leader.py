@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlrepl.coord.static import Static
 from sqlrepl.node import ha
 from sqlrepl.node.configs import FollowerConfig, LeaderConfig
-from sqlrepl.node.follower import Follower
-from sqlrepl.node.gate import Role
-from sqlrepl.node.leader import Leader
-from sqlrepl.node.leader_http import LeaderAPI
+from sqlrepl.node.follower.role import Follower
+from sqlrepl.node.leader.api import LeaderAPI
+from sqlrepl.node.leader.gate import Role
+from sqlrepl.node.leader.role import Leader
 
 from ..helpers.apps import app_db
 from ..helpers.dump import dump

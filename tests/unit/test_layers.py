@@ -151,7 +151,7 @@ def test_readable_sizes() -> None:
 THIRD_PARTY = {
     "api": {"http_conn"},
     "config": {"context"},
-    "node.batches": {"response"},
+    "node.leader.batches": {"response"},
     "node.snapshots": {"response"},
     "render": {"table", "shown"},
 }

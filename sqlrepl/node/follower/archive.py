@@ -18,13 +18,13 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from ..core import image, segments, snapshot, tempfiles
-from ..core.db import durable
-from ..core.positions import Position
-from ..errors import PeerUnavailable
+from ...core import image, segments, snapshot, tempfiles
+from ...core.db import durable
+from ...core.positions import Position
+from ...errors import PeerUnavailable
+from ..configs import ArchiveConfig
+from ..snapshots import try_pin
 from .bootstrap import LocalFile
-from .configs import ArchiveConfig
-from .snapshots import try_pin
 
 log = logging.getLogger("sqlrepl.archive")
 #: A segment is sealed (and a new one begun) at this size or age.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import apsw
 
-from .. import config
+from ... import config
 from .ddl import Deferral
 from .watch import DatabaseWatcher
 

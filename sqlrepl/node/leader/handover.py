@@ -15,17 +15,17 @@ import logging
 import time
 from typing import Any, Protocol
 
-from .. import config
-from ..coord import Coordinator
-from ..core import roles
-from ..errors import Refused, SqlreplError
-from . import discovery
-from .client import Client
-from .configs import LeaderConfig
-from .database import Database
+from ... import config
+from ...coord import Coordinator
+from ...core import roles
+from ...errors import Refused, SqlreplError
+from .. import discovery
+from ..client import Client
+from ..configs import LeaderConfig
+from ..database import Database
+from ..supervisor import RoleEnd
 from .gate import Leadership, Role, WriteGate
 from .retention import Retention
-from .supervisor import RoleEnd
 
 log = logging.getLogger("sqlrepl.leader")
 #: How long a stopping leader waits for each follower's status when picking a target.

@@ -13,8 +13,8 @@ import asyncio
 import logging
 from pathlib import Path
 
-from .. import config
-from ..core import tempfiles
+from ... import config
+from ...core import tempfiles
 
 log = logging.getLogger("sqlrepl.leader")
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .members import Members
+from ..members import Members
 
 
 class Retention:

@@ -15,10 +15,10 @@ from typing import Protocol
 
 from aiohttp import web
 
-from .. import config
-from ..core import batch, capture, roles
-from ..core.positions import Position
-from ..core.wire import (
+from ... import config
+from ...core import batch, capture, roles
+from ...core.positions import Position
+from ...core.wire import (
     BATCH_TYPE,
     EPOCH_HEADER,
     FORK_HEADER,
@@ -26,15 +26,15 @@ from ..core.wire import (
     MEMBERS_HEADER,
     FrameWriter,
 )
-from ..errors import SnapshotNeeded, SqlreplError
-from . import metrics
-from .database import Database
+from ...errors import SnapshotNeeded, SqlreplError
+from .. import metrics
+from ..database import Database
+from ..http import error, int_param, json_param
+from ..spool import Spool
 from .ddl import SchemaSync
 from .gate import Leadership
 from .head import LogHead
-from .http import error, int_param, json_param
 from .retention import Retention
-from .spool import Spool
 
 
 class BatchSource(Protocol):

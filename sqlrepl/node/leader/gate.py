@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import apsw
 
-from ..core import gate
-from ..errors import StorageError
-from .database import Database, close_gate_first
+from ...core import gate
+from ...errors import StorageError
+from ..database import Database, close_gate_first
 from .disk import DiskProbe
 
 log = logging.getLogger("sqlrepl.leader")

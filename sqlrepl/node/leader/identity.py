@@ -18,8 +18,8 @@ from typing import Any
 
 import apsw
 
-from ..core import internals, sidecars, tempfiles
-from ..errors import DatabaseError
+from ...core import internals, sidecars, tempfiles
+from ...errors import DatabaseError
 
 log = logging.getLogger("sqlrepl.leader")
 

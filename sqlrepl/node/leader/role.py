@@ -3,7 +3,7 @@
 Each component owns its state and is changed only through its methods: `WriteGate` and
 `Leadership` (may apps write here), `DiskProbe`, `SchemaSync` (capture in step with the
 schema), `ChangeLoop` (file events), `LogHead` (the head followers are sent), `Retention`
-and `Acks` (the followers). HTTP handlers live in `leader_http` and `batches`, the HA loop
+and `Acks` (the followers). HTTP handlers live in `api` and `batches`, the HA loop
 in `ha`, handovers in `handover`. Every background task runs under one `Supervisor`.
 """
 
@@ -18,26 +18,27 @@ import time
 import uuid
 from typing import Any, TypeVar
 
-from .. import config
-from ..config import own_url, server_ssl
-from ..coord import Coordinator
-from ..core import capture, internals, roles
-from ..core.db import connect, read_meta, use_wal
-from ..core.positions import log_head
-from ..errors import SqlreplError
-from . import ha, handover, identity, sync
+from ... import config
+from ...config import own_url, server_ssl
+from ...coord import Coordinator
+from ...core import capture, internals, roles
+from ...core.db import connect, read_meta, use_wal
+from ...core.positions import log_head
+from ...errors import SqlreplError
+from .. import ha
+from ..configs import LeaderConfig
+from ..database import Database, patiently
+from ..http import run_server
+from ..members import Members
+from ..supervisor import RoleEnd, Supervisor
+from . import handover, identity, sync
+from .api import LeaderAPI
 from .changes import ChangeLoop
-from .configs import LeaderConfig
-from .database import Database, patiently
 from .ddl import SchemaSync
 from .disk import DiskProbe
 from .gate import Leadership, Role, WriteGate
 from .head import LogHead
-from .http import run_server
-from .leader_http import LeaderAPI
-from .members import Members
 from .retention import Retention
-from .supervisor import RoleEnd, Supervisor
 
 log = logging.getLogger("sqlrepl.leader")
 T = TypeVar("T")

@@ -9,15 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core import tokens
-from ..core.positions import Position
-from ..core.wire import FORK_HEADER
-from ..errors import ConfigError, SqlreplError, TokenForked
-from . import discovery, health, metrics, sync
-from .client import Client
-from .http import auth_middleware, error, int_param
+from ...core import tokens
+from ...core.positions import Position
+from ...core.wire import FORK_HEADER
+from ...errors import ConfigError, SqlreplError, TokenForked
+from .. import discovery, health, metrics
+from ..client import Client
+from ..http import auth_middleware, error, int_param
+from ..leader import sync
+from ..snapshots import Sessions, serve_snapshot
 from .parts import ServedFollower
-from .snapshots import Sessions, serve_snapshot
 
 log = logging.getLogger("sqlrepl.follower")
 #: How long a promoted follower waits for the old leader to accept its demotion.

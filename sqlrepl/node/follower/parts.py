@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..coord import Coordinator
-from ..core import roles
-from ..core.positions import Position
+from ...coord import Coordinator
+from ...core import roles
+from ...core.positions import Position
+from ..configs import FollowerConfig
+from ..members import Members
 from .archive import Recorder
 from .bootstrap import LocalFile
-from .configs import FollowerConfig
-from .members import Members
 from .progress import Progress
 
 

@@ -10,16 +10,17 @@ from typing import Protocol
 
 from aiohttp import web
 
-from .. import config
-from ..core import roles
-from ..errors import Refused
-from . import handover, health, metrics, sync
+from ... import config
+from ...core import roles
+from ...errors import Refused
+from .. import health, metrics
+from ..http import auth_middleware, error, int_param
+from ..snapshots import Sessions, serve_snapshot
+from . import handover, sync
 from .batches import BatchServer, BatchSource
 from .changes import ChangeLoop
 from .disk import DiskProbe
 from .gate import Role
-from .http import auth_middleware, error, int_param
-from .snapshots import Sessions, serve_snapshot
 
 
 class ServedLeader(sync.Syncing, BatchSource, handover.Handing, Protocol):

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.positions import Position
-from . import freshness
+from ...core.positions import Position
+from .. import freshness
 
 log = logging.getLogger("sqlrepl.follower")
 

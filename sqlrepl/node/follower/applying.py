@@ -10,12 +10,12 @@ import time
 
 import aiohttp
 
-from ..core.apply import Applier
-from ..core.positions import Position
-from ..errors import ProtocolError
-from . import metrics
+from ...core.apply import Applier
+from ...core.positions import Position
+from ...errors import ProtocolError
+from .. import metrics
+from ..database import Database
 from .archive import Recorder
-from .database import Database
 
 log = logging.getLogger("sqlrepl.follower")
 

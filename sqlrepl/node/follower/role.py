@@ -1,6 +1,6 @@
 """The follower role: what it knows of itself and its leader, promotion, the role's tasks.
 
-Pulling and applying batches lives in `replication`, the HTTP API in `follower_http`,
+Pulling and applying batches lives in `replication`, the HTTP API in `api`,
 the HA loop in `ha`. Every background task runs under one `Supervisor`.
 """
 
@@ -13,21 +13,21 @@ import time
 import uuid
 from typing import Any
 
-from .. import config
-from ..config import STALL_GRACE, own_url, server_ssl
-from ..coord import Coordinator
-from ..core import roles
-from ..core.positions import Position
-from . import ha
+from ... import config
+from ...config import STALL_GRACE, own_url, server_ssl
+from ...coord import Coordinator
+from ...core import roles
+from ...core.positions import Position
+from .. import ha
+from ..configs import FollowerConfig
+from ..http import forward_event, run_server
+from ..members import Members
+from ..supervisor import RoleEnd, Supervisor
+from .api import FollowerAPI
 from .archive import Recorder
 from .bootstrap import LocalFile
-from .configs import FollowerConfig
-from .follower_http import FollowerAPI
-from .http import forward_event, run_server
-from .members import Members
 from .progress import Progress
 from .replication import Replicator
-from .supervisor import RoleEnd, Supervisor
 
 log = logging.getLogger("sqlrepl.follower")
 

@@ -16,13 +16,13 @@ from typing import Any
 import aiohttp
 import apsw
 
-from .. import config
-from ..core import roles
-from ..core.apply import Applier, adopt_epoch
-from ..core.positions import Position
-from ..core.schema import fts5_fingerprints
-from ..core.wire import EPOCH_HEADER, HEAD_HEADER, MEMBERS_HEADER
-from ..errors import (
+from ... import config
+from ...core import roles
+from ...core.apply import Applier, adopt_epoch
+from ...core.positions import Position
+from ...core.schema import fts5_fingerprints
+from ...core.wire import EPOCH_HEADER, HEAD_HEADER, MEMBERS_HEADER
+from ...errors import (
     ApplyError,
     AuthError,
     DatabaseError,
@@ -34,10 +34,11 @@ from ..errors import (
     StaleEpochError,
     StorageError,
 )
-from . import applying, archive, bootstrap, discovery, metrics
-from .client import Client, expect_ok
-from .freshness import FreshnessFile
-from .members import Members
+from .. import discovery, metrics
+from ..client import Client, expect_ok
+from ..freshness import FreshnessFile
+from ..members import Members
+from . import applying, archive, bootstrap
 from .parts import Replicated
 from .progress import Meter, Progress
 

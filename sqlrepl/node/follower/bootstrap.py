@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..core import capture, gate, image, roles, rollback, sidecars, snapshot
-from ..core.apply import applier_connection
-from ..core.db import connect, durable, ensure_position_view
-from ..core.positions import Position, follower_position, read_position
-from ..errors import DatabaseError, StorageError
-from . import metrics, transfer
-from .client import Client
-from .database import Database
+from ...core import capture, gate, image, roles, rollback, sidecars, snapshot
+from ...core.apply import applier_connection
+from ...core.db import connect, durable, ensure_position_view
+from ...core.positions import Position, follower_position, read_position
+from ...errors import DatabaseError, StorageError
+from .. import metrics, transfer
+from ..client import Client
+from ..database import Database
 from .progress import Meter
 
 log = logging.getLogger("sqlrepl.follower")

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ..core.positions import Position
+from ...core.positions import Position
 
 
 class LogHead:

@@ -20,8 +20,8 @@ from typing import Any
 
 import apsw
 
-from ..core import capture
-from ..core.db import schema_version
+from ...core import capture
+from ...core.db import schema_version
 from . import identity
 
 log = logging.getLogger("sqlrepl.leader")

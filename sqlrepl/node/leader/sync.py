@@ -18,14 +18,14 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..core import tokens
-from ..core.positions import Position
-from ..core.wire import FORK_HEADER
-from ..errors import ConfigError, TokenForked
-from .configs import LeaderConfig
+from ...core import tokens
+from ...core.positions import Position
+from ...core.wire import FORK_HEADER
+from ...errors import ConfigError, TokenForked
+from ..configs import LeaderConfig
+from ..http import error
 from .gate import Leadership, WriteGate
 from .head import LogHead
-from .http import error
 from .retention import Retention
 
 log = logging.getLogger("sqlrepl.leader")

@@ -1,0 +1,1 @@
+"""The follower role's components; `role` ties them together, `api` serves them."""

@@ -1,0 +1,1 @@
+"""The leader role's components; `role` ties them together, `api` serves them."""
