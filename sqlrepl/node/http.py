@@ -55,20 +55,6 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
         raise _bad_request(f"parameter {name} must be an integer") from None
 
 
-def json_param(request: web.Request, name: str) -> dict[str, str]:
-    """A JSON object of strings passed as one query parameter (absent: empty)."""
-    raw = request.query.get(name)
-    if raw is None:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise _bad_request(f"parameter {name} must be JSON") from None
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise _bad_request(f"parameter {name} must be a JSON object of strings")
-    return value
-
-
 def stop_on_signals(stop: asyncio.Event) -> None:
     """SIGTERM and SIGINT set `stop` (once per process: roles come and go, the node stays)."""
     loop = asyncio.get_running_loop()

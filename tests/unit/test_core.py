@@ -238,3 +238,18 @@ def test_table_shapes_are_reread_after_a_schema_change(replica: Replica) -> None
         ("int", 2),
         ("str", "after"),
     )
+
+
+def test_a_batch_request_parses_what_it_builds_and_refuses_bad_parameters() -> None:
+    """The follower's pull and the leader's parse are one definition: a round trip is
+    exact, and a malformed parameter is a ProtocolError naming it."""
+    from sqlrepl.core.requests import BatchRequest
+    from sqlrepl.errors import ProtocolError
+
+    asked = BatchRequest(41, 3, 5, "n1", "http://f:1", {"docs": "ab12"}, "http://l:1", True)
+    assert BatchRequest.parse(asked.query()) == asked
+    assert BatchRequest.parse({"after": "7"}) == BatchRequest(7)
+    for query, said in (({}, "missing parameter after"), ({"after": "x"}, "after must be"),
+                        ({"after": "1", "fts5": "[1]"}, "fts5 must be a JSON object")):  # fmt: skip
+        with pytest.raises(ProtocolError, match=said):
+            BatchRequest.parse(query)

@@ -20,6 +20,7 @@ from ... import config
 from ...core import roles
 from ...core.apply import Applier, adopt_epoch
 from ...core.positions import Position
+from ...core.requests import BatchRequest
 from ...core.schema import fts5_fingerprints
 from ...core.wire import EPOCH_HEADER, HEAD_HEADER, MEMBERS_HEADER
 from ...errors import (
@@ -217,16 +218,16 @@ class Replicator:
         if self.epoch_url is None:
             history = await f.file.db.run(roles.history, f.file.db.conn)
             self.epoch_url = roles.epoch_url(history, where.epoch)
-        params = {
-            "after": where.seq,
-            "epoch": where.epoch,
-            "wait": 0 if self.ask_now else f.config.wait,
-            "node": f.node,
-            "url": f.url,
-            "fts5": json.dumps(self.fts5),
-            "epoch_url": self.epoch_url or "",
-            "archive": "1" if f.archive else "",
-        }
+        params = BatchRequest(
+            after=where.seq,
+            epoch=where.epoch,
+            wait=0 if self.ask_now else f.config.wait,
+            node=f.node,
+            url=f.url,
+            fts5=self.fts5,
+            epoch_url=self.epoch_url or "",
+            archive=f.archive is not None,
+        ).query()
         stall = f.config.wait + config.STALL_GRACE
         async with self.client.get("/batch", params, None, stall) as response:
             await expect_ok(response)

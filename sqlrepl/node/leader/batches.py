@@ -18,6 +18,7 @@ from aiohttp import web
 from ... import config
 from ...core import batch, capture, roles
 from ...core.positions import Position
+from ...core.requests import BatchRequest
 from ...core.wire import (
     BATCH_TYPE,
     EPOCH_HEADER,
@@ -26,10 +27,10 @@ from ...core.wire import (
     MEMBERS_HEADER,
     FrameWriter,
 )
-from ...errors import SnapshotNeeded, SqlreplError
+from ...errors import ProtocolError, SnapshotNeeded, SqlreplError
 from .. import metrics
 from ..database import Database
-from ..http import error, int_param, json_param
+from ..http import error
 from ..spool import Spool
 from .ddl import SchemaSync
 from .gate import Leadership
@@ -74,25 +75,25 @@ class BatchServer:
 
     async def batch(self, request: web.Request) -> web.StreamResponse:
         leader = self.leader
-        after = int_param(request, "after")
-        epoch = int_param(request, "epoch", 0)
-        wait = min(max(float(int_param(request, "wait", 0)), 0.0), config.MAX_POLL_WAIT)
+        try:
+            asked = BatchRequest.parse(request.query)
+        except ProtocolError as exc:
+            return error(400, str(exc))
+        after, epoch = asked.after, asked.epoch
+        wait = min(max(float(asked.wait), 0.0), config.MAX_POLL_WAIT)
         mine = leader.head.epoch
         if not leader.leadership.leading or leader.lease_doubtful():
             return error(503, "this node is not the leader now (no valid lease)")
         if epoch > mine:
             return error(409, f"follower accepted epoch {epoch}, newer than this leader's {mine}")
-        led_by = request.query.get("epoch_url", "")
-        fork = roles.fork_reason(leader.head.history, Position(epoch, after), led_by)
+        fork = roles.fork_reason(leader.head.history, Position(epoch, after), asked.epoch_url)
         if fork:
             return error(410, f"follower at {epoch}/{after} {fork}", {FORK_HEADER: "1"})
-        node, url = request.query.get("node"), request.query.get("url", "")
-        leader.followers.register(node, url, after)
-        if not request.query.get("archive"):  # an archive is no replica: no acks from it
-            leader.followers.acks.pulled(
-                node, url, after, leader.head.seq
-            )  # `after` is in its file: an ack
-        with leader.followers.acks.waiting(node):
+        leader.followers.register(asked.node, asked.url, after)
+        if not asked.archive:  # an archive is no replica: no acks from it
+            # `after` is in the follower's file: an acknowledgement
+            leader.followers.acks.pulled(asked.node, asked.url, after, leader.head.seq)
+        with leader.followers.acks.waiting(asked.node):
             if leader.schema.deferral.pending and wait > 0:
                 # Capture waits for a quiet moment to catch up with the schema: wait for it
                 # within the poll's time (the follower takes a longer silence for a dead link).
@@ -107,7 +108,7 @@ class BatchServer:
             return web.Response(status=204, headers=self.headers())
         if request.transport is None or request.transport.is_closing():
             return web.Response(status=204)  # the follower hung up while waiting: build nothing
-        return await self._build_and_send(request, after, json_param(request, "fts5"))
+        return await self._build_and_send(request, after, asked.fts5)
 
     def headers(self) -> dict[str, str]:
         leader = self.leader
