@@ -13,7 +13,7 @@ import pytest
 
 from ..helpers.daemons import sqlrepl
 
-CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
+CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 UNITS = sorted((CONTRIB / "systemd").glob("*.service"))
 
 
