@@ -346,8 +346,8 @@ def failover(tmp: Path, ttl: int, latency: float = 0.0, loss: float = 0.0) -> fl
     if shutil.which("etcd") is None:
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.etcd import EtcdServer
-    from tests.proxy import Proxy
+    from tests.helpers.etcd import EtcdServer
+    from tests.helpers.proxy import Proxy
 
     etcd = EtcdServer(tmp / f"etcd-{ttl}-{latency}").start()
     db, follower_db = tmp / f"fo-{latency}.db", tmp / f"fo-{latency}-f.db"
