@@ -182,7 +182,7 @@ class SyncConnection(sqlite3.Connection):
     #: The token of the last acknowledged commit.
     last_token: str | None = None
 
-    def acknowledged_by(
+    def _acknowledged_by(
         self, leader: str, acks: int | str, timeout: float, auth: str | None
     ) -> SyncConnection:
         """Count acknowledgements at `leader` (set once, by `connect`)."""
@@ -229,7 +229,7 @@ def connect(
     URL of the leader daemon running on this file."""
     conn = sqlite3.connect(path, factory=SyncConnection, **kwargs)
     assert isinstance(conn, SyncConnection)
-    return conn.acknowledged_by(leader, acks, timeout, auth)
+    return conn._acknowledged_by(leader, acks, timeout, auth)
 
 
 def connect_follower(

@@ -109,8 +109,6 @@ class _Termination:
     def attach(self) -> None:
         """The running task is the transfer to cancel (called from inside it)."""
         self.loop, self.task = asyncio.get_running_loop(), asyncio.current_task()
-        if self.received:
-            raise KeyboardInterrupt
 
     def detach(self) -> None:
         self.loop = self.task = None

@@ -43,9 +43,9 @@ class BatchRequest:
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> BatchRequest:
         return cls(
-            after=_int(query, "after"),
-            epoch=_int(query, "epoch", 0),
-            wait=_int(query, "wait", 0),
+            after=query_int(query, "after"),
+            epoch=query_int(query, "epoch", 0),
+            wait=query_int(query, "wait", 0),
             node=query.get("node") or None,
             url=query.get("url", ""),
             fts5=_strings(query, "fts5"),
@@ -54,7 +54,8 @@ class BatchRequest:
         )
 
 
-def _int(query: Mapping[str, str], name: str, default: int | None = None) -> int:
+def query_int(query: Mapping[str, str], name: str, default: int | None = None) -> int:
+    """An integer query parameter (`default` when absent; none: it is required)."""
     raw = query.get(name)
     if raw is None:
         if default is None:

@@ -32,6 +32,8 @@ class Health:
     #: A follower's lag in changes and seconds (None: not known).
     lag_changes: int | None = None
     lag_seconds: float | None = None
+    #: Why a leader takes no writes now (its write gate's own answer).
+    why_not_writable: str | None = None
 
 
 def add_routes(app: web.Application, probe: Callable[[], Health]) -> None:
@@ -44,7 +46,7 @@ def add_routes(app: web.Application, probe: Callable[[], Health]) -> None:
     async def leader(request: web.Request) -> web.Response:
         h = probe()
         if h.role != "leader" or not h.writable:
-            why = h.problem or "write gate closed"
+            why = h.problem or h.why_not_writable or "write gate closed"
             return error(503, f"not a writable leader ({h.role}: {why})")
         return web.json_response({"role": h.role, "writable": True})
 

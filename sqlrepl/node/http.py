@@ -13,7 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ConfigError
+from ..core.requests import query_int
+from ..errors import ConfigError, ProtocolError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Seconds a role's HTTP server waits for requests in flight when the role ends.
@@ -44,15 +45,11 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
 
 
 def int_param(request: web.Request, name: str, default: int | None = None) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        if default is None:
-            raise _bad_request(f"missing parameter {name}")
-        return default
+    """`requests.query_int`, answering 400 with its message when malformed."""
     try:
-        return int(raw)
-    except ValueError:
-        raise _bad_request(f"parameter {name} must be an integer") from None
+        return query_int(request.query, name, default)
+    except ProtocolError as exc:
+        raise _bad_request(str(exc)) from None
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -121,6 +121,8 @@ def test_every_endpoint_gives_the_write_gates_one_answer(tmp_path: Path) -> None
             assert await answers(client) == {**WRITABLE, "/leader": 503, "writable": False,
                                              "gate": "closed", "metric": False}  # fmt: skip
             assert "only 0 of the 1" in str(app_write_refused(db))
+            refused = await (await client.get("/leader")).json()  # it names the gate's reason
+            assert "only 0 of the 1" in refused["error"], refused
             status = await (await client.get("/status")).json()
             assert "only 0 of the 1 followers are fresh" in status["problems"]
             await leader.gate.release("fresh again")

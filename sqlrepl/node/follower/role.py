@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from ... import config
-from ...config import STALL_GRACE, own_url, server_ssl
+from ...config import own_url, server_ssl
 from ...coord import Coordinator
 from ...core import roles
 from ...core.positions import Position
@@ -59,7 +59,7 @@ class Follower:
     def keepalive(self) -> float:
         """How long a caught-up follower counts as fresh after its last contact: one long
         poll and the grace within which a silent link counts as alive."""
-        return self.config.wait + STALL_GRACE
+        return self.replicator.fresh_file.keepalive
 
     @property
     def progress(self) -> Progress:

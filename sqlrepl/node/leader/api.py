@@ -61,6 +61,7 @@ class LeaderAPI:
 
     async def status(self, request: web.Request) -> web.Response:
         leader = self.leader
+        problems = leader.problems()
         return web.json_response(
             {
                 "role": "leader",
@@ -70,8 +71,8 @@ class LeaderAPI:
                 "epoch": leader.head.epoch,
                 "seq": leader.head.seq,
                 "followers": leader.followers.report(leader.head.seq),
-                "problems": leader.problems(),
-                "error": "; ".join(leader.problems()) or None,
+                "problems": problems,
+                "error": "; ".join(problems) or None,
                 # The file's real gate (do app writes go through); whether the lease is
                 # valid is reported beside it; `writable` is the one answer of both.
                 "gate": leader.gate.state(),
@@ -105,7 +106,7 @@ class LeaderAPI:
                 "follower",
             ),
         }
-        lease = leader.coord.holds_lease() and not leader.lease_doubtful()
+        lease = not leader.lease_doubtful()  # (which asks whether the lease is held)
         gate_open = leader.gate.state() == "open"
         return metrics.describe("leader", leader.head.epoch, head, gate_open, lease, extra)
 
@@ -114,7 +115,8 @@ class LeaderAPI:
         problem = leader.disk.error or leader.changes.locked
         if not leader.leadership.leading:
             problem = problem or f"{leader.leadership.role.value}: not leading"
-        return health.Health("leader", problem, leader.gate.writable())
+        why = leader.gate.why_not_writable()
+        return health.Health("leader", problem, why is None, why_not_writable=why)
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         leader = self.leader

@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 
 from ... import config
 from ...config import own_url, server_ssl
@@ -41,7 +41,6 @@ from .head import LogHead
 from .retention import Retention
 
 log = logging.getLogger("sqlrepl.leader")
-T = TypeVar("T")
 
 
 class Leader:
