@@ -30,6 +30,9 @@ DEFAULT_TRIM_INTERVAL = 10.0
 #: Leader: changes the log keeps (bounded in the capture path); a follower further
 #: behind re-bootstraps from a snapshot.
 DEFAULT_LOG_LIMIT = 1_000_000
+#: Longest frame of a batch on the wire, in bytes (`--frame-size`); the bounds it may take.
+DEFAULT_FRAME_SIZE = 4 << 20
+MIN_FRAME_SIZE, MAX_FRAME_SIZE = 4 << 10, 64 << 20
 #: Leader: seconds a silent follower is remembered; after that it re-bootstraps.
 DEFAULT_RETENTION = 24 * 3600.0
 #: Leader: longest a switchover waits for its target to apply everything.

@@ -38,6 +38,11 @@ class DatabaseError(SqlreplError):
     """A database file is unusable for what was asked (not SQLite, wrong cluster, wrong role)."""
 
 
+class Unappliable(SqlreplError):
+    """A whole batch arrived and could not be applied here (the follower's file refuses
+    it, or it breaks the protocol): retried, then this follower re-bootstraps."""
+
+
 class ApplyError(DatabaseError):
     """A batch could not be applied (e.g. a schema change this SQLite cannot run).
 

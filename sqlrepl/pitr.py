@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import apsw
+
 from .core import restore as restore_core
 from .core import segments, snapshot, tempfiles, tokens
-from .core.apply import applier_connection, apply_stream
+from .core.apply import Applier, applier_connection
 from .core.db import connect, durable
 from .core.positions import Position
 from .errors import ConfigError, DatabaseError
@@ -212,7 +214,7 @@ def restore(
         conn = applier_connection(connect(tmp))
         try:
             for path, record in todo:
-                apply_stream(conn, segments.read_batch(path, record))
+                _replay(conn, path, record)
         finally:
             conn.close()
         reached = Position(max(target.epoch, base.position.epoch), target.seq)
@@ -238,6 +240,19 @@ def restore(
         "snapshot": base.path.name,
         "batches_replayed": len(todo),
     }
+
+
+def _replay(conn: apsw.Connection, path: Path, record: segments.Record) -> None:
+    """Apply one recorded batch block by block: nothing of it is kept unless all of it
+    passes its checksum (a batch may be larger than memory)."""
+    applier = Applier(conn)
+    try:
+        for block in segments.batch_blocks(path, record):
+            applier.feed(block)
+    except BaseException:
+        applier.abort()
+        raise
+    applier.finish()
 
 
 def points(directory: Path) -> list[dict[str, Any]]:

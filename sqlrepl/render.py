@@ -103,7 +103,14 @@ def _promotable(n: dict[str, Any]) -> str:
 def print_status(nodes: list[dict[str, Any]]) -> None:
     console.print(status_table(nodes))
     for n in nodes:
-        if n.get("error"):
+        if problem := n.get("problem"):  # a failure that lasts: its cause and how long
+            tries, since = (
+                problem["tries"],
+                time.strftime("%H:%M:%S", time.localtime(problem["since"])),
+            )
+            line = f"{problem['cause']} ({tries} tries since {since})"
+            console.print(f"[red]{n['url']}[/]: {line}", highlight=False)
+        elif n.get("error"):
             console.print(f"[yellow]{n['url']}[/]: {n['error']}", highlight=False)
 
 

@@ -14,6 +14,7 @@
     trim_interval = 10.0                    # accepted and ignored (the log bounds itself)
     min_sync_replicas = 0
     max_replica_lag = 10.0
+    frame_size = 4194304                    # bytes: the longest frame of a batch
     log_format = "text"                     # or "json"
     tls_cert = "/etc/sqlrepl/node.pem"      # serve https (with tls_key)
     tls_key = "/etc/sqlrepl/node.key"
@@ -97,6 +98,13 @@ def _listen(value: Any) -> str:
     return str(value)
 
 
+def _frame_size(value: Any) -> int:
+    size = int(_int(config.MIN_FRAME_SIZE)(value))
+    if size > config.MAX_FRAME_SIZE:
+        raise ValueError(f"must be at most {config.MAX_FRAME_SIZE}")
+    return size
+
+
 def _log_format(value: Any) -> str:
     if value not in LOG_FORMATS:
         raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
@@ -119,6 +127,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "trim_interval": _seconds,
     "min_sync_replicas": _int(0),
     "max_replica_lag": _seconds,
+    "frame_size": _frame_size,
     "log_format": _log_format,
     "tls_cert": _text,
     "tls_key": _text,
@@ -146,6 +155,8 @@ HELP: dict[str, str] = {
     "min_sync_replicas": "writes are refused while fewer followers than this are connected"
     " and fresh (docs/consistency.md)",
     "max_replica_lag": "... within this many seconds of the head",
+    "frame_size": "the longest frame of a batch the leader sends, in bytes: larger"
+    " transactions and values go in more frames (docs/limits.md)",
     "log_format": "`text` or `json` (one object per line)",
     "tls_cert": "serve https with this certificate (with `tls_key`)",
     "tls_key": "the certificate's key",
@@ -171,6 +182,7 @@ class NodeSettings:
     trim_interval: float = config.DEFAULT_TRIM_INTERVAL
     min_sync_replicas: int = 0
     max_replica_lag: float = config.DEFAULT_MAX_REPLICA_LAG
+    frame_size: int = config.DEFAULT_FRAME_SIZE
     log_format: str = "text"
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -67,6 +67,14 @@ from .base import (
     show_default=True,
     help="Seconds behind the head a follower may be and still count for --min-sync-replicas.",
 )
+@click.option(
+    "--frame-size",
+    type=click.IntRange(min=config.MIN_FRAME_SIZE, max=config.MAX_FRAME_SIZE),
+    default=config.DEFAULT_FRAME_SIZE,
+    show_default=True,
+    help="Longest frame of a batch, in bytes. A larger transaction or value goes in more "
+    "frames; any size SQLite accepts replicates.",
+)
 @coordinator_options
 @advertise_option
 @tls_options
@@ -79,6 +87,7 @@ def leader(
     log_limit: int,
     min_sync_replicas: int,
     max_replica_lag: float,
+    frame_size: int,
     coordinator: str | None,
     ttl: int,
     advertise: str | None,
@@ -108,6 +117,7 @@ def leader(
             advertise=advertise,
             min_sync_replicas=min_sync_replicas,
             max_replica_lag=max_replica_lag,
+            frame_size=frame_size,
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,

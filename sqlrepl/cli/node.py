@@ -28,6 +28,7 @@ FLAG_HELP = {
     "trim_interval": "Accepted and ignored (the log bounds itself).",
     "min_sync_replicas": "Refuse writes while fewer followers are connected and fresh.",
     "max_replica_lag": "Seconds behind a follower may be and count for --min-sync-replicas.",
+    "frame_size": "Longest frame of a batch, in bytes (larger ones go in more frames).",
     "log_format": "text or json.",
     "tls_cert": "Serve https with this certificate.",
     "tls_key": "The certificate's key.",
@@ -97,6 +98,7 @@ def node_configs(s: settings.NodeSettings) -> tuple[Any, Any]:
         s.log_limit,
         min_sync_replicas=s.min_sync_replicas,
         max_replica_lag=s.max_replica_lag,
+        frame_size=s.frame_size,
         **common,
     )
     follower = FollowerConfig(

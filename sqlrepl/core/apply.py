@@ -13,7 +13,7 @@ from typing import Any
 
 import apsw
 
-from ..errors import ApplyError, DatabaseError, ProtocolError, StaleEpochError
+from ..errors import ApplyError, DatabaseError, ProtocolError, StaleEpochError, StorageError
 from . import gate
 from .db import read_meta, transaction, write_meta
 from .positions import Position, follower_position
@@ -22,6 +22,8 @@ from .sql import delete_key, insert_row, quote
 from .wire import FrameReader, Header, TableShape
 
 DROP_ORDER = {"trigger": 0, "view": 1, "index": 2, "table": 3}
+#: SQLite's errors that say the disk failed (full, read-only, I/O), not the batch.
+STORAGE_ERRORS = (apsw.FullError, apsw.IOError, apsw.ReadOnlyError, apsw.CantOpenError)
 
 
 def applier_connection(conn: apsw.Connection) -> apsw.Connection:
@@ -51,6 +53,10 @@ class Applier:
         self.rows = 0
         self.leader = ""
         self.schema: list[SchemaObject] | None = None
+        #: The large value being written piece by piece (`fill` frames), and where its
+        #: next piece goes.
+        self._blob: apsw.Blob | None = None
+        self._filled = 0
 
     def feed(self, data: bytes) -> None:
         with self._or_abort():
@@ -62,6 +68,9 @@ class Applier:
         """Any failure rolls the whole batch back; SQLite's own become ApplyError."""
         try:
             yield
+        except STORAGE_ERRORS as exc:
+            self.abort()  # the disk, not the batch: never a reason to give the batch up
+            raise StorageError(f"cannot write to {self.conn.filename}: {exc}") from exc
         except apsw.Error as exc:
             self.abort()
             raise ApplyError(f"batch could not be applied: {exc}") from exc
@@ -73,6 +82,8 @@ class Applier:
         """Check the stream was whole, record the position, commit."""
         with self._or_abort():
             self.reader.close()
+            if self._blob is not None:
+                raise ProtocolError("a large value ended before all of its pieces arrived")
             assert self.header is not None
             new = Position(self.header.epoch, self.header.head)
             if self.schema is not None:
@@ -87,6 +98,7 @@ class Applier:
             return new
 
     def abort(self) -> None:
+        self._close_blob()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
@@ -103,6 +115,8 @@ class Applier:
         if not isinstance(frame, tuple) or len(frame) < 2 or frame[1] not in self.tables:
             raise ProtocolError(f"unexpected batch frame {str(frame)[:80]}")
         kind, table = frame[0], self.tables[frame[1]]
+        if self._blob is not None and kind != "fill":
+            raise ProtocolError("a large value ended before all of its pieces arrived")
         if kind == "clear":
             self.conn.execute(f"DELETE FROM {quote(table.name)}")
         elif kind == "del":
@@ -111,8 +125,49 @@ class Applier:
             names = [*table.keys, *table.columns]
             self.conn.executemany(insert_row(table.name, names, table.replace), frame[2])
             self.rows += len(frame[2])
+        elif kind == "fill":
+            self._fill(table, *frame[2:])
         else:
             raise ProtocolError(f"unknown batch frame kind {kind!r}")
+
+    def _fill(
+        self,
+        table: TableShape,
+        rowid: int,
+        at: int,
+        offset: int,
+        size: int,
+        text: bool,
+        data: bytes,
+    ) -> None:
+        """Write a piece of a large value into the row its `put` left a placeholder in."""
+        column = (*table.keys, *table.columns)[at]
+        if offset == 0 and self._blob is None:
+            # A placeholder of the value's size and type, then its bytes in place (a TEXT
+            # placeholder is made whole by SQLite's CAST: one copy, in SQLite's memory).
+            value = "CAST(zeroblob(?) AS TEXT)" if text else "zeroblob(?)"
+            self.conn.execute(
+                f"UPDATE {quote(table.name)} SET {quote(column)} = {value} "
+                f"WHERE {quote(table.keys[0])} = ?",
+                (size, rowid),
+            )
+            if self.conn.changes() != 1:
+                raise ProtocolError(f"a large value for a row {table.name} lacks (rowid {rowid})")
+            self._blob, self._filled = (
+                self.conn.blob_open("main", table.name, column, rowid, True),
+                0,
+            )
+        if self._blob is None or offset != self._filled or offset + len(data) > size:
+            raise ProtocolError(f"a piece of a large value in {table.name} is out of order")
+        self._blob.write(data)
+        self._filled += len(data)
+        if self._filled == size:
+            self._close_blob()
+
+    def _close_blob(self) -> None:
+        if self._blob is not None:
+            self._blob.close()
+            self._blob = None
 
     def _begin(self, header: Header) -> None:
         self.conn.execute("BEGIN IMMEDIATE")

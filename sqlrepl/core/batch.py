@@ -8,10 +8,20 @@ delete when the row is gone. Frames, in order:
     ["clear", tid]            empty the table (a full resend of it follows)
     ["del", tid, [key, …]]    delete these keys
     ["put", tid, [row, …]]    insert these images (keys first), OR REPLACE if the table says so
+    ["fill", tid, rowid, column, offset, size, text, bytes]
+                              a piece of one large value (below)
 
 For a table with a secondary UNIQUE index every touched key is deleted before any image
 is put (so swapped unique values never collide); other tables take their images by
 INSERT OR REPLACE first, then the deletes of rows that are gone.
+
+Frames are bounded in bytes (the writer's `limit`), not in rows: a frame holds as many
+rows as fit. A value larger than half a frame in a column the follower can write piece
+by piece (`TableInfo.streamable`) ships as an empty placeholder in its row, then as
+`fill` frames read from the leader's file with incremental blob I/O and written into the
+follower's the same way: neither side ever holds it whole. Any other large value (a key,
+an indexed column, a WITHOUT ROWID table) goes in its row, and a row larger than a frame
+is cut into several frames by the writer (`wire.MORE`).
 """
 
 from __future__ import annotations
@@ -27,10 +37,14 @@ from .db import read_meta, schema_version, transaction
 from .positions import log_head, trimmed
 from .schema import TableInfo, fts5_fingerprints, fts5_tables, table_info, user_schema
 from .sql import LOG, TABLES, key_columns, quote
-from .wire import FrameWriter, Header, TableShape
+from .wire import FrameWriter, Header, TableShape, encode
 
-#: Rows (or keys) per frame.
+#: The most rows (or keys) per frame.
 CHUNK = 1000
+#: Rows in a table's first frame, before the size of its rows is known.
+FIRST_CHUNK = 16
+#: Room left in a `fill` frame for everything but the piece of the value.
+FILL_OVERHEAD = 256
 
 
 class SchemaMoved(Exception):
@@ -118,11 +132,10 @@ def build(
         )
         out.send(header.to_wire())
         for tid, info in tables.items():
-            frames = (
-                _full(conn, tid, info) if touched[tid] else _changes(conn, tid, info, after, top)
-            )
-            for frame in frames:
-                out.send(frame)
+            if touched[tid]:
+                _full(conn, out, tid, info)
+            else:
+                _changes(conn, out, tid, info, after, top)
         out.end()
         return top
 
@@ -156,20 +169,79 @@ def _touched(conn: apsw.Connection, after: int, top: int) -> dict[int, bool]:
     return {tid: tid in marked for (tid,) in conn.execute(logged, (after, top))}
 
 
-def _chunks(rows: Iterator[tuple[Any, ...]], kind: str, tid: int) -> Iterator[list[Any]]:
-    while chunk := list(islice(rows, CHUNK)):
-        yield [kind, tid, chunk]
+def _send_rows(out: FrameWriter, kind: str, tid: int, rows: Iterator[tuple[Any, ...]]) -> None:
+    """Send `rows` in frames of at most `out.limit` bytes: as many rows per frame as the
+    rows sent so far say fit (at most CHUNK)."""
+    count = FIRST_CHUNK
+    while chunk := list(islice(rows, count)):
+        payload = encode([kind, tid, chunk])
+        if len(payload) > out.limit and len(chunk) > 1:
+            half = len(chunk) // 2
+            _send_rows(out, kind, tid, iter(chunk[:half]))
+            _send_rows(out, kind, tid, iter(chunk[half:]))
+        else:
+            out.send_encoded(payload)  # one row larger than a frame is cut by the writer
+        per_row = max(1, len(payload) // len(chunk))
+        count = max(1, min(CHUNK, out.limit // 2 // per_row))
 
 
-def _full(conn: apsw.Connection, tid: int, info: TableInfo) -> Iterator[list[Any]]:
-    yield ["clear", tid]
-    cols = ", ".join(quote(c) for c in info.image_names)
-    yield from _chunks(conn.execute(f"SELECT {cols} FROM {quote(info.name)}"), "put", tid)
+def _image(info: TableInfo, limit: int) -> str:
+    """The select list of a row image: a large value of a streamable column is left out
+    (an empty placeholder stands for it until its `fill` frames arrive)."""
+    large = limit // 2
+    return ", ".join(
+        f"iif(octet_length({quote(c)}) > {large}, x'', {quote(c)})"
+        if c in info.streamable
+        else quote(c)
+        for c in info.image_names
+    )
+
+
+def _send_fills(
+    conn: apsw.Connection, out: FrameWriter, tid: int, info: TableInfo, where: str
+) -> None:
+    """The large values left out of the images of the rows `where` selects, piece by piece."""
+    if not info.streamable:
+        return
+    large = out.limit // 2
+    piece = max(1, out.limit - FILL_OVERHEAD)
+    names = info.image_names
+    sizes = ", ".join(
+        f"iif(octet_length({quote(c)}) > {large}, typeof({quote(c)}), NULL)"
+        for c in info.streamable
+    )
+    any_large = " OR ".join(f"octet_length({quote(c)}) > {large}" for c in info.streamable)
+    rowid = quote(info.keys[0])
+    query = f"SELECT {rowid}, {sizes} FROM {quote(info.name)} WHERE ({any_large})"
+    for rowid_value, *types in conn.execute(query + (f" AND {where}" if where else "")):
+        for column, kind in zip(info.streamable, types, strict=True):
+            if kind is None:
+                continue
+            blob = conn.blob_open("main", info.name, column, rowid_value, False)
+            with blob:
+                size = blob.length()
+                text = kind == "text"
+                for offset in range(0, size, piece):
+                    data = blob.read(piece)
+                    at = names.index(column)
+                    out.send(["fill", tid, rowid_value, at, offset, size, text, data])
+
+
+def _full(conn: apsw.Connection, out: FrameWriter, tid: int, info: TableInfo) -> None:
+    out.send(["clear", tid])
+    rows = conn.execute(f"SELECT {_image(info, out.limit)} FROM {quote(info.name)}")
+    _send_rows(out, "put", tid, rows)
+    _send_fills(conn, out, tid, info, "")
 
 
 def _changes(
-    conn: apsw.Connection, tid: int, info: TableInfo, after: int, top: int
-) -> Iterator[list[Any]]:
+    conn: apsw.Connection,
+    out: FrameWriter,
+    tid: int,
+    info: TableInfo,
+    after: int,
+    top: int,
+) -> None:
     """Current images, and deletes of gone rows, of every key logged for `tid` in (after, top]."""
     logged_keys = key_columns(len(info.keys))
     keys = ", ".join(logged_keys)
@@ -179,16 +251,18 @@ def _changes(
     )
     table = quote(info.name)
     key = ", ".join(quote(k) for k in info.keys)
-    image = ", ".join(quote(c) for c in info.image_names)
-    present = f"SELECT {image} FROM {table} WHERE ({key}) IN ({logged})"
+    touched = f"({key}) IN ({logged})"
+    present = f"SELECT {_image(info, out.limit)} FROM {table} WHERE {touched}"
     if not replace_rows(info):
         # A secondary UNIQUE index: every touched key goes first, so images never collide.
-        yield from _chunks(conn.execute(f"SELECT DISTINCT {keys} FROM ({logged})"), "del", tid)
-        yield from _chunks(conn.execute(present), "put", tid)
+        _send_rows(out, "del", tid, conn.execute(f"SELECT DISTINCT {keys} FROM ({logged})"))
+        _send_rows(out, "put", tid, conn.execute(present))
+        _send_fills(conn, out, tid, info, touched)
         return
     # Images replace rows in place and a key is either present or gone, so images go first
     # (the follower starts applying sooner) and only the keys of gone rows follow.
-    yield from _chunks(conn.execute(present), "put", tid)
+    _send_rows(out, "put", tid, conn.execute(present))
+    _send_fills(conn, out, tid, info, touched)
     join = " AND ".join(
         f"t.{quote(k)} = k.{c}" for k, c in zip(info.keys, logged_keys, strict=True)
     )
@@ -196,4 +270,4 @@ def _changes(
         f"SELECT {keys} FROM (SELECT DISTINCT {keys} FROM ({logged})) AS k "
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {join})"
     )
-    yield from _chunks(conn.execute(gone), "del", tid)
+    _send_rows(out, "del", tid, conn.execute(gone))

@@ -13,9 +13,17 @@ from typing import Any
 import apsw
 
 from .capture import SCHEMA_TID, install_within
-from .db import drop_triggers, has_table, read_meta, transaction, write_meta
+from .db import drop_triggers, has_table, has_view, read_meta, transaction, write_meta
 from .positions import log_head
-from .sql import CAPTURE_PREFIX, LOG, META, TABLES, create_internal_tables
+from .sql import (
+    CAPTURE_PREFIX,
+    FOLLOWERS,
+    LOG,
+    META,
+    POSITION_VIEW,
+    TABLES,
+    create_internal_tables,
+)
 
 
 def cluster_of(conn: apsw.Connection) -> str | None:
@@ -29,6 +37,19 @@ def cluster_of(conn: apsw.Connection) -> str | None:
 def missing_internals(conn: apsw.Connection) -> list[str]:
     """sqlrepl's own tables a leader file lacks (dropped by an app or a migration?)."""
     return [t for t in (LOG, META, TABLES) if not has_table(conn, t)]
+
+
+def missing_extras(conn: apsw.Connection) -> list[str]:
+    """sqlrepl's objects a leader file lacks that hold nothing replication needs (the
+    followers' list, the position view): re-created as they were, nothing resent."""
+    gone = [] if has_table(conn, FOLLOWERS) else [FOLLOWERS]
+    return gone + ([] if has_view(conn) else [POSITION_VIEW])
+
+
+def recreate_extras(conn: apsw.Connection) -> None:
+    """Put back what `missing_extras` found (the other tables must be in place)."""
+    with transaction(conn):
+        conn.execute(create_internal_tables())  # creates only what is missing
 
 
 def rebuild(conn: apsw.Connection, meta: dict[str, Any], head: int, log_limit: int) -> None:

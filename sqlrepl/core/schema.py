@@ -26,6 +26,10 @@ class TableInfo:
     without_rowid: bool
     #: (column, collation) pairs of each secondary UNIQUE index.
     unique_indexes: tuple[tuple[tuple[str, str], ...], ...]
+    #: Columns whose large values a follower can write piece by piece (incremental blob
+    #: I/O): those of a rowid table that no index, CHECK constraint or stored generated
+    #: column reads, so a placeholder never shows to SQLite's checks.
+    streamable: tuple[str, ...] = ()
 
     @property
     def image_names(self) -> tuple[str, ...]:
@@ -127,7 +131,32 @@ def table_info(conn: apsw.Connection, table: str) -> TableInfo:
             raise ValueError(f"table {table!r} hides its rowid behind columns rowid, _rowid_, oid")
         keys = (alias,)
     columns = tuple(c for c in insertable if c not in keys)
-    return TableInfo(table, keys, columns, without_rowid, _unique_indexes(conn, table))
+    streamable = () if without_rowid else _streamable(conn, table, xinfo, columns)
+    return TableInfo(table, keys, columns, without_rowid, _unique_indexes(conn, table), streamable)
+
+
+def _streamable(
+    conn: apsw.Connection, table: str, xinfo: list[tuple], columns: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The columns of a rowid table a placeholder can stand in for while a large value is
+    written piece by piece (see `TableInfo.streamable`)."""
+    if any(r[6] == 3 for r in xinfo):  # a stored generated column is computed on write
+        return ()
+    found = conn.execute(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
+    )
+    sql = next((str(r[0] or "") for r in found), "")
+    if re.search(r"\bCHECK\b", sql, re.IGNORECASE):
+        return ()
+    indexed: set[str] = set()
+    for _seq, name, _unique, _origin, partial in conn.execute(f"PRAGMA index_list({quote(table)})"):
+        if partial:
+            return ()
+        for _no, cid, column, *_rest in conn.execute(f"PRAGMA index_info({quote(str(name))})"):
+            if cid < 0:  # an expression: SQLite refuses blob writes to every column then
+                return ()
+            indexed.add(str(column).lower())
+    return tuple(c for c in columns if c.lower() not in indexed)
 
 
 def _integer_primary_key(xinfo: list[tuple]) -> str | None:

@@ -129,13 +129,17 @@ def _blocks(f: BinaryIO, length: int) -> Iterator[bytes]:
         yield block
 
 
-def read_batch(path: Path, record: Record) -> bytes:
+def batch_blocks(path: Path, record: Record) -> Iterator[bytes]:
+    """A record's batch in blocks of 1 MiB (a batch may be larger than memory); raises
+    DatabaseError after the last block if the batch fails its checksum."""
+    crc = 0
     with open(path, "rb") as f:
         f.seek(record.offset)
-        data = f.read(record.length)
-    if zlib.crc32(data) != record.crc:
+        for block in _blocks(f, record.length):
+            crc = zlib.crc32(block, crc)
+            yield block
+    if crc != record.crc:
         raise DatabaseError(f"{path.name}: batch at byte {record.offset} fails its checksum")
-    return data
 
 
 def sha256_of(path: Path) -> str:

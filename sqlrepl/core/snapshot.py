@@ -8,7 +8,7 @@ from pathlib import Path
 
 import apsw
 
-from ..errors import DatabaseError
+from ..errors import DatabaseError, ProtocolError
 from . import gate
 from .db import (
     connect,
@@ -20,7 +20,7 @@ from .db import (
     write_meta,
 )
 from .positions import SNAPSHOT, Position, read_position
-from .sql import FOLLOWERS, LOG, META, PREFIX
+from .sql import FOLLOWERS, LOG, META, PREFIX, create_internal_tables
 
 Progress = Callable[[int, int], None]
 READ_SIZE = 1 << 20
@@ -87,6 +87,12 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
     conn = connect(path)
     try:
         with transaction(conn):
+            if not read_meta(conn).get("cluster"):
+                raise ProtocolError(
+                    f"{path.name} lacks sqlrepl's tables (an app dropped them on the leader "
+                    "as it was taken?): a new one is asked for"
+                )
+            conn.execute(create_internal_tables())  # only what an app dropped
             where = read_position(conn)
             meta = read_meta(conn)
             drop_triggers(conn, PREFIX)

@@ -3,9 +3,13 @@
     frame   := length:u32 crc32:u32 payload[length]     (big endian)
     stream  := header frame, data frames…, end frame
 
-A stream that stops before its end frame, or any frame whose CRC does not match, is
-rejected whole: the follower applies nothing from it. The header (`Header`) and each
-table's shape (`TableShape`) are defined here once, for the builder and the applier.
+Each payload is one msgpack message. A frame is at most the leader's frame size
+(`--frame-size`) long: a message larger than that (one row with a large key, say) is cut
+into several frames, each but the last with the top bit of `length` set (`MORE`), and
+joined again by the reader. A stream that stops before its end frame, or any frame whose
+CRC does not match, is rejected whole: the follower applies nothing from it. The header
+(`Header`) and each table's shape (`TableShape`) are defined here once, for the builder
+and the applier.
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ from ..errors import ProtocolError
 FRAME_HEAD = struct.Struct(">II")
 #: Refuse frames larger than this (a corrupt length must not make us allocate gigabytes).
 MAX_FRAME = 64 << 20
+#: The top bit of a frame's length: its message goes on in the next frame.
+MORE = 1 << 31
+#: Refuse a message (joined from its frames) larger than this: SQLite's own largest row
+#: (SQLITE_MAX_LENGTH, 1e9 bytes by default) and its encoding fit well within it.
+MAX_MESSAGE = 2 << 30
+#: Frames the leader sends are at most this long by default (`--frame-size`).
+FRAME_SIZE = 4 << 20
 END = "end"
 #: Version of the batch header.
 FORMAT = 1
@@ -113,20 +124,38 @@ class Header:
             raise ProtocolError(f"malformed batch header: {exc!r}") from exc
 
 
+def encode(obj: Any) -> bytes:
+    """One message's payload."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
 def pack(obj: Any) -> bytes:
-    payload = msgpack.packb(obj, use_bin_type=True)
+    payload = encode(obj)
     return FRAME_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 class FrameWriter:
-    """Writes frames to `write`, then an end frame that counts them."""
+    """Writes messages to `write` in frames of at most `limit` bytes, then an end frame
+    that counts them."""
 
-    def __init__(self, write: Callable[[bytes], Any]) -> None:
+    def __init__(self, write: Callable[[bytes], Any], limit: int = FRAME_SIZE) -> None:
+        if not 0 < limit <= MAX_FRAME:
+            raise ValueError(f"a frame size must be between 1 and {MAX_FRAME} bytes")
         self._write = write
+        self.limit = limit
         self.frames = 0
 
     def send(self, obj: Any) -> None:
-        self._write(pack(obj))
+        self.send_encoded(encode(obj))
+
+    def send_encoded(self, payload: bytes) -> None:
+        """Send a message already encoded (`encode`), cut into frames if it is too long."""
+        view = memoryview(payload)
+        while len(view) > self.limit:
+            piece, view = view[: self.limit], view[self.limit :]
+            self._write(FRAME_HEAD.pack(len(piece) | MORE, zlib.crc32(piece)) + piece)
+            self.frames += 1
+        self._write(FRAME_HEAD.pack(len(view), zlib.crc32(view)) + view)
         self.frames += 1
 
     def end(self) -> None:
@@ -138,6 +167,8 @@ class FrameReader:
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        #: The frames read so far of a message cut into several (MORE).
+        self._message = bytearray()
         self.frames = 0
         self.ended = False
 
@@ -147,21 +178,47 @@ class FrameReader:
         try:
             while len(self._buf) - at >= FRAME_HEAD.size:
                 length, crc = FRAME_HEAD.unpack_from(self._buf, at)
+                more = bool(length & MORE)
+                length &= ~MORE
                 if length > MAX_FRAME:
                     raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME} limit")
                 start = at + FRAME_HEAD.size
                 if len(self._buf) < start + length:
                     return
                 at = start + length
-                yield self._decode(bytes(self._buf[start:at]), crc)
+                payload = self._checked(memoryview(self._buf)[start:at], crc)
+                if more or self._message:
+                    message = self._join(payload, more)
+                    if message is not None:
+                        yield self._decode(message)
+                else:
+                    yield self._decode(payload)
         finally:
             del self._buf[:at]
 
-    def _decode(self, payload: bytes, crc: int) -> Any:
-        if self.ended:
-            raise ProtocolError("data after the end of the batch")
-        if zlib.crc32(payload) != crc:
-            raise ProtocolError("batch frame failed its CRC check (corrupt payload)")
+    def _checked(self, payload: memoryview, crc: int) -> bytes:
+        try:
+            if self.ended:
+                raise ProtocolError("data after the end of the batch")
+            if zlib.crc32(payload) != crc:
+                raise ProtocolError("batch frame failed its CRC check (corrupt payload)")
+            return bytes(payload)
+        finally:
+            payload.release()
+
+    def _join(self, piece: bytes, more: bool) -> bytearray | None:
+        """Add a frame to the message being joined; the whole message after its last."""
+        self.frames += 1
+        if len(self._message) + len(piece) > MAX_MESSAGE:
+            raise ProtocolError(f"a batch message exceeds the {MAX_MESSAGE} byte limit")
+        self._message += piece
+        if more:
+            return None
+        self.frames -= 1  # counted again as the message's last frame
+        message, self._message = self._message, bytearray()
+        return message
+
+    def _decode(self, payload: bytes | bytearray) -> Any:
         try:
             # Arrays decode as tuples: several times cheaper than lists for row images.
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=False)
@@ -177,5 +234,5 @@ class FrameReader:
 
     def close(self) -> None:
         """Raise unless the stream ended cleanly."""
-        if not self.ended or self._buf:
+        if not self.ended or self._buf or self._message:
             raise ProtocolError("batch is truncated (no end frame)")

@@ -46,6 +46,8 @@ class LeaderConfig:
     min_sync_replicas: int = 0
     #: ... within this many seconds of the head.
     max_replica_lag: float = config.DEFAULT_MAX_REPLICA_LAG
+    #: Longest frame of a batch, in bytes: larger transactions and values go in more frames.
+    frame_size: int = config.DEFAULT_FRAME_SIZE
 
 
 @dataclass(frozen=True)

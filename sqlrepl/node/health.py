@@ -34,6 +34,9 @@ class Health:
     lag_seconds: float | None = None
     #: Why a leader takes no writes now (its write gate's own answer).
     why_not_writable: str | None = None
+    #: What goes wrong now without making the node unhealthy (a follower's lasting
+    #: replication failure, with its cause; a leader's problems): in the answer's body.
+    notes: tuple[str, ...] = ()
 
 
 def add_routes(app: web.Application, probe: Callable[[], Health]) -> None:
@@ -41,7 +44,7 @@ def add_routes(app: web.Application, probe: Callable[[], Health]) -> None:
         h = probe()
         if h.problem:
             return error(503, h.problem)
-        return web.json_response({"role": h.role, "healthy": True})
+        return web.json_response({"role": h.role, "healthy": True, "problems": list(h.notes)})
 
     async def leader(request: web.Request) -> web.Response:
         h = probe()

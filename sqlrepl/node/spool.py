@@ -19,6 +19,10 @@ import threading
 NOTIFY_EVERY = 256 << 10
 
 
+class Abandoned(Exception):
+    """Nobody will read this spool: the build writing it stops."""
+
+
 class Spool:
     def __init__(self, loop: asyncio.AbstractEventLoop, memory: int) -> None:
         self._loop = loop
@@ -30,9 +34,12 @@ class Spool:
         self._changed = asyncio.Event()
         self.size = 0
         self.finished = False
+        self.abandoned = False
 
     # -- builder thread -------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        if self.abandoned:
+            raise Abandoned()
         with self._lock:
             if self._file is None and self.size + len(data) > self._memory:
                 self._file, path = tempfile.mkstemp(prefix="sqlrepl-batch-")
@@ -71,6 +78,10 @@ class Spool:
         """Wait until more bytes arrive or the build ends."""
         await self._changed.wait()
         self._changed.clear()
+
+    def abandon(self) -> None:
+        """The answer is gone (the follower hung up, the role ended): stop the build."""
+        self.abandoned = True
 
     def close(self) -> None:
         with self._lock:

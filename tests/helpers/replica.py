@@ -9,13 +9,14 @@ from pathlib import Path
 from sqlrepl.core import apply, batch, capture, schema, snapshot
 from sqlrepl.core.db import connect
 from sqlrepl.core.positions import Position, follower_position
-from sqlrepl.core.wire import FrameWriter
+from sqlrepl.core.wire import FRAME_SIZE, FrameWriter
 
 
 class Replica:
     """A leader file and a follower file, synced on demand."""
 
-    def __init__(self, tmp: Path, leader: Path | None = None) -> None:
+    def __init__(self, tmp: Path, leader: Path | None = None, frame_size: int = FRAME_SIZE) -> None:
+        self.frame_size = frame_size
         self.leader_path = leader or tmp / "leader.db"
         self.follower_path = tmp / "follower.db"
         self.leader = connect(self.leader_path, create=True)
@@ -32,7 +33,7 @@ class Replica:
         out = io.BytesIO()
         after = follower_position(self.follower).seq
         fts5 = schema.fts5_fingerprints(self.follower)
-        batch.build(self.leader, after, FrameWriter(out.write), self.tables, fts5)
+        batch.build(self.leader, after, FrameWriter(out.write, self.frame_size), self.tables, fts5)
         return out.getvalue()
 
     def sync(self) -> Position:

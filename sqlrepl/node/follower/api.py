@@ -71,6 +71,8 @@ class FollowerAPI:
                 "state": p.state,
                 "snapshot": p.transfer.view() if p.transfer else None,
                 "error": p.error,
+                "problem": p.trouble.view(),
+                "last_problem": p.trouble.last,
                 "candidate": f.config.candidate,
                 "eligible": eligible,
                 "why_not": why_not,
@@ -86,6 +88,11 @@ class FollowerAPI:
         extra: metrics.State = {
             "sqlrepl_lag_changes": ("Changes behind the newest head known.", p.lag(), ""),
             "sqlrepl_lag_seconds": ("Seconds since it last held its leader's head.", seconds, ""),
+            "sqlrepl_replication_stuck": (
+                "1 while a replication failure lasts (status names its cause).",
+                int(p.trouble.lasting),
+                "",
+            ),
         }
         where = p.position
         epoch, seq = (where.epoch, where.seq) if where else (None, None)
@@ -99,7 +106,8 @@ class FollowerAPI:
         if f.promoted:  # the leader role takes over in a moment: no replica any more
             return health.Health("leader", "promoted: the leader role is starting")
         seconds = p.lag_seconds(time.time(), f.keepalive)
-        return health.Health("follower", problem, False, p.lag(), seconds)
+        notes = (str(p.trouble.message),) if p.trouble.lasting else ()
+        return health.Health("follower", problem, False, p.lag(), seconds, notes=notes)
 
     async def wait(self, request: web.Request) -> web.Response:
         """`GET /wait?token=E:S&timeout=SECONDS`: answers once this follower's file holds

@@ -5,14 +5,18 @@ archive's recorder, if any, is fed the same bytes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import apsw
 
 from ...core.apply import Applier
 from ...core.positions import Position
-from ...errors import ProtocolError
+from ...errors import ApplyError, ProtocolError, StorageError, Unappliable
 from .. import metrics
 from ..database import Database
 from .archive import Recorder
@@ -23,6 +27,40 @@ log = logging.getLogger("sqlrepl.follower")
 SMALL_BATCH = 4 << 20
 #: Larger (or streamed) batches are applied block by block as they arrive.
 STREAM_BLOCK = 1 << 20
+
+
+def learned(applier: Applier, fts5: dict[str, str] | None) -> tuple[list[Any] | None, bool]:
+    """What an applied batch tells: the leader's epoch history (None: not sent), and
+    whether FTS5 indexes moved (their fingerprints must be read again)."""
+    header = applier.header
+    if header is None:
+        return None, False
+    history = json.loads(header.history) if header.history else None
+    names = {shape.name for shape in header.tables.values()}
+    stale = header.schema is not None or any(n.rsplit("_", 1)[0] in (fts5 or {}) for n in names)
+    return history, stale
+
+
+def storage_problem(exc: BaseException, db: Path) -> StorageError:
+    """A full or failing disk, in one line."""
+    if isinstance(exc, StorageError):
+        return exc
+    why = getattr(exc, "strerror", None) or exc
+    return StorageError(f"cannot write beside {db}: {why}")
+
+
+def failure(exc: BaseException, before: Position | None) -> Exception | None:
+    """What a failed apply means to the replication loop: a transfer that broke off
+    (ProtocolError: retried), a whole batch this file refuses (Unappliable: retried, then
+    given up for a snapshot), or what it raised (None)."""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ProtocolError(f"batch transfer broke off: {exc}")
+    refused = type(exc) is ProtocolError or (
+        isinstance(exc, ApplyError) and not isinstance(exc.__cause__, apsw.BusyError)
+    )
+    if refused:
+        return Unappliable(f"the batch from seq {before.seq if before else '?'}: {exc}")
+    return None
 
 
 async def apply(

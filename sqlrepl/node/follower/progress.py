@@ -38,6 +38,64 @@ class Meter:
             log.info("snapshot: %d of %d bytes (%.0f MiB/s)", done, total, rate)
 
 
+#: A failure that repeats this many times in a row, or for this long, lasts: status,
+#: /health and /metrics name it (a single retry does not).
+LASTING_TRIES, LASTING_S = 3, 10.0
+#: A batch that fails to apply this many times at the same position, for this long,
+#: cannot be applied here: the follower re-bootstraps from a snapshot (the time leaves a
+#: glitch room to pass, and status room to show it).
+UNAPPLIABLE_TRIES, UNAPPLIABLE_S = 3, 5.0
+
+
+@dataclass
+class Trouble:
+    """The failure the follower meets now: logged once when it starts, counted while it
+    repeats (logged again at 10, 100, … tries), summed up when it ends."""
+
+    message: str | None = None
+    count: int = 0
+    since: float = 0.0
+    #: The last failure that lasted, once it ended (status: what happened, and when).
+    last: dict[str, Any] | None = None
+
+    def note(self, message: str) -> None:
+        if message != self.message:
+            self.clear()
+            self.message, self.count, self.since = message, 0, time.time()
+            log.warning("%s; retrying", message)
+        self.count += 1
+        if self.count >= 10 and str(self.count).strip("0") == "1":
+            log.warning("%s (%d tries so far, since %s)", message, self.count, _clock(self.since))
+
+    def clear(self) -> None:
+        if self.message is not None and self.count > 1:
+            log.info("ended after %d tries: %s", self.count, self.message)
+        if self.lasting:
+            self.last = {**(self.view() or {}), "ended": round(time.time(), 3)}
+        self.message, self.count = None, 0
+
+    def given_up(self) -> bool:
+        """Has the failure repeated long enough to give the batch up?"""
+        long = time.time() - self.since >= UNAPPLIABLE_S
+        return self.count >= UNAPPLIABLE_TRIES and long
+
+    @property
+    def lasting(self) -> bool:
+        return self.message is not None and (
+            self.count >= LASTING_TRIES or time.time() - self.since >= LASTING_S
+        )
+
+    def view(self) -> dict[str, Any] | None:
+        """For status and /health: the lasting failure, with its count and start."""
+        if not self.lasting:
+            return None
+        return {"cause": self.message, "tries": self.count, "since": round(self.since, 3)}
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
 @dataclass
 class Progress:
     """What the follower knows of itself and its leader, for /status."""
@@ -53,6 +111,7 @@ class Progress:
     started: float = field(default_factory=time.time)
     state: str = "starting"
     error: str | None = None
+    trouble: Trouble = field(default_factory=Trouble)
     #: A snapshot download under way: bytes done of how many.
     transfer: Meter | None = None
 

@@ -2,7 +2,8 @@
 
 Each batch is applied in one SQLite transaction together with the position; a large one
 block by block as it arrives. Transient failures are retried with backoff and shown in
-status; a wrong file or token ends the role (through the supervisor).
+status; a batch this file refuses again and again is given up for a snapshot; a wrong
+file or token ends the role (through the supervisor).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ...errors import (
     SqlreplError,
     StaleEpochError,
     StorageError,
+    Unappliable,
 )
 from .. import discovery, metrics
 from ..client import Client, expect_ok
@@ -111,6 +113,7 @@ class Replicator:
                 await self._pull()
                 delay = config.BACKOFF_MIN
                 self.progress.error = None
+                self.progress.trouble.clear()
                 continue
             except Diverged as exc:
                 assert self.progress.position is not None
@@ -121,15 +124,19 @@ class Replicator:
                 log.warning("%s: re-bootstrapping from a snapshot", exc)
                 self.need_snapshot, self.archived = True, None
                 continue
-            except ApplyError as exc:
-                log.error("%s", exc)  # nothing of the batch was kept; retried with backoff
+            except Unappliable as exc:
+                # Nothing of the batch was kept. The same batch failing the same way again
+                # and again cannot be applied here: start over from a snapshot.
                 self._failed(exc)
-            except (OSError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError) as exc:
+                if self.progress.trouble.given_up():
+                    self._give_up_batch(exc)
+                    continue
+            except (OSError, StorageError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError) as exc:
                 # A full or failing disk (a snapshot download, an apply): nothing half-
                 # written is kept; retried with backoff, and shown in status.
-                problem = StorageError(f"cannot write beside {self.f.config.db}: {_why(exc)}")
-                log.error("%s", problem)
-                self._failed(problem)
+                self._failed(applying.storage_problem(exc, self.f.config.db))
+            except ApplyError as exc:  # a busy file: not the batch's fault
+                self._failed(exc)
             except (AuthError, DatabaseError):
                 raise
             except (PeerUnavailable, ProtocolError, StaleEpochError) as exc:
@@ -142,11 +149,20 @@ class Replicator:
 
     def _failed(self, exc: SqlreplError) -> None:
         metrics.ERRORS.labels(type(exc).__name__).inc()
-        message = str(exc)
-        if message != self.progress.error:
-            log.warning("%s; retrying (backoff up to %ss)", message, config.BACKOFF_MAX)
-        self.progress.error = message
+        self.progress.error = str(exc)
+        self.progress.trouble.note(str(exc))  # logged once, counted while it repeats
         self.progress.state = "retrying"
+
+    def _give_up_batch(self, exc: Unappliable) -> None:
+        tries = self.progress.trouble.count
+        log.error("%s (%d tries): re-bootstrapping from a snapshot", exc, tries)
+        if self.f.archive is not None:
+            log.error(
+                "archive: its chain ends at %s, before the batch it could not apply; "
+                "a new chain begins with the re-bootstrap",
+                self.progress.position,
+            )
+        self.need_snapshot, self.archived = True, None
 
     async def _find_leader(self) -> None:
         """The leader is lost or no longer leads: follow whichever member now leads our
@@ -269,30 +285,16 @@ class Replicator:
             if recorder and before is not None:
                 after = self.progress.position
                 await archive.recorded(recorder, f.file, self.leader, before, after)
-            self._saw_history(applier)
+            history, stale = applying.learned(applier, self.fts5)
+            self.history = history if history is not None else self.history
+            self.fts5 = None if stale else self.fts5  # read again before the next pull
         except BaseException as exc:
             await db.run(applier.abort)
             if recorder:
                 recorder.abort()
                 if self.progress.position != before:  # applied but not recorded: a gap
                     self.archived = None
-            if isinstance(exc, aiohttp.ClientPayloadError):
-                raise ProtocolError(f"batch transfer broke off: {exc}") from exc
+            meaning = applying.failure(exc, before)
+            if meaning is not None:
+                raise meaning from exc
             raise
-
-    def _saw_history(self, applier: Applier) -> None:
-        """Take what an applied batch tells: the history; whether FTS5 indexes moved."""
-        header = applier.header
-        if header is None:
-            return
-        if header.history:
-            self.history = json.loads(header.history)
-        names = {shape.name for shape in header.tables.values()}
-        if header.schema is not None or any(
-            n.rsplit("_", 1)[0] in (self.fts5 or {}) for n in names
-        ):
-            self.fts5 = None  # read the fingerprints again before the next pull
-
-
-def _why(exc: BaseException) -> str:
-    return str(getattr(exc, "strerror", None) or exc)

@@ -52,11 +52,13 @@ class LeaderAPI:
         app.router.add_get("/metrics", metrics.handler)
         metrics.serve_role(self.metrics)
         app.router.add_get("/status", self.status)
-        app.router.add_get("/batch", BatchServer(self.leader).batch)
+        batches = BatchServer(self.leader)
+        app.router.add_get("/batch", batches.batch)
         app.router.add_get("/snapshot", self.snapshot)
         app.router.add_post("/switchover", self.switchover)
         app.router.add_post("/demote", self.demote)
         app.on_cleanup.append(lambda _: asyncio.to_thread(self.sessions.close))
+        app.on_cleanup.append(lambda _: batches.close())
         return app
 
     async def status(self, request: web.Request) -> web.Response:
@@ -116,7 +118,8 @@ class LeaderAPI:
         if not leader.leadership.leading:
             problem = problem or f"{leader.leadership.role.value}: not leading"
         why = leader.gate.why_not_writable()
-        return health.Health("leader", problem, why is None, why_not_writable=why)
+        notes = tuple(leader.problems())
+        return health.Health("leader", problem, why is None, why_not_writable=why, notes=notes)
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         leader = self.leader

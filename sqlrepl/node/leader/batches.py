@@ -1,18 +1,21 @@
 """`GET /batch` on the leader: a long poll answered with a batch built while it is sent.
 
-The batch is built in the database thread inside one read transaction and written to a
-`Spool`; the handler sends what the spool holds as it grows (small batches whole, large
-ones streamed), so the read transaction lasts only as long as the build, whatever the
-network does.
+The batch is built on a read connection of its own (`builders`) inside one read
+transaction and written to a `Spool`; the handler sends what the spool holds as it grows
+(small batches whole, large ones streamed), so the read transaction lasts only as long
+as the build, whatever the network does. A follower that hangs up stops its build.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 import time
 from typing import Protocol
 
+import apsw
 from aiohttp import web
 
 from ... import config
@@ -29,9 +32,11 @@ from ...core.wire import (
 )
 from ...errors import ProtocolError, SnapshotNeeded, SqlreplError
 from .. import metrics
+from ..configs import LeaderConfig
 from ..database import Database
 from ..http import error
-from ..spool import Spool
+from ..spool import Abandoned, Spool
+from .builders import Builder, Builders
 from .ddl import SchemaSync
 from .gate import Leadership
 from .head import LogHead
@@ -50,8 +55,13 @@ class BatchSource(Protocol):
     schema: SchemaSync
     db: Database
 
+    @property
+    def config(self) -> LeaderConfig: ...
+
     def lease_doubtful(self) -> bool: ...
 
+
+log = logging.getLogger("sqlrepl.leader")
 
 #: Batches up to this size are built in memory; larger ones spill to a temp file.
 SPOOL_MEMORY = 8 << 20
@@ -71,7 +81,9 @@ class SchemaDeferred(SqlreplError):
 class BatchServer:
     def __init__(self, leader: BatchSource) -> None:
         self.leader = leader
-        self.tables = batch.TableCache()
+        self.builders = Builders(leader.config.db)
+        #: Frames are at most this long (`--frame-size`).
+        self.frame_size = int(leader.config.frame_size)
 
     async def batch(self, request: web.Request) -> web.StreamResponse:
         leader = self.leader
@@ -123,7 +135,7 @@ class BatchServer:
         self, request: web.Request, after: int, fts5: dict[str, str]
     ) -> web.StreamResponse:
         spool = Spool(asyncio.get_running_loop(), SPOOL_MEMORY)
-        build = asyncio.ensure_future(self.leader.db.run(self._build, after, spool, fts5))
+        build = asyncio.ensure_future(self._build(after, spool, fts5))
         try:
             return await self._send(request, spool, build)
         except SnapshotNeeded as exc:
@@ -132,30 +144,50 @@ class BatchServer:
             return error(503, str(exc))
         except SchemaDeferred:
             return web.Response(status=204, headers=self.headers())
+        except apsw.Error as exc:
+            # An app dropped sqlrepl's tables mid-build (rebuilt by the next look), a
+            # failing disk: the follower asks again.
+            log.warning("a batch from seq %d could not be built: %s", after, exc)
+            return error(503, f"the leader could not build the batch: {exc}")
         finally:
             if build.done():
                 spool.close()
             else:
-                build.add_done_callback(lambda _: spool.close())
+                spool.abandon()  # the answer is gone: the build stops at its next write
+                build.add_done_callback(functools.partial(_closed, spool))
 
-    def _build(self, after: int, spool: Spool, fts5: dict[str, str]) -> None:
-        """In the database thread: build (after, head] into the spool."""
-        leader = self.leader
+    async def close(self) -> None:
+        await self.builders.close()
+
+    async def _build(self, after: int, spool: Spool, fts5: dict[str, str]) -> None:
+        """Build (after, head] into the spool, on a read connection of its own."""
         try:
-            while True:
-                try:
-                    out = FrameWriter(spool.write)
-                    with metrics.BUILD_SECONDS.time():
-                        head = batch.build(leader.db.conn, after, out, self.tables, fts5)
-                    metrics.CHANGES_SHIPPED.inc(max(head - after, 0))
-                    return
-                except batch.SchemaMoved:
-                    if capture.in_step(leader.db.conn) is None:
-                        raise NotLeading("this node handed over its leadership") from None
-                    if not leader.schema.catch_up(leader.db.conn):
-                        raise SchemaDeferred() from None  # the change loop syncs it soon
+            async with self.builders.lease() as builder:
+                while True:
+                    try:
+                        await builder.db.run(self._build_on, builder, after, spool, fts5)
+                        return
+                    except batch.SchemaMoved:
+                        if not await self.leader.db.run(self._catch_up):
+                            raise SchemaDeferred() from None  # the change loop syncs it soon
+        except Abandoned:
+            pass  # nobody waits for this batch any more
         finally:
             spool.finish()
+
+    def _build_on(self, builder: Builder, after: int, spool: Spool, fts5: dict[str, str]) -> None:
+        """In the builder's thread."""
+        out = FrameWriter(spool.write, self.frame_size)
+        with metrics.BUILD_SECONDS.time():
+            head = batch.build(builder.db.conn, after, out, builder.tables, fts5)
+        metrics.CHANGES_SHIPPED.inc(max(head - after, 0))
+
+    def _catch_up(self) -> bool:
+        """In the leader's database thread: bring capture in step with the schema."""
+        conn = self.leader.db.conn
+        if capture.in_step(conn) is None:
+            raise NotLeading("this node handed over its leadership")
+        return self.leader.schema.catch_up(conn)
 
     async def _send(
         self, request: web.Request, spool: Spool, build: asyncio.Future[None]
@@ -171,17 +203,35 @@ class BatchServer:
             response.content_length = spool.size
         await response.prepare(request)
         sent = 0
-        while True:
-            finished = spool.finished
-            if block := spool.read(sent, SEND_SIZE):
-                await response.write(block)
-                sent += len(block)
-            elif finished:
-                break
-            else:
-                await spool.changed()
-        await build  # a build that failed midway aborts the response: the follower sees it cut
+        try:
+            while True:
+                finished = spool.finished
+                if block := spool.read(sent, SEND_SIZE):
+                    await response.write(block)
+                    sent += len(block)
+                elif finished:
+                    break
+                else:
+                    await spool.changed()
+            await build
+        except ConnectionError:
+            log.info("a follower hung up during a batch of %d bytes", spool.size)
+            return response  # nobody to answer: the build stops (abandoned)
+        except Exception as exc:
+            # The build failed midway: cut the answer, so the follower applies none of it.
+            log.warning("a batch failed midway (%s): its answer is cut", exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
         await response.write_eof()
         metrics.BATCHES_SHIPPED.inc()
         metrics.SENT_BYTES.inc(sent)
         return response
+
+
+def _closed(spool: Spool, build: asyncio.Future[None]) -> None:
+    """A build nobody waited for ended: free its spool, take its outcome (never logged as
+    an unretrieved exception)."""
+    spool.close()
+    if not build.cancelled():
+        build.exception()

@@ -32,6 +32,8 @@ class ChangeLoop:
         self._db, self._deferral, self._hurry, self._refresh = db, deferral, hurry, refresh
         self._watcher = DatabaseWatcher(db)
         self._locked: str | None = None
+        #: The error of the last look, if it failed for another reason (said once).
+        self._failed: str | None = None
 
     @property
     def locked(self) -> str | None:
@@ -83,7 +85,17 @@ class ChangeLoop:
             await self._refresh()
             if self._locked is not None:
                 log.warning("%s can be read again", self._db)
-            self._locked = None
+            if self._failed is not None:
+                log.warning("capture looks at %s again", self._db)
+            self._locked = self._failed = None
+        except (apsw.SQLError, apsw.SchemaChangeError) as exc:
+            # An app dropped or altered sqlrepl's tables between two reads of one look:
+            # the next look sees the schema change and rebuilds them. Never exit for it.
+            if str(exc) != self._failed:
+                log.warning("capture's look at %s failed (%s); looking again", self._db, exc)
+            self._failed = str(exc)
+            await asyncio.sleep(config.BACKOFF_MIN)
+            self._watcher.dirty.set()
         except apsw.BusyError:
             # Apps held the lock for the whole busy timeout: say so, look again soon.
             if self._locked is None:

@@ -80,12 +80,16 @@ class SchemaSync:
         #: (the meta to rebuild sqlrepl's tables with, the log's head) at this moment.
         self._identity_now = identity_now
         self._log_limit = log_limit
+        #: sqlrepl's tables an app dropped, not rebuilt yet (say so until they are).
         self._tampered: str | None = None
+        #: The last rebuild: what was said, the head the log went on from, and when.
+        self.rebuilt: tuple[str, int, float] | None = None
         self._problems: list[str] = []
 
     @property
     def problems(self) -> list[str]:
-        """What the schema holds that sqlrepl cannot replicate, and tables an app dropped."""
+        """What the schema holds that sqlrepl cannot replicate, and tables an app dropped
+        that are not rebuilt yet."""
         return [*self._problems, *([self._tampered] if self._tampered else [])]
 
     def catch_up(self, conn: apsw.Connection, now: bool = False) -> bool:
@@ -96,9 +100,7 @@ class SchemaSync:
         if version == self._version and not self.deferral.pending:
             return True
         if version != self._version:
-            meta, head = self._identity_now()
-            rebuilt = identity.rebuild_if_dropped(conn, meta, head, self._log_limit)
-            self._tampered = rebuilt or self._tampered
+            self._rebuild_if_dropped(conn)
         if capture.schema_moved(conn):
             if not now and not self.deferral.due():
                 return False
@@ -108,6 +110,17 @@ class SchemaSync:
         self.deferral.done()
         self._version = schema_version(conn)
         return True
+
+    def _rebuild_if_dropped(self, conn: apsw.Connection) -> None:
+        missing = identity.missing(conn)
+        if not missing:
+            return
+        # Said (status) from now until rebuilt: an app holding the file's write lock (a
+        # migration's failed transaction left open) delays the rebuild, never stops it.
+        self._tampered = identity.dropped(missing) + "; rebuilding as soon as the file allows"
+        meta, head = self._identity_now()
+        said = identity.rebuild(conn, missing, meta, head, self._log_limit)
+        self._tampered, self.rebuilt = None, (said, head, time.monotonic())
 
     def report_problems(self, conn: apsw.Connection) -> None:
         """Say loudly, after every schema sync, what cannot be replicated."""

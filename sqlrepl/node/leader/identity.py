@@ -58,20 +58,31 @@ def remember(db: Path, cluster: str) -> None:
         os.replace(tmp, path)
 
 
-def rebuild_if_dropped(
-    conn: apsw.Connection, meta: dict[str, Any], head: int, log_limit: int
-) -> str | None:
-    """In the database thread, after a schema change: if an app or a migration dropped
-    sqlrepl's tables, rebuild them under the same identity (`meta`) and return what to
-    say loudly (None: nothing was missing)."""
-    missing = internals.missing_internals(conn)
-    if not missing:
-        return None
+def missing(conn: apsw.Connection) -> list[str]:
+    """sqlrepl's own tables an app or a migration dropped from the leader's file; those
+    that hold nothing replication needs are put back at once."""
+    core = internals.missing_internals(conn)
+    if core:
+        return core  # the rebuild puts back everything
+    if extras := internals.missing_extras(conn):
+        internals.recreate_extras(conn)
+        log.warning("%s: re-created", dropped(extras))
+    return []
+
+
+def dropped(missing: list[str]) -> str:
+    return f"sqlrepl's own tables {', '.join(missing)} were dropped (by an app or a migration?)"
+
+
+def rebuild(
+    conn: apsw.Connection, missing: list[str], meta: dict[str, Any], head: int, log_limit: int
+) -> str:
+    """In the database thread, after a schema change: rebuild the dropped tables under
+    the same identity (`meta`) and say so loudly; return what was said."""
     internals.rebuild(conn, meta, head, log_limit)
-    tampered = (
-        f"sqlrepl's own tables {', '.join(missing)} were dropped (by an app or a migration?); "
-        f"rebuilt under cluster {meta['cluster']}: followers resync. Keep _sqlrepl_* out "
-        "of migrations (docs/apps.md: ORM users)"
+    said = (
+        f"{dropped(missing)}; rebuilt under cluster {meta['cluster']}: followers resync. "
+        "Keep _sqlrepl_* out of migrations (docs/apps.md: ORM users)"
     )
-    log.error("%s", tampered)
-    return tampered
+    log.error("%s", said)
+    return said

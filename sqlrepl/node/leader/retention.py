@@ -91,6 +91,11 @@ class Acks:
         """URLs of the followers among `nodes` whose files hold seq."""
         return [url for n, (url, s, _) in self.at.items() if s >= seq and n in nodes]
 
+    def short_of(self, seq: int, within: float) -> list[str]:
+        """Followers connected within `within` seconds whose files do not hold `seq` yet."""
+        now = time.monotonic()
+        return [n for n, (_, s, _) in self.at.items() if s < seq and self.connected(n, within, now)]
+
     def connected(self, node: str, within: float, now: float) -> bool:
         """A pull of `node` waits at the leader now, or came within `within` seconds."""
         return self.polling.get(node, 0) > 0 or now - self.at[node][2] <= within

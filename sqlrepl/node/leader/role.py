@@ -41,6 +41,8 @@ from .head import LogHead
 from .retention import Retention
 
 log = logging.getLogger("sqlrepl.leader")
+#: How long status lists a rebuild of sqlrepl's dropped tables, at least.
+REBUILT_SHOWN_S = 10.0
 
 
 class Leader:
@@ -161,8 +163,17 @@ class Leader:
 
     def problems(self) -> list[str]:
         """What status reports: what cannot be replicated, and what keeps writes out."""
-        extra = [self.disk.error, self.changes.locked, self.gate.hold]
+        extra = [self.disk.error, self.changes.locked, self.gate.hold, self._resyncing()]
         return [*self.schema.problems, *[p for p in extra if p]]
+
+    def _resyncing(self) -> str | None:
+        """After sqlrepl's dropped tables were rebuilt, what was said stays listed for
+        REBUILT_SHOWN_S and while followers connected now have not resynced past it."""
+        if self.schema.rebuilt is None:
+            return None
+        said, head, when = self.schema.rebuilt
+        recent = time.monotonic() - when < REBUILT_SHOWN_S
+        return said if recent or self.followers.acks.short_of(head, config.MAX_POLL_WAIT) else None
 
     async def _release_waiters(self) -> None:
         """When the role ends, answer every held batch request at once."""
