@@ -27,7 +27,8 @@ fi
 if [ "$quick" = 1 ]; then
   exec .venv/bin/python -m pytest -q -m "unit or node" "$@"
 fi
-.venv/bin/python -m pytest -q "$@"
+# The slowest tests are listed at the end: where the suite's wall time goes.
+.venv/bin/python -m pytest -q --durations=15 "$@"
 if [ $# -eq 0 ]; then
   # The benchmark is a smoke test here (it completes); no test asserts a duration.
   .venv/bin/python scripts/bench.py --quick --json >/dev/null && echo "bench --quick: ok"

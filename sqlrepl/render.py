@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -194,7 +196,12 @@ def settings_table(effective: dict[str, Any], source: Any) -> None:
 
 
 def watch_status(fetch: Any, interval: float) -> None:
-    """`status --watch`: the table, refreshed every `interval` seconds until Ctrl-C."""
+    """`status --watch`: the table, refreshed every `interval` seconds until Ctrl-C (on a
+    terminal in place; into a pipe, one table after another)."""
+    stop = threading.Event()
+    # Our own SIGINT handler: asyncio.run (the fetch) then leaves SIGINT alone, so a
+    # Ctrl-C that lands during a fetch ends the watch after it, never lost in between.
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     def table() -> Table:
         shown = status_table(fetch())
@@ -202,9 +209,15 @@ def watch_status(fetch: Any, interval: float) -> None:
         return shown
 
     try:
+        if not console.is_terminal:
+            while not stop.is_set():
+                console.print(table())
+                console.file.flush()
+                stop.wait(interval)
+            return
         with Live(table(), console=console, auto_refresh=False) as live:
-            while True:
-                time.sleep(interval)
+            while not stop.wait(interval):
                 live.update(table(), refresh=True)
-    except KeyboardInterrupt:
         console.print()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -11,6 +11,8 @@ import random
 import signal
 from pathlib import Path
 
+import pytest
+
 from ..helpers.apps import app_db, open_leader, unaccounted
 from ..helpers.daemons import Cluster, Daemon, Sampler, Writer, WriteSampler, sqlrepl, wait_until
 from ..helpers.dump import dump, epoch, log_head
@@ -115,6 +117,7 @@ def check_followers(ops: Ops) -> None:
             assert mine == theirs, (sorted(diff)[:6], f.name, s["seq"], s["epoch"], ops.done[-6:])
 
 
+@pytest.mark.timeout(600)  # its length follows the machine's load: a hang guard, no more
 def test_random_operator_sequences_never_fork_silently(tmp_path: Path, cluster: Cluster) -> None:
     """Twenty random sequences of operator actions on one static cluster under load."""
     files = [app_db(tmp_path / "n0.db"), tmp_path / "n1.db", tmp_path / "n2.db"]
