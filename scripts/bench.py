@@ -9,7 +9,8 @@ follower vs a raw local insert of the same rows, snapshot bootstrap of a new fol
 archive on capture and lag, point-in-time restore vs raw insert, peak follower RSS
 during a large catch-up, commit-to-visible lag at a steady transaction rate, commit
 latency with acks=1 and 16 concurrent sync writers beside async ones, idle CPU of a
-leader and a follower. Times start when a daemon answers (process start-up is not
+leader and a follower, and the time from the commit of one large transaction (1 MiB
+BLOB rows) to a follower having it vs `cp` + fsync of as many bytes. Times start when a daemon answers (process start-up is not
 counted); no number here is asserted by a test.
 """
 
@@ -275,6 +276,49 @@ def snapshot_bootstrap(tmp: Path, mib: int) -> dict[str, float]:
         }
     finally:
         leader.stop()
+
+
+def large_transaction(tmp: Path, mib: int) -> dict[str, float]:
+    """Seconds from the commit of one transaction of `mib` rows of 1 MiB BLOBs (a rowid
+    table) to a live follower having it, beside `cp` + fsync of a file of that size."""
+    db = tmp / "large.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB)")
+    conn.commit()
+    conn.close()
+    raw = tmp / "large-raw.bin"
+    with open(raw, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+        os.fsync(f.fileno())
+    os.sync()
+    start = time.perf_counter()
+    subprocess.run(["cp", str(raw), str(tmp / "large-copy.bin")], check=True)
+    with open(tmp / "large-copy.bin", "rb") as f:
+        os.fsync(f.fileno())
+    cp = time.perf_counter() - start
+    leader = Node(tmp, "leader", str(db)).start()
+    follower_db = tmp / "large-f.db"
+    follower = Node(tmp, "follower", str(follower_db), "--leader", leader.url).start()
+    try:
+        app = sqlite3.connect(db, isolation_level=None)
+        app.execute("BEGIN")
+        with open(raw, "rb") as f:
+            while block := f.read(1 << 20):
+                app.execute("INSERT INTO big(v) VALUES(?)", (block,))
+        app.execute("COMMIT")
+        committed = time.perf_counter()
+        app.close()
+        target = head(db)
+        wait(lambda: applied(follower_db) >= target, 3600, every=0.01)
+        took = time.perf_counter() - committed
+    finally:
+        follower.stop()
+        leader.stop()
+        for path in (raw, tmp / "large-copy.bin"):
+            path.unlink(missing_ok=True)
+    return {"large_txn_mib": mib, "large_txn_s": took, "large_cp_s": cp, "large_ratio": took / cp}
 
 
 def archive_costs(tmp: Path, txns: int, seconds: float, rows: int, raw: float) -> dict:
@@ -565,13 +609,25 @@ TARGETS = {
     "sync_p99_ms": ("<=", 10.0),
     "sync_concurrent_ratio": (">=", 0.3),
     "follower_rss_mib": ("<=", 150.0),
+    "large_ratio": ("<=", 3.0),
     "idle_cpu_pct": ("<=", 1.0),
     "switchover_unavailable_s": ("<=", 2.0),
     "sigterm_handover_s": ("<=", 1.0),
 }
 
 
-GROUPS = ("capture", "catchup", "snapshot", "rss", "failover", "handover", "sync", "lag", "archive")
+GROUPS = (
+    "capture",
+    "catchup",
+    "snapshot",
+    "rss",
+    "failover",
+    "handover",
+    "sync",
+    "lag",
+    "archive",
+    "large",
+)
 
 
 def measure(quick: bool, only: tuple[str, ...] = GROUPS) -> dict[str, float]:
@@ -616,6 +672,8 @@ def measure(quick: bool, only: tuple[str, ...] = GROUPS) -> dict[str, float]:
             finally:
                 for n in nodes:
                     n.stop()
+        if "large" in only:
+            out.update(large_transaction(tmp, 64 if quick else 1024))
         if "archive" in only:
             raw = out.get("raw_insert_rows_per_s") or raw_insert(tmp, int(out["catchup_rows"]))
             out.setdefault("raw_insert_rows_per_s", raw)
@@ -653,6 +711,13 @@ def render(out: dict[str, float], quick: bool) -> None:
             "snapshot_ratio",
         ),
         ("leader's disk writes during that bootstrap", "", "", "snapshot_leader_writes_mib"),
+        (
+            f"one {out.get('large_txn_mib', 0):,.0f} MiB transaction (1 MiB BLOBs), commit to "
+            "follower",
+            f"{out.get('large_txn_s', 0):.2f} s",
+            f"cp + fsync {out.get('large_cp_s', 0):.2f} s",
+            "large_ratio",
+        ),
         ("capture, single-row txns, daemons + archive live", "", "", "archive_capture_live_txn"),
         ("lag at 1,000 txn/s with an archive, p50", "", "", "archive_lag_p50_ms"),
         ("lag at 1,000 txn/s with an archive, p99", "", "", "archive_lag_p99_ms"),
