@@ -84,6 +84,7 @@ class Client:
         stall: float | None,
         buffer: int,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        answered = False
         try:
             async with self._session.request(
                 method,
@@ -96,16 +97,18 @@ class Client:
             ) as response:
                 if response.status == 401:
                     raise AuthError(f"{self.url} refused our token (401)")
+                answered = True
                 yield response
-        except aiohttp.ClientSSLError as exc:
-            raise PeerUnavailable(f"{self.url}: TLS failed: {_tls_reason(exc)}") from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            hint = " (an https node asked over http?)" if self.url.startswith("http:") else ""
-            raise PeerUnavailable(f"{self.url} closed the connection{hint}") from exc
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "os_error", None) or exc or type(exc).__name__
+            if not answered:
+                raise _unreachable(self.url, exc) from exc
+            # It answered: never "unreachable", but where and how its answer stopped.
+            if isinstance(exc, TimeoutError):
+                why = f"sent nothing for {stall or timeout} s"
+            else:
+                why = f"broke off ({_reason(exc)})"
             raise PeerUnavailable(
-                f"{self.url} unreachable: {getattr(reason, 'strerror', None) or reason}"
+                f"{self.url} {why} in the middle of its answer to {path}"
             ) from exc
         except aiohttp.InvalidURL as exc:
             raise PeerUnavailable(f"invalid URL {self.url}") from exc
@@ -141,6 +144,21 @@ async def expect_ok(response: aiohttp.ClientResponse) -> None:
     if response.status == 409:
         raise StaleEpochError(message)
     raise ProtocolError(f"{response.url.with_query(None)}: {message}")
+
+
+def _unreachable(url: str, exc: BaseException) -> PeerUnavailable:
+    """A request that got no answer, in one line that says why."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return PeerUnavailable(f"{url}: TLS failed: {_tls_reason(exc)}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        hint = " (an https node asked over http?)" if url.startswith("http:") else ""
+        return PeerUnavailable(f"{url} closed the connection{hint}")
+    return PeerUnavailable(f"{url} unreachable: {_reason(exc)}")
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "os_error", None) or exc or type(exc).__name__
+    return str(getattr(reason, "strerror", None) or reason)
 
 
 def _tls_reason(exc: BaseException) -> str:
