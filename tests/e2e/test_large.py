@@ -212,6 +212,7 @@ def test_a_follower_that_cannot_apply_a_batch_says_why_and_re_bootstraps(
     metrics = _get(follower.url + "/metrics")
     wait_until(lambda: dump(replica) == dump(db), "the follower to re-bootstrap", 60)
     assert "no column named v" in health and "sqlrepl_replication_stuck 1.0" in metrics
+    wait_until(lambda: follower.status()["last_problem"], "the failure to be over")
     status = follower.status()
     assert "no column named v" in status["last_problem"]["cause"] and status["problem"] is None
     log = follower.log()

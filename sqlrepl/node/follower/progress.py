@@ -115,6 +115,11 @@ class Progress:
     #: A snapshot download under way: bytes done of how many.
     transfer: Meter | None = None
 
+    def ok(self) -> None:
+        """A pull or a bootstrap succeeded: the failure, if any, is over."""
+        self.error = None
+        self.trouble.clear()
+
     def saw_leader(self, head: int) -> None:
         now = time.time()
         self.leader_head = head

@@ -112,8 +112,6 @@ class Replicator:
                     )
                 await self._pull()
                 delay = config.BACKOFF_MIN
-                self.progress.error = None
-                self.progress.trouble.clear()
                 continue
             except Diverged as exc:
                 assert self.progress.position is not None
@@ -213,6 +211,7 @@ class Replicator:
             self.progress.position = await file.install(tmp, leader, f.node)
             self.fts5 = None
             self.need_snapshot = False
+            self.progress.ok()  # a new file: what failed on the old one is over
         elif file.db is None:
             self.progress.position = file.open(leader)
 
@@ -265,6 +264,7 @@ class Replicator:
                 self.progress.position = await f.file.db.run(adopt_epoch, f.file.db.conn, epoch)
                 log.info("accepted epoch %s from %s", epoch, self.leader)
             self.fresh_file.update(self.progress.fresh_at, self.progress.lag() > 0)
+            self.progress.ok()  # the leader answered and what it sent is applied
 
     async def _confirm_epoch(self, epoch: int) -> None:
         """Accept a newer epoch only if the coordinator confirms this leader holds it."""
