@@ -14,6 +14,7 @@ threads of etcd3gw are never used (a lost lease is judged by our own clock).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import logging
 import time
@@ -28,7 +29,9 @@ from ..errors import ConfigError, PeerUnavailable
 
 log = logging.getLogger("sqlrepl.etcd")
 #: Pause between two attempts of a failed renewal.
-RETRY_PAUSE = 0.05
+#: Between two attempts to renew the lease (each may leave a request to a frozen member
+#: hanging in the pool until its own timeout).
+RENEW_PAUSE = 0.2
 
 
 @dataclass
@@ -85,7 +88,7 @@ class Endpoints:
         self.clients = [
             etcd3gw.client(host=h, port=p, timeout=timeout) for h, p in settings.endpoints
         ]
-        self._pool = concurrent.futures.ThreadPoolExecutor(8, "etcd")
+        self._pool = concurrent.futures.ThreadPoolExecutor(16, "etcd")
 
     def call(self, fn: Any) -> Any:
         """`fn(client)` at one endpoint after another until one answers."""
@@ -104,19 +107,26 @@ class Endpoints:
             return result
         raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
 
-    def call_any(self, fn: Any) -> Any:
-        """Send `fn` to every endpoint at once; the first answer wins (idempotent calls)."""
-        if len(self.clients) == 1:
-            return self.call(fn)
+    def call_any(self, fn: Any, timeout: float | None = None) -> Any:
+        """Send `fn` to every endpoint at once; the first answer wins (idempotent calls).
+        `timeout`: wait no longer than this for one (a request left behind ends by its
+        own timeout, in the pool)."""
         futures = {self._pool.submit(fn, c): c for c in self.clients}
         errors = []
-        for done in concurrent.futures.as_completed(futures):
-            client = futures[done]
-            try:
-                return done.result()
-            except Exception as exc:  # etcd3gw raises requests' and its own errors
-                errors.append(f"{client.host}:{client.port}: {exc}")
+        try:
+            for done in concurrent.futures.as_completed(futures, timeout=timeout):
+                client = futures[done]
+                try:
+                    return done.result()
+                except Exception as exc:  # etcd3gw raises requests' and its own errors
+                    errors.append(f"{client.host}:{client.port}: {exc}")
+        except concurrent.futures.TimeoutError:
+            errors.append(f"no answer within {timeout:.1f} s")
         raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
+
+
+def _refresh(lease_id: int, client: Any) -> int:
+    return int(etcd3gw.Lease(lease_id, client).refresh())
 
 
 @dataclass
@@ -209,13 +219,18 @@ class Etcd:
         deadline = self.last_good_send + self.settings.step_down_after
         while True:
             sent = time.monotonic()
+            # Each attempt may use what is left before the step-down point (etcd's new raft
+            # leader answers in a fraction of a second once elected).
+            left = min(self.settings.request_timeout, deadline - sent)
             try:
-                ttl = self._etcd.call_any(lambda c: etcd3gw.Lease(lease_id, c).refresh())
+                ttl = self._etcd.call_any(
+                    functools.partial(_refresh, lease_id), timeout=max(left, RENEW_PAUSE)
+                )
                 break
             except PeerUnavailable:
-                if time.monotonic() + self.settings.request_timeout >= deadline:
+                if time.monotonic() + RENEW_PAUSE >= deadline:
                     raise
-                time.sleep(RETRY_PAUSE)
+                time.sleep(RENEW_PAUSE)
         took = time.monotonic() - sent
         if took > self.settings.request_timeout / 2 and sent - self._warned > 60:
             self._warned = sent
