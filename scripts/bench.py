@@ -10,8 +10,8 @@ archive on capture and lag, point-in-time restore vs raw insert, peak follower R
 during a large catch-up, commit-to-visible lag at a steady transaction rate, commit
 latency with acks=1 and 16 concurrent sync writers beside async ones, idle CPU of a
 leader and a follower, and the time from the commit of one large transaction (1 MiB
-BLOB rows) to a follower having it vs `cp` + fsync of as many bytes. Times start when a daemon answers (process start-up is not
-counted); no number here is asserted by a test.
+BLOB rows) to a follower having it vs `cp` + fsync of as many bytes. Times start when a
+daemon answers (process start-up is not counted); no number here is asserted by a test.
 """
 
 from __future__ import annotations

@@ -214,6 +214,7 @@ def run_case(tmp: Path, name: str, scale: float) -> dict[str, Any]:
             "rss_bound_mib": RSS_BOUND_MIB,
             "equal": equal,
             "restore_equal": restore_equal,
+            "restore_error": None if result.returncode == 0 else result.stderr.strip(),
             "tracebacks": tracebacks,
         }
     finally:

@@ -41,8 +41,9 @@ from .wire import FrameWriter, Header, TableShape, encode
 
 #: The most rows (or keys) per frame.
 CHUNK = 1000
-#: Rows in a table's first frame, before the size of its rows is known.
-FIRST_CHUNK = 16
+#: Rows in a table's first frame, before the size of its rows is known (each of the
+#: leader's concurrent builds holds a frame's rows twice: as read, and encoded).
+FIRST_CHUNK = 1
 #: Room left in a `fill` frame for everything but the piece of the value.
 FILL_OVERHEAD = 256
 

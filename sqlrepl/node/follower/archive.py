@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -46,6 +47,8 @@ class Recorder:
         self.pending: tuple[int, int] | None = None  # (offset, crc) of the record being fed
         self.received_at = 0.0
         self.snapshotting: asyncio.Task[None] | None = None
+        #: `commit` runs in a thread and may seal a segment; a stop must wait for it.
+        self._lock = threading.Lock()
 
     # -- continuity -------------------------------------------------------------------
 
@@ -109,6 +112,10 @@ class Recorder:
 
     def commit(self, before: Position, after: Position) -> None:
         """Fill in the record's head and make it durable (in a thread)."""
+        with self._lock:
+            self._commit(before, after)
+
+    def _commit(self, before: Position, after: Position) -> None:
         assert self.file is not None and self.pending is not None
         offset, crc = self.pending
         self.file.flush()
@@ -196,7 +203,8 @@ class Recorder:
         return where
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        """Seal the open segment (after a commit still running in its thread)."""
+        with self._lock, contextlib.suppress(OSError):
             self._seal()
 
 

@@ -130,8 +130,7 @@ class Replicator:
                     self._give_up_batch(exc)
                     continue
             except (OSError, StorageError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError) as exc:
-                # A full or failing disk (a snapshot download, an apply): nothing half-
-                # written is kept; retried with backoff, and shown in status.
+                # A full or failing disk: nothing half-written is kept; retried, shown.
                 self._failed(applying.storage_problem(exc, self.f.config.db))
             except ApplyError as exc:  # a busy file: not the batch's fault
                 self._failed(exc)
@@ -155,11 +154,8 @@ class Replicator:
         tries = self.progress.trouble.count
         log.error("%s (%d tries): re-bootstrapping from a snapshot", exc, tries)
         if self.f.archive is not None:
-            log.error(
-                "archive: its chain ends at %s, before the batch it could not apply; "
-                "a new chain begins with the re-bootstrap",
-                self.progress.position,
-            )
+            where = self.progress.position
+            log.error("archive: its chain ends at %s; a new one begins with a snapshot", where)
         self.need_snapshot, self.archived = True, None
 
     async def _find_leader(self) -> None:
@@ -281,10 +277,12 @@ class Replicator:
         applier = Applier(db.conn)
         before, recorder = self.progress.position, f.archive
         try:
-            self.progress.position = await applying.apply(db, applier, response, recorder)
-            if recorder and before is not None:
-                after = self.progress.position
-                await archive.recorded(recorder, f.file, self.leader, before, after)
+            after = await applying.apply(db, applier, response, recorder)
+            try:  # an archive says it holds a batch once it is recorded, not before
+                if recorder and before is not None:
+                    await archive.recorded(recorder, f.file, self.leader, before, after)
+            finally:
+                self.progress.position = after
             history, stale = applying.learned(applier, self.fts5)
             self.history = history if history is not None else self.history
             self.fts5 = None if stale else self.fts5  # read again before the next pull

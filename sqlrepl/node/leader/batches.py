@@ -64,7 +64,7 @@ class BatchSource(Protocol):
 log = logging.getLogger("sqlrepl.leader")
 
 #: Batches up to this size are built in memory; larger ones spill to a temp file.
-SPOOL_MEMORY = 8 << 20
+SPOOL_MEMORY = 4 << 20
 #: A batch still being built once it reaches this size starts streaming (chunked).
 STREAM_AFTER = 1 << 20
 SEND_SIZE = 1 << 20
