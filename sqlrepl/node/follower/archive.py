@@ -113,23 +113,20 @@ class Recorder:
     def commit(self, before: Position, after: Position) -> None:
         """Fill in the record's head and make it durable (in a thread)."""
         with self._lock:
-            self._commit(before, after)
-
-    def _commit(self, before: Position, after: Position) -> None:
-        assert self.file is not None and self.pending is not None
-        offset, crc = self.pending
-        self.file.flush()
-        end = self.file.seek(0, os.SEEK_END)
-        length = end - offset - segments.HEAD.size
-        head = segments.head(before, after, self.received_at, length, crc)
-        os.pwrite(self.file.fileno(), head, offset)
-        os.fdatasync(self.file.fileno())
-        self.pending = None
-        self.last = after
-        age = time.monotonic() - self.opened_at
-        if end > SEGMENT_BYTES or age > self.config.segment_interval:
-            self._seal()
-            self._open(after)
+            assert self.file is not None and self.pending is not None
+            offset, crc = self.pending
+            self.file.flush()
+            end = self.file.seek(0, os.SEEK_END)
+            length = end - offset - segments.HEAD.size
+            head = segments.head(before, after, self.received_at, length, crc)
+            os.pwrite(self.file.fileno(), head, offset)
+            os.fdatasync(self.file.fileno())
+            self.pending = None
+            self.last = after
+            age = time.monotonic() - self.opened_at
+            if end > SEGMENT_BYTES or age > self.config.segment_interval:
+                self._seal()
+                self._open(after)
 
     def snapshot_if_due(self, file: LocalFile, leader: str) -> None:
         """Start a periodic snapshot in the background if one is due and none runs."""
