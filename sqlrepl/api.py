@@ -40,6 +40,8 @@ from .errors import (
 from .node import freshness
 
 DEFAULT_TIMEOUT = 10.0
+#: A commit's wait asks again after this long when the node it asks is changing roles.
+ROLE_CHANGE_PAUSE = 0.05
 #: Polling a file for a position: first and longest pause.
 POLL_MIN, POLL_MAX = 0.0005, 0.01
 
@@ -196,15 +198,35 @@ class SyncConnection(sqlite3.Connection):
 
     def wait(self) -> str:
         """Wait for acknowledgements of everything committed so far (for autocommit
-        statements, `isolation_level=None`); the token that covers it."""
+        statements, `isolation_level=None`); the token that covers it. The commit is made
+        whatever happens here: if it is not acknowledged in time (the leader is changing,
+        this node was just promoted, the followers lag), NotAcknowledged says so, with
+        the commit's token."""
         done = token(self, self.sqlrepl_timeout)
-        wait(
-            done,
-            self.sqlrepl_leader,
-            acks=self.sqlrepl_acks,
-            timeout=self.sqlrepl_timeout,
-            auth=self.sqlrepl_auth,
-        )
+        deadline = time.monotonic() + self.sqlrepl_timeout
+        pause = ROLE_CHANGE_PAUSE
+        while True:
+            try:
+                wait(
+                    done,
+                    self.sqlrepl_leader,
+                    acks=self.sqlrepl_acks,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    auth=self.sqlrepl_auth,
+                )
+                break
+            except TokenForked:
+                raise
+            except NotAcknowledged as exc:
+                raise NotAcknowledged(f"commit {done} not acknowledged: {exc}", done) from exc
+            except SqlreplError as exc:
+                # A node between two roles (a follower promoted a moment ago still answers
+                # as one): ask again while time is left.
+                if isinstance(exc, AuthError) or time.monotonic() + pause >= deadline:
+                    message = f"commit {done} was made but not acknowledged: {exc}"
+                    raise NotAcknowledged(message, done) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
         self.last_token = done
         return done
 
@@ -227,6 +249,8 @@ def connect(
     """`sqlite3.connect(path, **kwargs)` on a leader file, whose `commit()` waits until
     `acks` followers hold the commit (NotAcknowledged after `timeout`). `leader` is the
     URL of the leader daemon running on this file."""
+    if not (acks == "majority" or str(acks).isdigit()):
+        raise ConfigError(f"acks must be a number or 'majority', not {acks!r}")
     conn = sqlite3.connect(path, factory=SyncConnection, **kwargs)
     assert isinstance(conn, SyncConnection)
     return conn._acknowledged_by(leader, acks, timeout, auth)

@@ -85,7 +85,13 @@ class PeerUnavailable(SqlreplError):
 
 
 class NotAcknowledged(SqlreplError):
-    """A wait for a position token ran out of time: fewer nodes than asked hold it."""
+    """A wait for a position token ran out of time: fewer nodes than asked hold it.
+    `token`: the commit's position, when a commit was made (it stays committed: check it
+    later with `wait`)."""
+
+    def __init__(self, message: str, token: str | None = None) -> None:
+        super().__init__(message)
+        self.token = token
 
 
 class TokenForked(SqlreplError):

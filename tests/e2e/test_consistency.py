@@ -15,7 +15,7 @@ import pytest
 
 import sqlrepl
 
-from ..helpers.apps import app_db, values, wait_open_leader
+from ..helpers.apps import accepts_writes, app_db, values, wait_open_leader
 from ..helpers.daemons import Background, Cluster, Daemon, http_status, insert, wait_until
 from ..helpers.daemons import sqlrepl as run
 from ..helpers.dump import log_head
@@ -275,3 +275,81 @@ def test_acknowledged_writes_survive_the_loss_of_the_leader(
         f"{lag}): {sorted(missing)[:5]}"
     )
     assert lag > 0, "the far follower was not behind: nothing was tested"
+
+
+def _archive(cluster: Cluster, tmp: Path, leader: Daemon) -> Daemon:
+    from ..helpers.daemons import free_port
+
+    port = free_port()
+    args = [
+        "archive",
+        str(tmp / "archive"),
+        "--leader",
+        leader.url,
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+    d = Daemon(tmp, f"archive-{port}", args, port)
+    cluster.daemons.append(d)
+    return d.start()
+
+
+def test_an_archive_never_votes_for_majority(tmp_path: Path, cluster: Cluster) -> None:
+    """`acks=majority` counts the followers that vote: with one follower and an archive it
+    returns once the follower holds the token; with two followers and an archive it needs
+    one of the two. The leader's status marks the archive as no voter."""
+    db = app_db(tmp_path / "a.db")
+    leader = cluster.leader(db)
+    b = cluster.follower(tmp_path / "b.db", leader)
+    archive = _archive(cluster, tmp_path, leader)
+    insert(db, "one")
+    token = token_of(db)
+    wait_until(lambda: archive.status()["seq"] >= seq_of(token), "the archive to hold it")
+    assert sqlrepl.wait(token, leader.url, acks="majority", timeout=20) == 1
+    voters = {f["url"]: f["voter"] for f in leader.status()["followers"]}
+    assert voters == {b.url: True, archive.url: False}
+    c = cluster.follower(tmp_path / "c.db", leader)
+    b.stop()  # one of the two voters left: 2 voters known, a majority is 2
+    insert(db, "two")
+    token = token_of(db)
+    with pytest.raises(sqlrepl.NotAcknowledged, match="of the 2 acknowledgements"):
+        sqlrepl.wait(token, leader.url, acks="majority", timeout=2)
+    b.start()
+    assert sqlrepl.wait(token, leader.url, acks="majority", timeout=20) == 2
+    assert c.status()["seq"] >= seq_of(token)
+
+
+def test_a_commit_not_acknowledged_says_so_with_its_token(
+    tmp_path: Path, trio: tuple[Path, Daemon, Daemon, Daemon]
+) -> None:
+    """A commit whose acknowledgements cannot be counted (asked of a follower, which does
+    not count them) is made, and raises NotAcknowledged with its token, never a
+    configuration error; a bad `acks` is refused before any commit."""
+    db, _leader, b, _c = trio
+    with pytest.raises(sqlrepl.ConfigError):
+        sqlrepl.connect(db, b.url, acks="most")
+    app = sqlrepl.connect(db, b.url, acks=1, timeout=1)
+    app.execute("INSERT INTO t(v) VALUES('made')")
+    with pytest.raises(sqlrepl.NotAcknowledged) as caught:
+        app.commit()
+    app.close()
+    assert caught.value.token == token_of(db) and "made" in values(db)
+
+
+def test_a_sync_commit_on_a_node_just_promoted_waits_on_the_new_leader(
+    tmp_path: Path, trio: tuple[Path, Daemon, Daemon, Daemon]
+) -> None:
+    """An app on b's host commits with acks=1 right after b was promoted: its commit is
+    acknowledged by the new leader's followers (5 promotions in a row)."""
+    db, leader, b, c = trio
+    files = {leader.url: db, b.url: tmp_path / "b.db", c.url: tmp_path / "c.db"}
+    nodes = [leader, b, c]
+    for round_ in range(5):
+        target = nodes[(round_ + 1) % 3]
+        promoted = run("promote", target.url, "--force", timeout=60)
+        assert promoted.returncode == 0, promoted.stderr
+        wait_until(lambda t=target: accepts_writes(files[t.url]), "the new leader's gate")
+        app = sqlrepl.connect(files[target.url], target.url, acks=1, timeout=30)
+        app.execute("INSERT INTO t(v) VALUES(?)", (f"promoted-{round_}",))
+        app.commit()  # NotAcknowledged or a ConfigError here fails the test
+        app.close()

@@ -25,13 +25,24 @@ class Retention:
         self.retention = retention
         #: node -> (url, seq, seen: time.time())
         self.followers: dict[str, tuple[str, int, float]] = {}
+        #: Nodes that never vote: archives (they acknowledge nothing and never lead).
+        self.non_voters: set[str] = set()
         self.acks = Acks()
 
-    def register(self, node: str | None, url: str, seq: int) -> None:
-        """A follower at `seq` asked for a batch or a snapshot."""
+    def register(self, node: str | None, url: str, seq: int, voter: bool | None = None) -> None:
+        """A follower at `seq` asked for a batch (`voter`: whether it is a replica that may
+        acknowledge and lead, not an archive) or a snapshot (None: as it said before)."""
         if node:
             self.followers[node] = (url, seq, time.time())
             self.members.add([url])  # rewrites its file only when the URL is new
+            if voter is not None:
+                (self.non_voters.discard if voter else self.non_voters.add)(node)
+
+    def voters(self) -> set[str]:
+        """The followers known (within the retention) that vote: what `acks=majority` is
+        a majority of."""
+        self.report(0)  # forget those past the retention first
+        return {node for node in self.followers if node not in self.non_voters}
 
     def at(self, url: str) -> int | None:
         """The position of the follower known by `url` (None: not known)."""
@@ -47,6 +58,7 @@ class Retention:
                 "seq": seq,
                 "lag": max(head - seq, 0),
                 "last_seen": round(now - seen, 3),
+                "voter": node not in self.non_voters,
             }
             for node, (url, seq, seen) in sorted(self.followers.items())
         ]

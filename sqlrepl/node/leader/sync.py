@@ -57,7 +57,8 @@ def initial_hold(min_sync_replicas: int) -> str | None:
 
 
 def needed_acks(raw: str, known: int) -> int:
-    """`acks` as asked: a number, or `majority` of the known followers."""
+    """`acks` as asked: a number, or `majority`: more than half of the followers that
+    vote (the replicas the leader knows; an archive never votes)."""
     if raw == "majority":
         return known // 2 + 1
     if not raw.isdigit():
@@ -81,7 +82,7 @@ async def wait(leader: Syncing, request: web.Request) -> web.Response:
     """`GET /wait?token=E:S&acks=K|majority&timeout=SECONDS` on the leader."""
     try:
         token, acks, timeout = wait_params(request)
-        known = {f["node"] for f in leader.followers.report(leader.head.seq)}
+        known = leader.followers.voters()
         needed = needed_acks(acks, len(known))
         mine = leader.head.epoch
         if token.epoch > mine:
