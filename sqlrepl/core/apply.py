@@ -8,6 +8,7 @@ changes; the guard triggers that keep apps from writing to the follower do not a
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,7 +93,7 @@ class Applier:
                 gate.install(self.conn, message, gate.unguarded_tables(self.conn))
             apply_sequences(self.conn, self.header.sequences)
             if self.header.history:
-                write_meta(self.conn, history=self.header.history)
+                write_meta(self.conn, history=json.dumps(self.header.history))
             write_meta(self.conn, epoch=new.epoch, seq=new.seq)
             self.conn.execute("COMMIT")
             return new

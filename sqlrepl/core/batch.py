@@ -26,6 +26,7 @@ is cut into several frames by the writer (`wire.MORE`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -113,7 +114,9 @@ def build(
             raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
         cache = cache or TableCache()
         touched = _touched(conn, after, top)
-        for shadow in _stale_fts5(conn, cache.fts5(conn, version), fts5 or {}):
+        groups = cache.fts5(conn, version)
+        owners = {shadow: name for name, shadows in groups.items() for shadow in shadows}
+        for shadow in _stale_fts5(conn, groups, fts5 or {}):
             tid = cache.tid(conn, version, shadow)
             if tid is not None:
                 touched[tid] = True
@@ -127,9 +130,9 @@ def build(
             schema=[[o.type, o.name, o.tbl_name, o.sql] for o in user_schema(conn)]
             if marked
             else None,
-            tables={tid: shape(t) for tid, t in tables.items()},
+            tables={tid: shape(t, owners.get(t.name)) for tid, t in tables.items()},
             sequences=_sequences(conn) if cache.has_sequences else None,
-            history=meta.get("history"),
+            history=json.loads(meta["history"]) if meta.get("history") else None,
         )
         out.send(header.to_wire())
         for tid, info in tables.items():
@@ -159,8 +162,8 @@ def replace_rows(info: TableInfo) -> bool:
     return not info.unique_indexes
 
 
-def shape(info: TableInfo) -> TableShape:
-    return TableShape(info.name, info.keys, info.columns, replace_rows(info))
+def shape(info: TableInfo, fts5: str | None = None) -> TableShape:
+    return TableShape(info.name, info.keys, info.columns, replace_rows(info), fts5)
 
 
 def _touched(conn: apsw.Connection, after: int, top: int) -> dict[int, bool]:

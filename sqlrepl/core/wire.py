@@ -14,6 +14,7 @@ and the applier.
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -61,20 +62,23 @@ SNAPSHOT_TYPE = "application/vnd.sqlite3"
 @dataclass(frozen=True)
 class TableShape:
     """How a batch's rows of one table look: key columns first, then the other columns;
-    `replace`: images go in by INSERT OR REPLACE (no secondary UNIQUE index)."""
+    `replace`: images go in by INSERT OR REPLACE (no secondary UNIQUE index); `fts5`: the
+    FTS5 table whose index this table holds (a shadow table), else None."""
 
     name: str
     keys: tuple[str, ...]
     columns: tuple[str, ...]
     replace: bool
+    fts5: str | None = None
 
     def to_wire(self) -> list[Any]:
-        return [self.name, list(self.keys), list(self.columns), self.replace]
+        return [self.name, list(self.keys), list(self.columns), self.replace, self.fts5]
 
     @classmethod
     def from_wire(cls, value: Any) -> TableShape:
-        name, keys, columns, replace = value
-        return cls(str(name), tuple(keys), tuple(columns), bool(replace))
+        name, keys, columns, replace, *rest = value  # (an older leader sends no `fts5`)
+        fts5 = str(rest[0]) if rest and rest[0] is not None else None
+        return cls(str(name), tuple(keys), tuple(columns), bool(replace), fts5)
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ class Header:
     schema: list[list[str]] | None
     tables: dict[int, TableShape]
     sequences: list[list[Any]] | None
-    history: str | None
+    #: The leader's epoch history (`core/roles`), or None when it did not send it.
+    history: list[dict[str, Any]] | None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -118,10 +123,21 @@ class Header:
                 schema=value["schema"],
                 tables={int(t): TableShape.from_wire(d) for t, d in value["tables"].items()},
                 sequences=value.get("sequences"),
-                history=value.get("history"),
+                history=_history(value.get("history")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed batch header: {exc!r}") from exc
+
+
+def _history(value: Any) -> list[dict[str, Any]] | None:
+    """The epoch history as a list (an older leader sends it as JSON text)."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes):
+        value = json.loads(value)
+    if not isinstance(value, list | tuple):
+        raise ProtocolError("malformed batch header: history is not a list")
+    return [dict(entry) for entry in value]
 
 
 def encode(obj: Any) -> bytes:

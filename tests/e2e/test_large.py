@@ -17,7 +17,7 @@ from sqlrepl.core import segments, wire
 
 from ..helpers.apps import app_db
 from ..helpers.daemons import Cluster, Daemon, Writer, free_port, sqlrepl, wait_until
-from ..helpers.dump import dump
+from ..helpers.dump import dump, scalar
 
 FRAME = 64 << 10
 
@@ -137,7 +137,7 @@ def test_transactions_many_frames_long_reach_every_node_whole(
             )
             big_transaction(db, 4, [("docs", 3000 + i) for i in range(400)])
             wait_until(lambda: reader.seen == 4 or reader.errors, "the reader to see them", 120)
-        token = _token(db)
+        token = str(scalar(db, "SELECT token FROM _sqlrepl_position"))
     finally:
         reader.stop.set()
         reader.join()
@@ -156,14 +156,6 @@ def test_transactions_many_frames_long_reach_every_node_whole(
     assert max(_recorded_frames(tmp_path / "archive")) <= FRAME
     assert "Traceback" not in leader.log()
     assert json.loads(result.stdout)["at"] == token
-
-
-def _token(db: Path) -> str:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return str(conn.execute("SELECT token FROM _sqlrepl_position").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def _recorded_frames(directory: Path) -> list[int]:

@@ -149,7 +149,7 @@ def test_readable_sizes() -> None:
 #: Names that hold third-party objects a module may set attributes of (an aiohttp
 #: response, an ssl context, a rich table, an http.client connection).
 THIRD_PARTY = {
-    "api": {"http_conn"},
+    "asking": {"http_conn"},
     "config": {"context"},
     "node.leader.batches": {"response"},
     "node.snapshots": {"response"},

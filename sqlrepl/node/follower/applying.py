@@ -5,7 +5,6 @@ archive's recorder, if any, is fed the same bytes."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,16 +28,14 @@ SMALL_BATCH = 4 << 20
 STREAM_BLOCK = 1 << 20
 
 
-def learned(applier: Applier, fts5: dict[str, str] | None) -> tuple[list[Any] | None, bool]:
+def learned(applier: Applier) -> tuple[list[Any] | None, bool]:
     """What an applied batch tells: the leader's epoch history (None: not sent), and
     whether FTS5 indexes moved (their fingerprints must be read again)."""
     header = applier.header
     if header is None:
         return None, False
-    history = json.loads(header.history) if header.history else None
-    names = {shape.name for shape in header.tables.values()}
-    stale = header.schema is not None or any(n.rsplit("_", 1)[0] in (fts5 or {}) for n in names)
-    return history, stale
+    owners = {shape.fts5 for shape in header.tables.values() if shape.fts5}
+    return header.history, header.schema is not None or bool(owners)
 
 
 def storage_problem(exc: BaseException, db: Path) -> StorageError:

@@ -283,7 +283,7 @@ class Replicator:
                     await archive.recorded(recorder, f.file, self.leader, before, after)
             finally:
                 self.progress.position = after
-            history, stale = applying.learned(applier, self.fts5)
+            history, stale = applying.learned(applier)
             self.history = history if history is not None else self.history
             self.fts5 = None if stale else self.fts5  # read again before the next pull
         except BaseException as exc:
