@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .config import ClientTLS
 from .errors import Refused, SqlreplError
 from .node.client import Client
 
@@ -15,17 +16,21 @@ from .node.client import Client
 ACTION_TIMEOUT = 60.0
 
 
-def cluster_status(urls: list[str], token: str | None) -> list[dict[str, Any]]:
+def cluster_status(
+    urls: list[str], token: str | None, tls: ClientTLS | None = None
+) -> list[dict[str, Any]]:
     """One entry per URL: `ok`, `url`, and the node's own status fields."""
-    return asyncio.run(_statuses(urls, token))
+    return asyncio.run(_statuses(urls, token, tls))
 
 
-async def _statuses(urls: list[str], token: str | None) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(_one_status(u, token) for u in urls)))
+async def _statuses(
+    urls: list[str], token: str | None, tls: ClientTLS | None
+) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(_one_status(u, token, tls) for u in urls)))
 
 
-async def _one_status(url: str, token: str | None) -> dict[str, Any]:
-    async with Client(url, token) as client:
+async def _one_status(url: str, token: str | None, tls: ClientTLS | None) -> dict[str, Any]:
+    async with Client(url, token, tls) as client:
         try:
             body = await client.status()
         except SqlreplError as exc:
@@ -64,43 +69,51 @@ def unhealthy(nodes: list[dict[str, Any]], max_lag_seconds: float) -> list[str]:
     return out
 
 
-def promote(url: str, force: bool, token: str | None) -> dict[str, Any]:
+def promote(
+    url: str, force: bool, token: str | None, tls: ClientTLS | None = None
+) -> dict[str, Any]:
     """Ask the follower at `url` to take over."""
 
     async def go() -> dict[str, Any]:
-        await _follower_at(url, token, "promote")
-        return await _post(url, "/promote", {"force": 1} if force else {}, token)
+        await _follower_at(url, token, tls, "promote")
+        return await _post(url, "/promote", {"force": 1} if force else {}, token, tls)
 
     return asyncio.run(go())
 
 
-def switchover(target: str, force: bool, token: str | None) -> dict[str, Any]:
+def switchover(
+    target: str, force: bool, token: str | None, tls: ClientTLS | None = None
+) -> dict[str, Any]:
     """Ask the leader of the follower at `target` to hand over to it."""
 
     async def go() -> dict[str, Any]:
-        info = await _follower_at(target, token, "switchover")
+        info = await _follower_at(target, token, tls, "switchover")
         params = {"to": target, **({"force": 1} if force else {})}
-        return await _post(str(info["leader"]), "/switchover", params, token)
+        return await _post(str(info["leader"]), "/switchover", params, token, tls)
 
     return asyncio.run(go())
 
 
-async def _follower_at(url: str, token: str | None, action: str) -> dict[str, Any]:
-    async with Client(url, token) as client:
+async def _follower_at(
+    url: str, token: str | None, tls: ClientTLS | None, action: str
+) -> dict[str, Any]:
+    async with Client(url, token, tls) as client:
         info = await client.status()
     if info.get("role") != "follower":
         raise Refused(f"{action} refused: {url} is a {info.get('role')}, not a follower")
     return info
 
 
-async def _post(url: str, path: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
-    async with Client(url, token) as client:
+async def _post(
+    url: str, path: str, params: dict[str, Any], token: str | None, tls: ClientTLS | None
+) -> dict[str, Any]:
+    async with Client(url, token, tls) as client:
         return await client.post(path, params, timeout=ACTION_TIMEOUT)
 
 
-def epochs(url: str, token: str | None) -> list[dict[str, Any]]:
+def epochs(url: str, token: str | None, tls: ClientTLS | None = None) -> list[dict[str, Any]]:
     async def fetch() -> list[dict[str, Any]]:
-        async with Client(url, token) as client:
+        async with Client(url, token, tls) as client:
             return list((await client.status()).get("history") or [])
 
     return asyncio.run(fetch())

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import asking
+from .config import ClientTLS
 from .core import tokens
 from .core.positions import Position
 from .core.sql import META, POSITION_VIEW
@@ -80,6 +81,7 @@ def wait(
     acks: int | str | None = 1,
     timeout: float = DEFAULT_TIMEOUT,
     auth: str | None = None,
+    tls: ClientTLS | None = None,
 ) -> int:
     """Return once `acks` followers (a number, or "majority" of those the leader knows)
     hold `token` in their files; the number that do. Raises NotAcknowledged on timeout,
@@ -90,7 +92,7 @@ def wait(
     params = {"token": token, "timeout": f"{timeout:g}"}
     if acks is not None:
         params["acks"] = str(acks)
-    body = asking.get(leader, "/wait", params, timeout, auth)
+    body = asking.get(leader, "/wait", params, timeout, auth, tls)
     return int(body["acks"]) if "acks" in body else 0
 
 

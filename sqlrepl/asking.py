@@ -23,9 +23,17 @@ from .errors import (
 )
 
 
-def get(url: str, path: str, params: dict[str, str], timeout: float, auth: str | None) -> Any:
+def get(
+    url: str,
+    path: str,
+    params: dict[str, str],
+    timeout: float,
+    auth: str | None,
+    tls: config.ClientTLS | None = None,
+) -> Any:
     """GET a node's endpoint over a kept-alive connection (one per thread and node); its
-    error as the matching SqlreplError."""
+    error as the matching SqlreplError. `tls`: how an https node is checked (default:
+    $SQLREPL_TLS_CA, else the system's CAs)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{url!r} is not a node URL (http://HOST:PORT)")
@@ -35,7 +43,7 @@ def get(url: str, path: str, params: dict[str, str], timeout: float, auth: str |
         headers["Authorization"] = f"Bearer {secret}"
     target = f"{path}?{urllib.parse.urlencode(params)}"
     for attempt in (1, 2):  # a kept-alive connection the node closed meanwhile: once more
-        conn = _connection(parts, timeout + config.CONNECT_TIMEOUT)
+        conn = _connection(parts, timeout + config.CONNECT_TIMEOUT, tls)
         try:
             conn.request("GET", target, headers=headers)
             answer = conn.getresponse()
@@ -56,14 +64,16 @@ def get(url: str, path: str, params: dict[str, str], timeout: float, auth: str |
 _local = threading.local()
 
 
-def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
+def _connection(
+    parts: urllib.parse.SplitResult, timeout: float, tls: config.ClientTLS | None
+) -> http.client.HTTPConnection:
     pool: dict[str, http.client.HTTPConnection] = _local.__dict__.setdefault("pool", {})
     http_conn = pool.get(parts.netloc)
     if http_conn is None:
         host = parts.hostname or ""
         if parts.scheme == "https":
             http_conn = http.client.HTTPSConnection(
-                host, parts.port, timeout=timeout, context=config.client_ssl()
+                host, parts.port, timeout=timeout, context=(tls or config.ClientTLS()).context()
             )
         else:
             http_conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)

@@ -15,6 +15,7 @@ from typing import Any
 
 import apsw
 
+from .config import ClientTLS
 from .core import image, snapshot, tempfiles
 from .core import restore as restore_core
 from .core.db import connect, durable
@@ -48,6 +49,7 @@ def save(
     dest: Path,
     *,
     token: str | None = None,
+    tls: ClientTLS | None = None,
     keep: int | None = None,
     keep_days: float | None = None,
     max_lag: float | None = None,
@@ -64,7 +66,7 @@ def save(
     try:
         with _terminated_cleanly() as terminated:
             if is_url(source):
-                asyncio.run(_download(source, tmp, token, max_lag, progress, terminated))
+                asyncio.run(_download(source, tmp, token, tls, max_lag, progress, terminated))
             else:
                 if max_lag is not None:
                     _check_fresh(Path(source), max_lag)
@@ -143,6 +145,7 @@ async def _download(
     url: str,
     tmp: Path,
     token: str | None,
+    tls: ClientTLS | None,
     max_lag: float | None,
     progress: Progress | None,
     terminated: _Termination | None = None,
@@ -151,7 +154,7 @@ async def _download(
         terminated.attach()
     try:
         params: dict[str, Any] = {}
-        async with Client(url, token) as client:
+        async with Client(url, token, tls) as client:
             if max_lag is not None and (await client.status()).get("role") == "follower":
                 params["max_lag"] = max_lag
             await transfer.download(client, tmp, params, progress)

@@ -10,6 +10,7 @@ import contextvars
 import ipaddress
 import os
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -87,22 +88,28 @@ def log_context() -> dict[str, object]:
 
 
 TLS_CA_ENV = "SQLREPL_TLS_CA"
-#: How this process verifies the nodes it connects to over https (set once by the CLI):
-#: `ca` (a CA bundle; default: $SQLREPL_TLS_CA, else the system's), and a client
-#: certificate `cert`/`key` for nodes that require one (mutual TLS).
-CLIENT_TLS: dict[str, str | None] = {"ca": None, "cert": None, "key": None}
 
 
-def client_ssl() -> ssl.SSLContext:
-    """The context for https connections: certificates are always verified."""
-    ca = CLIENT_TLS["ca"] or os.environ.get(TLS_CA_ENV) or None
-    try:
-        context = ssl.create_default_context(cafile=ca)
-        if CLIENT_TLS["cert"]:
-            context.load_cert_chain(str(CLIENT_TLS["cert"]), CLIENT_TLS["key"] or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load TLS files ({ca or 'system CAs'}): {exc}") from exc
-    return context
+@dataclass(frozen=True)
+class ClientTLS:
+    """How this process checks the nodes it connects to over https, passed down to every
+    client: `ca` (a CA bundle; default: $SQLREPL_TLS_CA, else the system's), and a client
+    certificate `cert`/`key` for nodes that require one (mutual TLS)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The context for https connections: certificates are always verified."""
+        ca = self.ca or os.environ.get(TLS_CA_ENV) or None
+        try:
+            context = ssl.create_default_context(cafile=ca)
+            if self.cert:
+                context.load_cert_chain(str(self.cert), self.key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load TLS files ({ca or 'system CAs'}): {exc}") from exc
+        return context
 
 
 def server_ssl(

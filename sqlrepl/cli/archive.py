@@ -9,7 +9,15 @@ from typing import Any
 import click
 
 from .. import config, render
-from .base import Command, ListenAddress, check_coordinator, cli, coordinator_options, token_option
+from .base import (
+    Command,
+    ListenAddress,
+    check_coordinator,
+    cli,
+    client_tls,
+    coordinator_options,
+    token_option,
+)
 
 
 class ArchiveGroup(click.Group):
@@ -99,6 +107,7 @@ def run(
             leader_url,
             *listen,
             config.load_token(token_file),
+            client_tls=client_tls(),
             candidate=False,
             coordinator=coordinator,
             ttl=ttl,

@@ -151,4 +151,13 @@ def cli(
 ) -> None:
     """Replicate a plain SQLite file to read replicas, with snapshots and failover."""
     logs.setup(verbose, log_format)
-    config.CLIENT_TLS.update(ca=tls_ca, cert=tls_client_cert, key=tls_client_key)
+
+
+def client_tls(ca: str | None = None) -> config.ClientTLS:
+    """How this command checks the nodes it connects to: the root's --tls-ca (or `ca`,
+    from a node's settings) and --tls-client-cert/--tls-client-key, as one value passed
+    down to every client."""
+    root = click.get_current_context().find_root().params
+    return config.ClientTLS(
+        ca or root.get("tls_ca"), root.get("tls_client_cert"), root.get("tls_client_key")
+    )

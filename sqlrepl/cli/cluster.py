@@ -10,7 +10,7 @@ import click
 
 from .. import config, render
 from ..errors import ConfigError
-from .base import Command, NodeURL, cli, token_option
+from .base import Command, NodeURL, cli, client_tls, token_option
 
 
 @cli.command(cls=Command)
@@ -62,9 +62,10 @@ def status(
     if watch:
         if as_json or check:
             raise click.UsageError("--watch shows a live table: not with --json or --check")
-        render.watch_status(lambda: cluster_status(list(urls), token), interval)
+        tls = client_tls()
+        render.watch_status(lambda: cluster_status(list(urls), token, tls), interval)
         return
-    nodes = cluster_status(list(urls), token)
+    nodes = cluster_status(list(urls), token, client_tls())
     if as_json:
         render.print_json(nodes)
     else:
@@ -90,7 +91,7 @@ def promote(url: str, force: bool, as_json: bool, token_file: Path | None) -> No
     """
     from ..admin import promote as promote_node
 
-    result = promote_node(url, force, config.load_token(token_file))
+    result = promote_node(url, force, config.load_token(token_file), client_tls())
     render.print_json(result) if as_json else render.promoted(result)
 
 
@@ -109,7 +110,7 @@ def switchover(target: str, force: bool, as_json: bool, token_file: Path | None)
     """
     from ..admin import switchover as switch
 
-    result = switch(target, force, config.load_token(token_file))
+    result = switch(target, force, config.load_token(token_file), client_tls())
     render.print_json(result) if as_json else render.switched(result)
 
 
@@ -121,7 +122,7 @@ def history(url: str, as_json: bool, token_file: Path | None) -> None:
     """Show the epochs of the cluster as the node at URL knows them."""
     from ..admin import epochs
 
-    rows = epochs(url, config.load_token(token_file))
+    rows = epochs(url, config.load_token(token_file), client_tls())
     render.print_json(rows) if as_json else render.history_table(rows)
 
 
@@ -180,7 +181,8 @@ def wait(
     """
     from ..api import wait as wait_for
 
-    held = wait_for(token, url, acks=acks, timeout=timeout, auth=config.load_token(token_file))
+    auth = config.load_token(token_file)
+    held = wait_for(token, url, acks=acks, timeout=timeout, auth=auth, tls=client_tls())
     result = {"token": token, "acks": held, "url": url}
     if as_json:
         render.print_json(result)

@@ -13,6 +13,7 @@ from .base import (
     advertise_option,
     check_coordinator,
     cli,
+    client_tls,
     coordinator_options,
     tls_options,
     token_option,
@@ -121,6 +122,7 @@ def leader(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
+            client_tls=client_tls(),
         )
     )
 
@@ -191,5 +193,6 @@ def follower(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
+            client_tls=client_tls(),
         )
     )

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .. import config, render
-from .base import Command, cli, token_option
+from .base import Command, cli, client_tls, token_option
 
 
 @cli.command(cls=Command)
@@ -55,6 +55,7 @@ def snapshot(
             source,
             dest,
             token=config.load_token(token_file),
+            tls=client_tls(),
             keep=keep,
             keep_days=keep_days,
             max_lag=max_lag,

@@ -11,7 +11,7 @@ import click
 
 from .. import config, logs, render, settings
 from ..errors import ConfigError
-from .base import Command, cli
+from .base import Command, cli, client_tls
 
 #: The flags of `node`: one per settings key (values parsed like the file's).
 FLAG_HELP = {
@@ -79,9 +79,8 @@ def node_configs(s: settings.NodeSettings) -> tuple[Any, Any]:
     token = config.load_token(Path(s.token_file) if s.token_file else None)
     host, port = config.parse_listen(s.listen)
     db = Path(s.db)
-    if s.tls_ca:
-        config.CLIENT_TLS["ca"] = s.tls_ca
     common: dict[str, Any] = {
+        "client_tls": client_tls(s.tls_ca),
         "coordinator": s.coordinator,
         "ttl": s.ttl,
         "advertise": s.advertise,

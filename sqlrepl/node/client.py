@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from ..config import CONNECT_TIMEOUT, client_ssl
+from ..config import CONNECT_TIMEOUT, ClientTLS
 from ..core.wire import FORK_HEADER
 from ..errors import (
     AuthError,
@@ -31,14 +31,15 @@ SNAPSHOT_BUFFER = 1 << 20
 class Client:
     """One node's HTTP API. Use as `async with Client(url, token) as c:`."""
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, tls: ClientTLS | None = None) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        tls = client_ssl() if self.url.startswith("https://") else None
+        https = self.url.startswith("https://")
+        tls_context = (tls or ClientTLS()).context() if https else None
         self._session = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT),
-            connector=aiohttp.TCPConnector(ssl=tls) if tls else None,
+            connector=aiohttp.TCPConnector(ssl=tls_context) if tls_context else None,
         )
 
     async def __aenter__(self) -> Client:

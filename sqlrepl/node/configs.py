@@ -42,6 +42,8 @@ class LeaderConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    #: How this node checks the nodes it connects to over https.
+    client_tls: config.ClientTLS = config.ClientTLS()
     #: Writes are refused while fewer followers than this are connected and fresh.
     min_sync_replicas: int = 0
     #: ... within this many seconds of the head.
@@ -72,5 +74,7 @@ class FollowerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    #: How this node checks the nodes it connects to over https.
+    client_tls: config.ClientTLS = config.ClientTLS()
     #: Also keep every batch and periodic snapshots there (`sqlrepl archive`).
     archive: ArchiveConfig | None = None

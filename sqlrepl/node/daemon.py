@@ -77,7 +77,7 @@ async def _start_node(
         return await _run_node(coord, None, follower, leader)
     if meta.get("role") == "leader":
         return await _run_node(coord, leader, None, follower)
-    found = await _current_leader(coord, members, leader.token, wait=not exists)
+    found = await _current_leader(coord, members, leader, wait=not exists)
     if exists and found is None:
         return await _run_node(coord, leader, None, follower)  # a plain file: found a cluster
     if exists:
@@ -90,7 +90,7 @@ async def _start_node(
 
 
 async def _current_leader(
-    coord: Coordinator, members: list[str], token: str | None, wait: bool
+    coord: Coordinator, members: list[str], config: LeaderConfig, wait: bool
 ) -> str | None:
     """The URL of the node that leads now: from the coordinator, else the members."""
     delay = 0.5
@@ -98,7 +98,7 @@ async def _current_leader(
         holder = await asyncio.to_thread(coord.leader) if coord.automatic else None
         if holder and holder.get("url"):
             return str(holder["url"])
-        answers = await discovery.survey(members, token)
+        answers = await discovery.survey(members, config.token, config.client_tls)
         found = discovery.newest_leader(answers, None, 0, any_cluster=True)
         if found or not wait:
             return found
@@ -206,7 +206,7 @@ async def _newer_leader(
     urls = set(await asyncio.to_thread(roles.peek_members, config.db)) | set(also)
     urls |= Members(config.db, me).others()
     urls.discard(me)
-    answers = await discovery.survey(urls, config.token)
+    answers = await discovery.survey(urls, config.token, config.client_tls)
     epoch = int(meta.get("epoch") or 0)
     return discovery.newest_leader(answers, meta.get("cluster"), epoch), answers
 
@@ -225,6 +225,7 @@ def _both_configs(
         "tls_cert": base.tls_cert,
         "tls_key": base.tls_key,
         "tls_client_ca": base.tls_client_ca,
+        "client_tls": base.client_tls,
     }
     leader = leader or LeaderConfig(db, host, port, token, **shared)
     follower = follower or FollowerConfig(db, "", host, port, token, **shared)

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from ..config import ClientTLS
 from ..errors import SqlreplError
 from .client import Client
 
@@ -19,7 +20,9 @@ from .client import Client
 ASK_TIMEOUT = 1.0
 
 
-async def survey(urls: Iterable[str], token: str | None) -> list[dict[str, Any]]:
+async def survey(
+    urls: Iterable[str], token: str | None, tls: ClientTLS | None = None
+) -> list[dict[str, Any]]:
     """The status of every member at `urls` that answers (one hop further: the leaders
     that answering followers name)."""
     asked: set[str] = set()
@@ -28,17 +31,19 @@ async def survey(urls: Iterable[str], token: str | None) -> list[dict[str, Any]]
     for _hop in range(2):
         todo -= asked
         asked |= todo
-        answers = await asyncio.gather(*(ask(u, token) for u in sorted(todo)))
+        answers = await asyncio.gather(*(ask(u, token, tls=tls) for u in sorted(todo)))
         found += [a for a in answers if a is not None]
         todo = {str(a["leader"]) for a in found if a.get("role") == "follower" and a.get("leader")}
     return found
 
 
-async def ask(url: str, token: str | None, timeout: float = ASK_TIMEOUT) -> dict[str, Any] | None:
+async def ask(
+    url: str, token: str | None, timeout: float = ASK_TIMEOUT, tls: ClientTLS | None = None
+) -> dict[str, Any] | None:
     """The status of the node at `url` (with the URL asked), or None if it does not answer
     in time."""
     try:
-        async with Client(url, token) as client:
+        async with Client(url, token, tls) as client:
             return {**await client.status(timeout=timeout), "asked": url}
     except SqlreplError:
         return None

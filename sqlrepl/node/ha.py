@@ -219,7 +219,10 @@ async def better_peer(follower: HAFollower, peers: Peers, mine: Position) -> str
     known = peers.saw(members, follower.node, time.monotonic())
     timeout = max(PEER_TIMEOUT, follower.coord.loop_wait)
     token = follower.config.token
-    answers = await asyncio.gather(*(discovery.ask(str(m["url"]), token, timeout) for m in known))
+    tls = follower.config.client_tls
+    answers = await asyncio.gather(
+        *(discovery.ask(str(m["url"]), token, timeout, tls) for m in known)
+    )
     for member, answer in zip(known, answers, strict=True):
         if decisions.further_ahead(answer or member, mine, follower.node):
             return str(member["url"])

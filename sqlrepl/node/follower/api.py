@@ -207,7 +207,7 @@ class FollowerAPI:
         assert f.progress.position is not None
         mine = f.progress.position.epoch
         others = f.members.others()
-        answers = await discovery.survey(others, f.config.token)
+        answers = await discovery.survey(others, f.config.token, f.config.client_tls)
         rival = discovery.newest_leader(
             [a for a in answers if a.get("url") != f.leader], f.cluster, mine - 1
         )
@@ -224,7 +224,8 @@ class FollowerAPI:
     async def _fence(self, old_leader: str, where: Position) -> None:
         """Best effort: tell the old leader, if it still runs, to close its gate and rejoin."""
         try:
-            async with Client(old_leader, self.follower.config.token) as client:
+            config = self.follower.config
+            async with Client(old_leader, config.token, config.client_tls) as client:
                 params = {"leader": self.follower.url, "epoch": where.epoch}
                 await client.post("/demote", params, timeout=FENCE_TIMEOUT)
             log.info("old leader %s demoted itself", old_leader)

@@ -61,7 +61,7 @@ class Replicator:
         #: The freshness proof beside the file, for apps that read it directly.
         keepalive = follower.config.wait + config.STALL_GRACE
         self.fresh_file = FreshnessFile(follower.config.db, keepalive)
-        self.client = Client(self.leader, follower.config.token)
+        self.client = Client(self.leader, follower.config.token, follower.config.client_tls)
         #: Set when the leader's log no longer covers our position.
         self.need_snapshot = False
         #: An archive (if any) records on a chain that continues the file's position
@@ -85,7 +85,7 @@ class Replicator:
         self.leader = url
         self.leader_checked = False
         self.members.add([url])
-        old, self.client = self.client, Client(url, self.f.config.token)
+        old, self.client = self.client, Client(url, self.f.config.token, self.f.config.client_tls)
         asyncio.create_task(old.close())  # an in-flight long poll fails and is retried
 
     async def close(self) -> None:
@@ -163,7 +163,7 @@ class Replicator:
         cluster on a newer epoch, if one answers."""
         f = self.f
         mine = self.progress.position.epoch if self.progress.position else 0
-        answers = await discovery.survey(self.members.others(), f.config.token)
+        answers = await discovery.survey(self.members.others(), f.config.token, f.config.client_tls)
         self.members.add(str(a["url"]) for a in answers if a.get("url"))
         newest = discovery.newest_leader(answers, f.cluster, mine - 1)
         if newest and newest != self.leader and newest != f.url:

@@ -77,7 +77,7 @@ async def _hand_over(
     leader.leadership.move(Role.HANDED_OVER)
     await asyncio.to_thread(leader.coord.release)  # the target takes the leadership
     try:
-        async with Client(to, leader.config.token) as client:
+        async with Client(to, leader.config.token, leader.config.client_tls) as client:
             params = {
                 "expect_seq": top,
                 "why": f"{why} from {leader.url}",
@@ -98,7 +98,7 @@ async def _hand_over(
 async def _check_target(leader: Handing, to: str, force: bool, why: str) -> str:
     """The URL the target reports for itself; Refused with the reason if it may not lead."""
     try:
-        async with Client(to, leader.config.token) as client:
+        async with Client(to, leader.config.token, leader.config.client_tls) as client:
             target: dict[str, Any] = await client.status()
     except SqlreplError as exc:
         raise Refused(f"{why} refused: {to} is unknown or unreachable: {exc}") from exc
@@ -125,7 +125,8 @@ async def best_follower(leader: Handing) -> str | None:
     """The most up-to-date eligible follower that answers now (ties: smaller node id)."""
     urls = sorted({url for url, _seq, _seen in leader.followers.followers.values() if url})
     token = leader.config.token
-    answers = await asyncio.gather(*(discovery.ask(u, token, STATUS_TIMEOUT) for u in urls))
+    tls = leader.config.client_tls
+    answers = await asyncio.gather(*(discovery.ask(u, token, STATUS_TIMEOUT, tls) for u in urls))
     ready = [
         a
         for a in answers
