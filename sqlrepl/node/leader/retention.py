@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..members import Members
@@ -128,10 +128,14 @@ class Acks:
             if self.connected(node, max_lag, now) and self.behind(node, head, now) <= max_lag
         ]
 
-    async def wait_for(self, seq: int, nodes: set[str], needed: int, timeout: float) -> list[str]:
-        """Wait (up to `timeout`) until `needed` of `nodes` hold seq; who does at the end."""
+    async def wait_for(
+        self, seq: int, nodes: Callable[[], set[str]], needed: int, timeout: float
+    ) -> list[str]:
+        """Wait (up to `timeout`) until `needed` of `nodes()` hold seq; who does at the
+        end. The nodes are asked again at each acknowledgement: a follower that joins
+        meanwhile (just after a promotion) counts."""
         deadline = time.monotonic() + timeout
-        while len(have := self.holding(seq, nodes)) < needed:
+        while len(have := self.holding(seq, nodes())) < needed:
             left = deadline - time.monotonic()
             if left <= 0:
                 return have

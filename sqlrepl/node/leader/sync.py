@@ -100,7 +100,9 @@ async def wait(leader: Syncing, request: web.Request) -> web.Response:
         return error(503, "this node is not the leader now")
     if token.seq > leader.head.seq:
         leader.followers.acks.hurry.set()  # its commit may wait in the pause between two looks
-    have = await leader.followers.acks.wait_for(token.seq, known, needed, timeout)
+    voters = leader.followers.voters
+    have = await leader.followers.acks.wait_for(token.seq, voters, needed, timeout)
+    known = voters()
     body: dict[str, Any] = {
         "token": tokens.format_token(token),
         "acks": len(have),
