@@ -6,9 +6,10 @@ Thin clients over the nodes' HTTP API, behind the CLI.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from .config import ClientTLS
+from .core.status import NodeStatus
 from .errors import Refused, SqlreplError
 from .node.client import Client
 
@@ -18,36 +19,32 @@ ACTION_TIMEOUT = 60.0
 
 def cluster_status(
     urls: list[str], token: str | None, tls: ClientTLS | None = None
-) -> list[dict[str, Any]]:
+) -> list[NodeStatus]:
     """One entry per URL: `ok`, `url`, and the node's own status fields."""
     return asyncio.run(_statuses(urls, token, tls))
 
 
-async def _statuses(
-    urls: list[str], token: str | None, tls: ClientTLS | None
-) -> list[dict[str, Any]]:
+async def _statuses(urls: list[str], token: str | None, tls: ClientTLS | None) -> list[NodeStatus]:
     return list(await asyncio.gather(*(_one_status(u, token, tls) for u in urls)))
 
 
-async def _one_status(url: str, token: str | None, tls: ClientTLS | None) -> dict[str, Any]:
+async def _one_status(url: str, token: str | None, tls: ClientTLS | None) -> NodeStatus:
     async with Client(url, token, tls) as client:
         try:
             body = await client.status()
         except SqlreplError as exc:
-            return {
-                "url": url,
-                "ok": False,
-                "role": None,
-                "epoch": None,
-                "seq": None,
-                "lag": None,
-                "error": str(exc),
-            }
+            return NodeStatus(
+                url=url, ok=False, role=None, epoch=None, seq=None, lag=None, error=str(exc)
+            )
     lag = body.get("lag") if body.get("role") == "follower" else None
-    return {**body, "url": url, "node_url": body.get("url"), "ok": True, "lag": lag}
+    # What the node said, as the one status type (it is a sqlrepl node: client.status
+    # checked that it answers with a role).
+    return cast(
+        NodeStatus, {**body, "url": url, "node_url": body.get("url"), "ok": True, "lag": lag}
+    )
 
 
-def unhealthy(nodes: list[dict[str, Any]], max_lag_seconds: float) -> list[str]:
+def unhealthy(nodes: list[NodeStatus], max_lag_seconds: float) -> list[str]:
     """Why each node is unhealthy: unreachable, a follower not streaming, failing, or too
     far behind (empty: all healthy)."""
     out = []
@@ -59,7 +56,8 @@ def unhealthy(nodes: list[dict[str, Any]], max_lag_seconds: float) -> list[str]:
             if n.get("error"):
                 out.append(f"{n['url']}: {n['error']}")
             continue
-        seconds = float((n.get("lag") or {}).get("seconds") or 0)
+        lag = n.get("lag")
+        seconds = float((lag["seconds"] if lag else 0) or 0)
         if n.get("state") != "streaming":
             out.append(f"{n['url']}: {n.get('state')}: {n.get('error') or 'not streaming'}")
         elif n.get("error"):

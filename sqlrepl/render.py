@@ -24,6 +24,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .core.status import NodeStatus
+
 # Piped output (logs, CI, grep) is not cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)  # one line: scripts grep it
@@ -52,7 +54,7 @@ def _host(url: str) -> str:
     return url.split("://", 1)[-1]
 
 
-def status_table(nodes: list[dict[str, Any]]) -> Table:
+def status_table(nodes: list[NodeStatus]) -> Table:
     table = Table(title="sqlrepl cluster")
     table.add_column("node", no_wrap=True)
     columns = ("role", "state", "epoch", "seq", "lag", "lag s", "last contact", "writes")
@@ -64,7 +66,7 @@ def status_table(nodes: list[dict[str, Any]]) -> Table:
         if not n["ok"]:
             table.add_row(_host(n["url"]), "[red]unreachable[/]", *[""] * len(columns))
             continue
-        lag = n.get("lag") or {}
+        lag = n.get("lag")
         role = "[bold green]leader[/]" if n["role"] == "leader" else "follower"
         state = n.get("state") or ("serving" if n["role"] == "leader" else "")
         if (got := n.get("snapshot")) and got.get("total"):  # a bootstrap under way
@@ -77,8 +79,8 @@ def status_table(nodes: list[dict[str, Any]]) -> Table:
             state,
             _fmt(n.get("epoch")),
             _fmt(n.get("seq")),
-            _fmt(lag.get("changes")),
-            _fmt(lag.get("seconds")),
+            _fmt(lag["changes"] if lag else None),
+            _fmt(lag["seconds"] if lag else None),
             _fmt(n.get("last_contact"), "s"),
             _writes(n),
             _promotable(n),
@@ -86,7 +88,7 @@ def status_table(nodes: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _writes(n: dict[str, Any]) -> str:
+def _writes(n: NodeStatus) -> str:
     if n["role"] != "leader":
         return "refused"
     if n.get("gate") != "open":
@@ -96,13 +98,13 @@ def _writes(n: dict[str, Any]) -> str:
     return "[green]open[/]"
 
 
-def _promotable(n: dict[str, Any]) -> str:
+def _promotable(n: NodeStatus) -> str:
     if n["role"] != "follower":
         return ""
     return "[green]yes[/]" if n.get("eligible") else f"no: {n.get('why_not')}"
 
 
-def print_status(nodes: list[dict[str, Any]]) -> None:
+def print_status(nodes: list[NodeStatus]) -> None:
     console.print(status_table(nodes))
     for n in nodes:
         if problem := n.get("problem"):  # a failure that lasts: its cause and how long

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ...core import tokens
 from ...core.positions import Position
+from ...core.status import NodeStatus
 from ...core.wire import FORK_HEADER
 from ...errors import ConfigError, SqlreplError, TokenForked
 from .. import discovery, health, metrics
@@ -53,33 +54,35 @@ class FollowerAPI:
         eligible, why_not = f.eligibility()
         now = time.time()
         return web.json_response(
-            {
-                "role": "leader" if f.promoted else "follower",
-                "url": f.url,
-                "db": str(f.config.db),
-                "node": f.node,
-                "cluster": f.cluster,
-                "epoch": p.position.epoch if p.position else None,
-                "seq": p.position.seq if p.position else None,
-                "leader": f.leader,
-                "leader_seq": p.known_head,
-                "lag": {
-                    "changes": p.lag(),
-                    "seconds": p.lag_seconds(now, f.keepalive),
-                },
-                "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
-                "state": p.state,
-                "snapshot": p.transfer.view() if p.transfer else None,
-                "error": p.error,
-                "problem": p.trouble.view(),
-                "last_problem": p.trouble.last,
-                "candidate": f.config.candidate,
-                "eligible": eligible,
-                "why_not": why_not,
-                "gate": "open" if f.promoted else "closed",
-                "history": f.history,
-                "rollback": f.file.rollback,
-            }
+            NodeStatus(
+                {
+                    "role": "leader" if f.promoted else "follower",
+                    "url": f.url,
+                    "db": str(f.config.db),
+                    "node": f.node,
+                    "cluster": f.cluster,
+                    "epoch": p.position.epoch if p.position else None,
+                    "seq": p.position.seq if p.position else None,
+                    "leader": f.leader,
+                    "leader_seq": p.known_head,
+                    "lag": {
+                        "changes": p.lag(),
+                        "seconds": p.lag_seconds(now, f.keepalive),
+                    },
+                    "last_contact": round(now - p.last_contact, 3) if p.last_contact else None,
+                    "state": p.state,
+                    "snapshot": p.transfer.view() if p.transfer else None,
+                    "error": p.error,
+                    "problem": p.trouble.view(),
+                    "last_problem": p.trouble.last,
+                    "candidate": f.config.candidate,
+                    "eligible": eligible,
+                    "why_not": why_not,
+                    "gate": "open" if f.promoted else "closed",
+                    "history": f.history,
+                    "rollback": f.file.rollback,
+                }
+            )
         )
 
     def metrics(self) -> metrics.State:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.positions import Position
+from ...core.status import Problem
 from .. import freshness
 
 log = logging.getLogger("sqlrepl.follower")
@@ -56,7 +57,7 @@ class Trouble:
     count: int = 0
     since: float = 0.0
     #: The last failure that lasted, once it ended (status: what happened, and when).
-    last: dict[str, Any] | None = None
+    last: Problem | None = None
 
     def note(self, message: str) -> None:
         if message != self.message:
@@ -71,7 +72,7 @@ class Trouble:
         if self.message is not None and self.count > 1:
             log.info("ended after %d tries: %s", self.count, self.message)
         if self.lasting:
-            self.last = {**(self.view() or {}), "ended": round(time.time(), 3)}
+            self.last = Problem(**(self.view() or {}), ended=round(time.time(), 3))
         self.message, self.count = None, 0
 
     def given_up(self) -> bool:
@@ -85,11 +86,11 @@ class Trouble:
             self.count >= LASTING_TRIES or time.time() - self.since >= LASTING_S
         )
 
-    def view(self) -> dict[str, Any] | None:
+    def view(self) -> Problem | None:
         """For status and /health: the lasting failure, with its count and start."""
         if not self.lasting:
             return None
-        return {"cause": self.message, "tries": self.count, "since": round(self.since, 3)}
+        return Problem(cause=self.message, tries=self.count, since=round(self.since, 3))
 
 
 def _clock(at: float) -> str:

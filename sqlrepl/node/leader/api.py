@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ... import config
 from ...core import roles
+from ...core.status import NodeStatus
 from ...errors import Refused
 from .. import health, metrics
 from ..http import auth_middleware, error, int_param
@@ -65,26 +66,28 @@ class LeaderAPI:
         leader = self.leader
         problems = leader.problems()
         return web.json_response(
-            {
-                "role": "leader",
-                "url": leader.url,
-                "db": str(leader.config.db),
-                "cluster": leader.meta["cluster"],
-                "epoch": leader.head.epoch,
-                "seq": leader.head.seq,
-                "followers": leader.followers.report(leader.head.seq),
-                "problems": problems,
-                "error": "; ".join(problems) or None,
-                # The file's real gate (do app writes go through); whether the lease is
-                # valid is reported beside it; `writable` is the one answer of both.
-                "gate": leader.gate.state(),
-                "lease_valid": not leader.lease_doubtful(),
-                "writable": leader.gate.writable(),
-                "leading": leader.leadership.leading,
-                "coordinator": leader.coord.name,
-                "node": leader.node,
-                "history": leader.head.history,
-            }
+            NodeStatus(
+                {
+                    "role": "leader",
+                    "url": leader.url,
+                    "db": str(leader.config.db),
+                    "cluster": leader.meta["cluster"],
+                    "epoch": leader.head.epoch,
+                    "seq": leader.head.seq,
+                    "followers": leader.followers.report(leader.head.seq),
+                    "problems": problems,
+                    "error": "; ".join(problems) or None,
+                    # The file's real gate (do app writes go through); whether the lease is
+                    # valid is reported beside it; `writable` is the one answer of both.
+                    "gate": leader.gate.state(),
+                    "lease_valid": not leader.lease_doubtful(),
+                    "writable": leader.gate.writable(),
+                    "leading": leader.leadership.leading,
+                    "coordinator": leader.coord.name,
+                    "node": leader.node,
+                    "history": leader.head.history,
+                }
+            )
         )
 
     def metrics(self) -> metrics.State:

@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
+from ...core.status import FollowerSeen
 from ..members import Members
 
 
@@ -48,18 +48,18 @@ class Retention:
         """The position of the follower known by `url` (None: not known)."""
         return max((seq for u, seq, _seen in self.followers.values() if u == url), default=None)
 
-    def report(self, head: int) -> list[dict[str, Any]]:
+    def report(self, head: int) -> list[FollowerSeen]:
         now = time.time()
         self.followers = {n: f for n, f in self.followers.items() if now - f[2] <= self.retention}
         return [
-            {
-                "node": node,
-                "url": url,
-                "seq": seq,
-                "lag": max(head - seq, 0),
-                "last_seen": round(now - seen, 3),
-                "voter": node not in self.non_voters,
-            }
+            FollowerSeen(
+                node=node,
+                url=url,
+                seq=seq,
+                lag=max(head - seq, 0),
+                last_seen=round(now - seen, 3),
+                voter=node not in self.non_voters,
+            )
             for node, (url, seq, seen) in sorted(self.followers.items())
         ]
 
