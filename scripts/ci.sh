@@ -7,8 +7,9 @@
 #   scripts/ci.sh --burn          # with a process burning one core beside it
 #   scripts/ci.sh -- -k snapshot  # arguments after -- go to pytest (the bench is skipped)
 #
-# Each run's output is kept in its clone's ci.log; the clone is removed when the run is
-# green (kept when red, for its logs). To repeat one test, see scripts/test.sh --repeat.
+# Each run's output is kept in its clone's ci.log, and copied to /tmp/sqlrepl-ci-N.log
+# (the slowest tests are at its end); the clone is removed when the run is green (kept
+# when red, for its logs). To repeat one test, see scripts/test.sh --count.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 runs=1 burn=0
@@ -31,7 +32,8 @@ for run in $(seq 1 "$runs"); do
   git clone -q "$here" "$clone"
   start=$(date +%s)
   if (cd "$clone" && CI=true bash .ci/run "$@" </dev/null >"$clone/ci.log" 2>&1); then
-    echo "run $run: green in $(($(date +%s) - start)) s"
+    echo "run $run: green in $(($(date +%s) - start)) s; log: /tmp/sqlrepl-ci-$run.log"
+    cp "$clone/ci.log" "/tmp/sqlrepl-ci-$run.log"
     rm -rf "$clone"
   else
     echo "run $run: RED after $(($(date +%s) - start)) s; log: $clone/ci.log"
