@@ -19,7 +19,7 @@ import apsw
 from aiohttp import web
 
 from ... import config
-from ...core import batch, capture, roles
+from ...core import batch, capture, internals, roles
 from ...core.positions import Position
 from ...core.requests import BatchRequest
 from ...core.wire import (
@@ -186,6 +186,8 @@ class BatchServer:
         """In the leader's database thread: bring capture in step with the schema."""
         conn = self.leader.db.conn
         if capture.in_step(conn) is None:
+            if internals.missing_internals(conn):
+                return False  # an app dropped sqlrepl's tables: the next look rebuilds them
             raise NotLeading("this node handed over its leadership")
         return self.leader.schema.catch_up(conn)
 

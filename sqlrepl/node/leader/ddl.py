@@ -108,7 +108,10 @@ class SchemaSync:
                 log.info("schema changed: capture re-synced")
                 self.report_problems(conn)
         self.deferral.done()
-        self._version = schema_version(conn)
+        # The version this look acted on, not the one after it: a change an app made
+        # meanwhile (a migration drops its tables one statement at a time) is looked at
+        # again (our own writes cost one more look that finds nothing to do).
+        self._version = version
         return True
 
     def _rebuild_if_dropped(self, conn: apsw.Connection) -> None:
