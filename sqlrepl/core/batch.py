@@ -27,6 +27,7 @@ is cut into several frames by the writer (`wire.MORE`).
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -113,6 +114,7 @@ def build(
         if after < trimmed(conn, meta) or after > top:
             raise SnapshotNeeded(f"the leader's log no longer covers seq {after} (head {top})")
         cache = cache or TableCache()
+        _define_large(conn)
         touched = _touched(conn, after, top)
         groups = cache.fts5(conn, version)
         owners = {shadow: name for name, shadows in groups.items() for shadow in shadows}
@@ -189,53 +191,64 @@ def _send_rows(out: FrameWriter, kind: str, tid: int, rows: Iterator[tuple[Any, 
         count = max(1, min(CHUNK, out.limit // 2 // per_row))
 
 
+#: The SQL function a row image calls, instead of reading it, for each value too large to
+#: go inline (SQLite evaluates only the branch of `iif` it takes: nothing for the others).
+LARGE = "_sqlrepl_large"
+#: Per connection it is defined on (once: defining it again would expire the connection's
+#: prepared statements), the large values the images just read left out, as (rowid,
+#: column, text). A connection builds one batch at a time.
+_left_out: weakref.WeakKeyDictionary[apsw.Connection, list[tuple[int, int, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _define_large(conn: apsw.Connection) -> None:
+    if conn in _left_out:
+        return
+    found: list[tuple[int, int, bool]] = []
+
+    def note(*args: Any) -> bytes:
+        rowid, at, kind = args  # (rowid, the column's place in the image, its typeof)
+        found.append((int(rowid), int(at), kind == "text"))
+        return b""  # the placeholder its `fill` frames write over
+
+    conn.create_scalar_function(LARGE, note, 3)
+    _left_out[conn] = found
+
+
 def _image(info: TableInfo, limit: int) -> str:
     """The select list of a row image: a large value of a streamable column is left out
     (an empty placeholder stands for it until its `fill` frames arrive)."""
-    large = limit // 2
+    large, rowid = limit // 2, quote(info.keys[0])
     return ", ".join(
-        f"iif(octet_length({quote(c)}) > {large}, x'', {quote(c)})"
+        f"iif(octet_length({quote(c)}) > {large}, "
+        f"{LARGE}({rowid}, {at}, typeof({quote(c)})), {quote(c)})"
         if c in info.streamable
         else quote(c)
-        for c in info.image_names
+        for at, c in enumerate(info.image_names)
     )
 
 
-def _send_fills(
-    conn: apsw.Connection, out: FrameWriter, tid: int, info: TableInfo, where: str
+def _send_images(
+    conn: apsw.Connection, out: FrameWriter, tid: int, info: TableInfo, query: str
 ) -> None:
-    """The large values left out of the images of the rows `where` selects, piece by piece."""
-    if not info.streamable:
-        return
-    large = out.limit // 2
+    """The row images `query` selects, then the large values they left out, piece by piece
+    (read with incremental blob I/O: never whole)."""
+    found = _left_out[conn]
+    found.clear()
+    _send_rows(out, "put", tid, conn.execute(query))
     piece = max(1, out.limit - FILL_OVERHEAD)
-    names = info.image_names
-    sizes = ", ".join(
-        f"iif(octet_length({quote(c)}) > {large}, typeof({quote(c)}), NULL)"
-        for c in info.streamable
-    )
-    any_large = " OR ".join(f"octet_length({quote(c)}) > {large}" for c in info.streamable)
-    rowid = quote(info.keys[0])
-    query = f"SELECT {rowid}, {sizes} FROM {quote(info.name)} WHERE ({any_large})"
-    for rowid_value, *types in conn.execute(query + (f" AND {where}" if where else "")):
-        for column, kind in zip(info.streamable, types, strict=True):
-            if kind is None:
-                continue
-            blob = conn.blob_open("main", info.name, column, rowid_value, False)
-            with blob:
-                size = blob.length()
-                text = kind == "text"
-                for offset in range(0, size, piece):
-                    data = blob.read(piece)
-                    at = names.index(column)
-                    out.send(["fill", tid, rowid_value, at, offset, size, text, data])
+    for rowid, at, text in found:  # (blob reads call no SQL function: the list stays)
+        with conn.blob_open("main", info.name, info.image_names[at], rowid, False) as blob:
+            size = blob.length()
+            for offset in range(0, size, piece):
+                out.send(["fill", tid, rowid, at, offset, size, text, blob.read(piece)])
+    found.clear()
 
 
 def _full(conn: apsw.Connection, out: FrameWriter, tid: int, info: TableInfo) -> None:
     out.send(["clear", tid])
-    rows = conn.execute(f"SELECT {_image(info, out.limit)} FROM {quote(info.name)}")
-    _send_rows(out, "put", tid, rows)
-    _send_fills(conn, out, tid, info, "")
+    _send_images(conn, out, tid, info, f"SELECT {_image(info, out.limit)} FROM {quote(info.name)}")
 
 
 def _changes(
@@ -255,18 +268,15 @@ def _changes(
     )
     table = quote(info.name)
     key = ", ".join(quote(k) for k in info.keys)
-    touched = f"({key}) IN ({logged})"
-    present = f"SELECT {_image(info, out.limit)} FROM {table} WHERE {touched}"
+    present = f"SELECT {_image(info, out.limit)} FROM {table} WHERE ({key}) IN ({logged})"
     if not replace_rows(info):
         # A secondary UNIQUE index: every touched key goes first, so images never collide.
         _send_rows(out, "del", tid, conn.execute(f"SELECT DISTINCT {keys} FROM ({logged})"))
-        _send_rows(out, "put", tid, conn.execute(present))
-        _send_fills(conn, out, tid, info, touched)
+        _send_images(conn, out, tid, info, present)
         return
     # Images replace rows in place and a key is either present or gone, so images go first
     # (the follower starts applying sooner) and only the keys of gone rows follow.
-    _send_rows(out, "put", tid, conn.execute(present))
-    _send_fills(conn, out, tid, info, touched)
+    _send_images(conn, out, tid, info, present)
     join = " AND ".join(
         f"t.{quote(k)} = k.{c}" for k, c in zip(info.keys, logged_keys, strict=True)
     )
