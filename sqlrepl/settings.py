@@ -99,7 +99,7 @@ def _listen(value: Any) -> str:
 
 
 def _frame_size(value: Any) -> int:
-    size = int(_int(config.MIN_FRAME_SIZE)(value))
+    size = _int(config.MIN_FRAME_SIZE)(value)
     if size > config.MAX_FRAME_SIZE:
         raise ValueError(f"must be at most {config.MAX_FRAME_SIZE}")
     return size

@@ -87,14 +87,14 @@ def make_follower(path: Path, leader: str, node: str) -> Position:
     conn = connect(path)
     try:
         with transaction(conn):
-            if not read_meta(conn).get("cluster"):
+            meta = read_meta(conn)
+            if not meta.get("cluster"):
                 raise ProtocolError(
                     f"{path.name} lacks sqlrepl's tables (an app dropped them on the leader "
                     "as it was taken?): a new one is asked for"
                 )
             conn.execute(create_internal_tables())  # only what an app dropped
             where = read_position(conn)
-            meta = read_meta(conn)
             drop_triggers(conn, PREFIX)
             conn.execute(f"DELETE FROM {META} WHERE key LIKE 'snapshot\\_%' ESCAPE '\\'")
             conn.execute(f"DELETE FROM {LOG}")

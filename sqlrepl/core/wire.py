@@ -23,18 +23,19 @@ from typing import Any
 
 import msgpack
 
+from ..config import DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE
 from ..errors import ProtocolError
 
 FRAME_HEAD = struct.Struct(">II")
 #: Refuse frames larger than this (a corrupt length must not make us allocate gigabytes).
-MAX_FRAME = 64 << 20
+MAX_FRAME = MAX_FRAME_SIZE
 #: The top bit of a frame's length: its message goes on in the next frame.
 MORE = 1 << 31
 #: Refuse a message (joined from its frames) larger than this: SQLite's own largest row
 #: (SQLITE_MAX_LENGTH, 1e9 bytes by default) and its encoding fit well within it.
 MAX_MESSAGE = 2 << 30
 #: Frames the leader sends are at most this long by default (`--frame-size`).
-FRAME_SIZE = 4 << 20
+FRAME_SIZE = DEFAULT_FRAME_SIZE
 END = "end"
 #: Version of the batch header.
 FORMAT = 1
@@ -202,13 +203,16 @@ class FrameReader:
                 if len(self._buf) < start + length:
                     return
                 at = start + length
-                payload = self._checked(memoryview(self._buf)[start:at], crc)
-                if more or self._message:
-                    message = self._join(payload, more)
-                    if message is not None:
-                        yield self._decode(message)
-                else:
-                    yield self._decode(payload)
+                payload: bytes | bytearray = self._checked(memoryview(self._buf)[start:at], crc)
+                if more or self._message:  # a piece of a message cut into several frames
+                    if len(self._message) + len(payload) > MAX_MESSAGE:
+                        raise ProtocolError(f"a batch message exceeds {MAX_MESSAGE} bytes")
+                    self._message += payload
+                    if more:
+                        self.frames += 1  # (the last piece is counted with its message)
+                        continue
+                    payload, self._message = self._message, bytearray()
+                yield self._decode(payload)
         finally:
             del self._buf[:at]
 
@@ -221,18 +225,6 @@ class FrameReader:
             return bytes(payload)
         finally:
             payload.release()
-
-    def _join(self, piece: bytes, more: bool) -> bytearray | None:
-        """Add a frame to the message being joined; the whole message after its last."""
-        self.frames += 1
-        if len(self._message) + len(piece) > MAX_MESSAGE:
-            raise ProtocolError(f"a batch message exceeds the {MAX_MESSAGE} byte limit")
-        self._message += piece
-        if more:
-            return None
-        self.frames -= 1  # counted again as the message's last frame
-        message, self._message = self._message, bytearray()
-        return message
 
     def _decode(self, payload: bytes | bytearray) -> Any:
         try:

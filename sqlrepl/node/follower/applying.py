@@ -34,8 +34,8 @@ def learned(applier: Applier) -> tuple[list[Any] | None, bool]:
     header = applier.header
     if header is None:
         return None, False
-    owners = {shape.fts5 for shape in header.tables.values() if shape.fts5}
-    return header.history, header.schema is not None or bool(owners)
+    fts5_moved = any(shape.fts5 for shape in header.tables.values())
+    return header.history, header.schema is not None or fts5_moved
 
 
 def storage_problem(exc: BaseException, db: Path) -> StorageError:

@@ -111,14 +111,18 @@ class Progress:
     fresh_at: float | None = None
     started: float = field(default_factory=time.time)
     state: str = "starting"
-    error: str | None = None
+    #: The failure met now (`error` in status), and how long it has lasted.
     trouble: Trouble = field(default_factory=Trouble)
     #: A snapshot download under way: bytes done of how many.
     transfer: Meter | None = None
 
+    @property
+    def error(self) -> str | None:
+        """The failure met now, if any (until a pull or a bootstrap succeeds)."""
+        return self.trouble.message
+
     def ok(self) -> None:
         """A pull or a bootstrap succeeded: the failure, if any, is over."""
-        self.error = None
         self.trouble.clear()
 
     def saw_leader(self, head: int) -> None:

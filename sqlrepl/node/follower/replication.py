@@ -146,7 +146,6 @@ class Replicator:
 
     def _failed(self, exc: SqlreplError) -> None:
         metrics.ERRORS.labels(type(exc).__name__).inc()
-        self.progress.error = str(exc)
         self.progress.trouble.note(str(exc))  # logged once, counted while it repeats
         self.progress.state = "retrying"
 

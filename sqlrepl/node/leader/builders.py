@@ -35,16 +35,13 @@ class Builder:
 class Builders:
     def __init__(self, path: Path, size: int = BUILDERS) -> None:
         self._path = path
-        self._size = size
         self._idle: list[Builder] = []
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = asyncio.Semaphore(size)
         self._closed = False
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[Builder]:
         """A builder for one batch (waits while all of them build)."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._size)
         async with self._slots:
             builder = self._idle.pop() if self._idle else None
             if builder is None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import apsw
 
-from ...core import capture
+from ...core import capture, internals
 from ...core.db import schema_version
 from . import identity
 
@@ -115,8 +115,9 @@ class SchemaSync:
         return True
 
     def _rebuild_if_dropped(self, conn: apsw.Connection) -> None:
-        missing = identity.missing(conn)
+        missing = internals.missing_internals(conn)
         if not missing:
+            identity.put_back_extras(conn)  # (a rebuild puts back everything)
             return
         # Said (status) from now until rebuilt: an app holding the file's write lock (a
         # migration's failed transaction left open) delays the rebuild, never stops it.

@@ -58,16 +58,12 @@ def remember(db: Path, cluster: str) -> None:
         os.replace(tmp, path)
 
 
-def missing(conn: apsw.Connection) -> list[str]:
-    """sqlrepl's own tables an app or a migration dropped from the leader's file; those
-    that hold nothing replication needs are put back at once."""
-    core = internals.missing_internals(conn)
-    if core:
-        return core  # the rebuild puts back everything
+def put_back_extras(conn: apsw.Connection) -> None:
+    """Re-create, as they were, the objects of sqlrepl's an app dropped that hold nothing
+    replication needs (the followers' list, the position view)."""
     if extras := internals.missing_extras(conn):
         internals.recreate_extras(conn)
         log.warning("%s: re-created", dropped(extras))
-    return []
 
 
 def dropped(missing: list[str]) -> str:

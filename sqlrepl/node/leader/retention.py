@@ -41,16 +41,21 @@ class Retention:
     def voters(self) -> set[str]:
         """The followers known (within the retention) that vote: what `acks=majority` is
         a majority of."""
-        self.report(0)  # forget those past the retention first
+        self._forget_silent()
         return {node for node in self.followers if node not in self.non_voters}
+
+    def _forget_silent(self) -> None:
+        """Forget the followers not heard from within the retention."""
+        now = time.time()
+        self.followers = {n: f for n, f in self.followers.items() if now - f[2] <= self.retention}
 
     def at(self, url: str) -> int | None:
         """The position of the follower known by `url` (None: not known)."""
         return max((seq for u, seq, _seen in self.followers.values() if u == url), default=None)
 
     def report(self, head: int) -> list[FollowerSeen]:
+        self._forget_silent()
         now = time.time()
-        self.followers = {n: f for n, f in self.followers.items() if now - f[2] <= self.retention}
         return [
             FollowerSeen(
                 node=node,
