@@ -20,20 +20,21 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
 import psutil
+
+# The test helpers' daemons (started, waited for and stopped as the suite does).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.helpers.daemons import Cluster, Daemon, sqlrepl, wait_until  # noqa: E402
+from tests.helpers.dump import scalar  # noqa: E402
 
 MIB = 1 << 20
 #: case -> (rows, bytes per row)
@@ -48,69 +49,40 @@ CASES: dict[str, tuple[int, int]] = {
 RSS_BOUND_MIB = 200
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Peaks:
+    """The peak RSS of each daemon, sampled every 50 ms in a thread while a case runs."""
 
+    def __init__(self, daemons: list[Daemon]) -> None:
+        self.daemons = daemons
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
 
-class Daemon:
-    def __init__(self, tmp: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / f"{args[0]}-{self.port}.log"
-        self.args = [*args, "--listen", f"127.0.0.1:{self.port}"]
-        self.proc: subprocess.Popen | None = None
-        self.peak = 0
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for d in self.daemons:
+                if d.proc is not None and d.proc.poll() is None:
+                    with contextlib.suppress(psutil.Error):
+                        rss = psutil.Process(d.proc.pid).memory_info().rss
+                        self.peak[d.name] = max(self.peak.get(d.name, 0), rss)
+            self._stop.wait(0.05)
 
-    def start(self, ready: bool = True) -> Daemon:
-        with open(self.log, "a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sqlrepl", *self.args], stdout=log, stderr=subprocess.STDOUT
-            )
-        if ready:
-            wait(lambda: self.status().get("seq") is not None, 600)
+    def mib(self, d: Daemon) -> float:
+        return round(self.peak.get(d.name, 0) / MIB, 1)
+
+    def __enter__(self) -> Peaks:
+        self._thread.start()
         return self
 
-    def status(self) -> dict[str, Any]:
-        try:
-            with urllib.request.urlopen(self.url + "/status", timeout=5) as r:
-                return dict(json.load(r))
-        except OSError:
-            return {}
-
-    def sample(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                self.peak = max(self.peak, psutil.Process(self.proc.pid).memory_info().rss)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def wait(predicate: Any, deadline: float, every: float = 0.05) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(every)
-    raise RuntimeError("timed out")
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def position(db: Path) -> int:
     """The seq a sqlrepl file holds, read from the file (polling a daemon would slow it)."""
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return int(conn.execute("SELECT seq FROM _sqlrepl_position").fetchone()[0])
-        finally:
-            conn.close()
+        return int(scalar(db, "SELECT seq FROM _sqlrepl_position"))
     except (sqlite3.Error, TypeError):
         return -1
 
@@ -157,69 +129,45 @@ def run_case(tmp: Path, name: str, scale: float) -> dict[str, Any]:
     conn.execute("CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB)")
     conn.commit()
     conn.close()
-    leader = Daemon(tmp, "leader", str(db)).start()
-    daemons = [leader]
+    cluster = Cluster(tmp)
     try:
-        followers = [
-            Daemon(tmp, "follower", str(tmp / f"{name}-f{i}.db"), "--leader", leader.url).start()
-            for i in (1, 2)
-        ]
+        leader = cluster.leader(db)
+        files = [tmp / f"{name}-f1.db", tmp / f"{name}-f2.db"]
+        followers = [cluster.follower(f, leader) for f in files]
         archive_dir = tmp / f"{name}-archive"
-        archive = Daemon(tmp, "archive", str(archive_dir), "--leader", leader.url).start()
-        daemons += [*followers, archive]
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                for d in daemons:
-                    d.sample()
-                stop.wait(0.05)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
+        archive = cluster.archive(archive_dir, leader)
+        with Peaks(cluster.daemons) as peaks:
             commit(db, rows, size)
             committed = time.perf_counter()
             head = position(db)
-            late = Daemon(tmp, "follower", str(tmp / f"{name}-late.db"), "--leader", leader.url)
-            daemons.append(late.start(ready=False))
-            files = [tmp / f"{name}-f1.db", tmp / f"{name}-f2.db"]
-            wait(lambda: all(position(f) >= head for f in files), 7200, every=0.01)
+            late = cluster.follower(tmp / f"{name}-late.db", leader, ready=False)
+            wait_until(lambda: all(position(f) >= head for f in files), "followers", 7200)
             reached = time.perf_counter() - committed
-            wait(lambda: position(tmp / f"{name}-late.db") >= head, 7200)
-            wait(lambda: (archive.status().get("seq") or -1) >= head, 7200)
-        finally:
-            stop.set()
-            sampler.join()
+            wait_until(lambda: position(tmp / f"{name}-late.db") >= head, "the late one", 7200)
+            wait_until(lambda: (archive.status().get("seq") or -1) >= head, "archive", 7200)
         archive.stop()
         want = digest(db)
-        nodes = [*files, tmp / f"{name}-late.db"]
-        equal = all(digest(f) == want for f in nodes)
+        equal = all(digest(f) == want for f in [*files, tmp / f"{name}-late.db"])
         restored = tmp / f"{name}-restored.db"
         token = f"{leader.status().get('epoch')}:{head}"
-        restore = ["restore", str(archive_dir), str(restored), "--at", token]
-        result = subprocess.run(
-            [sys.executable, "-m", "sqlrepl", *restore], capture_output=True, text=True
-        )
+        result = sqlrepl("restore", str(archive_dir), str(restored), "--at", token, timeout=7200)
         restore_equal = result.returncode == 0 and digest(restored) == want
-        tracebacks = sum("Traceback" in Path(d.log).read_text() for d in daemons)
         return {
             "case": name,
             "rows": rows,
             "bytes": rows * size,
             "commit_to_followers_s": round(reached, 3),
-            "leader_rss_mib": round(leader.peak / MIB, 1),
-            "follower_rss_mib": [round(d.peak / MIB, 1) for d in [*followers, late]],
-            "archive_rss_mib": round(archive.peak / MIB, 1),
+            "leader_rss_mib": peaks.mib(leader),
+            "follower_rss_mib": [peaks.mib(d) for d in [*followers, late]],
+            "archive_rss_mib": peaks.mib(archive),
             "rss_bound_mib": RSS_BOUND_MIB,
             "equal": equal,
             "restore_equal": restore_equal,
             "restore_error": None if result.returncode == 0 else result.stderr.strip(),
-            "tracebacks": tracebacks,
+            "tracebacks": sum("Traceback" in d.log() for d in cluster.daemons),
         }
     finally:
-        for d in daemons:
-            d.stop()
+        cluster.stop()
         for path in tmp.glob(f"{name}*"):
             if path.is_file():
                 path.unlink()

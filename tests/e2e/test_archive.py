@@ -16,7 +16,6 @@ import random
 import re
 import sqlite3
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 import sqlrepl as api
 
 from ..helpers.bank import ACCOUNTS, TOTAL, bank_db
-from ..helpers.daemons import Cluster, Daemon, free_port, sqlrepl
+from ..helpers.daemons import Cluster, holds, sqlrepl
 from ..helpers.dump import dump, schema
 
 POINTS = 20
@@ -68,23 +67,6 @@ class Workload:
         self.conn.close()
 
 
-def start_archive(
-    cluster: Cluster, tmp: Path, leader: Daemon, directory: Path, every: float
-) -> Daemon:
-    port = free_port()
-    args = ["archive", str(directory), "--leader", leader.url, "--listen", f"127.0.0.1:{port}"]
-    args += ["--snapshot-interval", str(every), "--segment-interval", "0.5"]
-    d = Daemon(tmp, f"archive-{port}", args, port)
-    cluster.daemons.append(d)
-    return d.start()
-
-
-def holds(node: Daemon, token: str) -> None:
-    """Wait (up to 20 s) until the archive applied and recorded the token."""
-    with urllib.request.urlopen(f"{node.url}/wait?token={token}&timeout=20", timeout=30) as r:
-        assert r.status == 200
-
-
 def same_bank(path: Path) -> None:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -107,7 +89,9 @@ def run_archive(
     db = bank_db(tmp_path / "bank.db", 2)
     leader = cluster.leader(db)
     directory = tmp_path / "archive"
-    archive = start_archive(cluster, tmp_path, leader, directory, every)
+    archive = cluster.archive(
+        directory, leader, "--snapshot-interval", str(every), "--segment-interval", "0.5"
+    )
     app = Workload(db)
     refs = []
     try:
@@ -197,7 +181,9 @@ def test_an_archive_is_never_promoted(tmp_path: Path, cluster: Cluster) -> None:
     """Not by `promote --force`, not by a switchover, not by a SIGTERM handover."""
     db = bank_db(tmp_path / "bank.db", 1)
     leader = cluster.leader(db)
-    archive = start_archive(cluster, tmp_path, leader, tmp_path / "archive", 3600)
+    archive = cluster.archive(
+        tmp_path / "archive", leader, "--snapshot-interval", "3600", "--segment-interval", "0.5"
+    )
     forced = sqlrepl("promote", archive.url, "--force")
     assert forced.returncode == 1 and "never promoted" in forced.stderr, forced.stderr
     assert archive.status()["eligible"] is False

@@ -277,23 +277,6 @@ def test_acknowledged_writes_survive_the_loss_of_the_leader(
     assert lag > 0, "the far follower was not behind: nothing was tested"
 
 
-def _archive(cluster: Cluster, tmp: Path, leader: Daemon) -> Daemon:
-    from ..helpers.daemons import free_port
-
-    port = free_port()
-    args = [
-        "archive",
-        str(tmp / "archive"),
-        "--leader",
-        leader.url,
-        "--listen",
-        f"127.0.0.1:{port}",
-    ]
-    d = Daemon(tmp, f"archive-{port}", args, port)
-    cluster.daemons.append(d)
-    return d.start()
-
-
 def test_an_archive_never_votes_for_majority(tmp_path: Path, cluster: Cluster) -> None:
     """`acks=majority` counts the followers that vote: with one follower and an archive it
     returns once the follower holds the token; with two followers and an archive it needs
@@ -301,7 +284,7 @@ def test_an_archive_never_votes_for_majority(tmp_path: Path, cluster: Cluster) -
     db = app_db(tmp_path / "a.db")
     leader = cluster.leader(db)
     b = cluster.follower(tmp_path / "b.db", leader)
-    archive = _archive(cluster, tmp_path, leader)
+    archive = cluster.archive(tmp_path / "archive", leader)
     insert(db, "one")
     token = token_of(db)
     wait_until(lambda: archive.status()["seq"] >= seq_of(token), "the archive to hold it")

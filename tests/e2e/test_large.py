@@ -6,17 +6,23 @@ default, in seconds. `scripts/stress_large.py` runs them at full size."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import urllib.request
 from pathlib import Path
+
+import psutil
 
 from sqlrepl.core import segments, wire
 
 from ..helpers.apps import app_db
-from ..helpers.daemons import Cluster, Daemon, Writer, free_port, sqlrepl, wait_until
+from ..helpers.daemons import Cluster, Daemon, Writer, holds, sqlrepl, wait_until
 from ..helpers.dump import dump, scalar
 
 FRAME = 64 << 10
@@ -94,18 +100,6 @@ class Reader(threading.Thread):
             self.stop.wait(0.02)
 
 
-def start_archive(cluster: Cluster, tmp: Path, leader: Daemon, directory: Path) -> Daemon:
-    port = free_port()
-    args = ["archive", str(directory), "--leader", leader.url, "--listen", f"127.0.0.1:{port}"]
-    d = Daemon(tmp, f"archive-{port}", [*args, "--segment-interval", "1"], port)
-    cluster.daemons.append(d)
-    return d.start()
-
-
-def wait_holds(node: Daemon, token: str) -> None:
-    wait_until(lambda: node.status().get("seq", -1) >= int(token.split(":")[1]), "the token", 120)
-
-
 def test_transactions_many_frames_long_reach_every_node_whole(
     tmp_path: Path, cluster: Cluster
 ) -> None:
@@ -123,7 +117,7 @@ def test_transactions_many_frames_long_reach_every_node_whole(
     conn.close()
     leader = cluster.leader(db, "--frame-size", str(FRAME))
     followers = [cluster.follower(tmp_path / f"f{i}.db", leader) for i in (1, 2)]
-    archive = start_archive(cluster, tmp_path, leader, tmp_path / "archive")
+    archive = cluster.archive(tmp_path / "archive", leader, "--segment-interval", "1")
     reader = Reader(tmp_path / "f1.db")
     reader.start()
     late: Daemon | None = None
@@ -145,7 +139,7 @@ def test_transactions_many_frames_long_reach_every_node_whole(
     assert app.acked and not app.refused
     late.wait_ready()
     for node in [*followers, late, archive]:
-        wait_holds(node, token)
+        holds(node, token, 120)
     for path in [tmp_path / "f1.db", tmp_path / "f2.db", tmp_path / "late.db"]:
         assert dump(path) == dump(db)
     restored = tmp_path / "restored.db"
@@ -219,8 +213,6 @@ def _node(status: object) -> dict:
 
 
 def _get(url: str) -> str:
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=5) as answer:
         return answer.read().decode()
 
@@ -229,10 +221,17 @@ def test_the_stress_script_runs_at_small_scale(tmp_path: Path) -> None:
     """scripts/stress_large.py (the full-size run, outside the suite) works: one case at
     KiB scale, its peak RSS reported."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "stress_large.py"
-    result = __import__("subprocess").run(
-        [os.sys.executable, str(script), "--scale", "0.0001", "--case", "blob", "--json"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            [sys.executable, str(script), "--scale", "0.0001", "--case", "blob", "--json"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )  # fmt: skip
+    finally:  # the script's daemons, if it was stopped before it stopped them
+        for proc in psutil.process_iter(["cmdline"]):
+            if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["cases"][0]["equal"] is True and report["cases"][0]["leader_rss_mib"] > 0

@@ -120,6 +120,14 @@ class Daemon:
         return self.proc.returncode
 
 
+def holds(node: Daemon, token: str, timeout: float = 20) -> None:
+    """Wait (up to `timeout`) until the follower or archive `node` holds `token`: applied
+    it, and for an archive also recorded it (the node's own /wait)."""
+    url = f"{node.url}/wait?token={token}&timeout={timeout:g}"
+    with urllib.request.urlopen(url, timeout=timeout + 10) as answer:
+        assert answer.status == 200
+
+
 def wait_until(predicate: Any, what: str, deadline: float = DEADLINE) -> None:
     """Wait for `predicate`; a node that cannot be asked yet (it is between two roles, and
     a request that arrived then may be cut) makes it false, not an error."""
@@ -181,6 +189,20 @@ class Cluster:
         ]
         env = env or (None if isinstance(leader, str) else leader.env)
         d = Daemon(self.tmp, f"follower-{port}", args, port, env)
+        self.daemons.append(d)
+        return d.start(ready)
+
+    def archive(self, directory: Path, leader: Daemon, *extra: str, ready: bool = True) -> Daemon:
+        """`sqlrepl archive` of `leader` into `directory`."""
+        port = free_port()
+        args = ["archive", str(directory), "--leader", leader.url]
+        d = Daemon(
+            self.tmp,
+            f"archive-{port}",
+            [*args, "--listen", f"127.0.0.1:{port}", *extra],
+            port,
+            leader.env,
+        )
         self.daemons.append(d)
         return d.start(ready)
 
