@@ -19,10 +19,13 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..config import DEFAULT_TTL, STATIC
+from ..core.quorum import SyncSet
 from ..errors import ConfigError
 
 
-class Coordinator(Protocol):
+class Lease(Protocol):
+    """Who may lead: the leader key and its lease."""
+
     #: "static" or "etcd" (shown in status).
     name: str
     #: Does the HA loop run (automatic failover)?
@@ -60,6 +63,10 @@ class Coordinator(Protocol):
         """Does the coordinator confirm that `url` leads `epoch`? (followers check a newer
         epoch before they accept it)"""
 
+
+class Records(Protocol):
+    """What the members publish for one another, kept with the cluster."""
+
     def publish(self, node: str, info: dict[str, Any]) -> None:
         """Publish this node's URL and position for candidates comparing themselves."""
 
@@ -72,6 +79,17 @@ class Coordinator(Protocol):
 
     def head(self) -> dict[str, Any] | None:
         """The newest head a leader published (None: none yet)."""
+
+    def record_sync(self, sync: SyncSet) -> bool:
+        """Record the sync set of synchronous commits (`core.quorum`) if this node still
+        holds the leadership it acquired; False if it does not."""
+
+    def sync_set(self) -> SyncSet | None:
+        """The sync set last recorded (None: the cluster never committed synchronously)."""
+
+
+class Coordinator(Lease, Records, Protocol):
+    """One node's view of the cluster's coordination."""
 
 
 def from_url(url: str | None, ttl: int = DEFAULT_TTL) -> Coordinator:
@@ -90,13 +108,13 @@ def from_url(url: str | None, ttl: int = DEFAULT_TTL) -> Coordinator:
 
 def _etcd_settings(url: str, ttl: int) -> Any:
     try:
-        from . import etcd
+        from . import gateway
     except ImportError as exc:  # etcd3gw is an optional dependency
         raise ConfigError(
             f"etcd coordination needs the etcd3gw package ({exc.name} is missing): "
             "pip install 'sqlrepl[etcd]'"
         ) from exc
-    return etcd.parse(url, ttl)
+    return gateway.parse(url, ttl)
 
 
-__all__ = ["Coordinator", "from_url"]
+__all__ = ["Coordinator", "Lease", "Records", "from_url"]

@@ -4,133 +4,92 @@
 
 Keys live under /sqlrepl/NAME/: `leader` ({"url", "node", "cluster", "epoch"}, bound to
 the leader's lease), `members/NODE` (each node's position, bound to its own lease),
-`config` ({"ttl"}, written once: every node must agree), and `head` ({"epoch", "seq",
+`config` ({"ttl"}, written once: every node must agree), `head` ({"epoch", "seq",
 "url"}: the leader's newest position, published with its renewals and kept after it
-dies, so candidates measure their lag against it). All calls go through etcd3gw's
+dies, so candidates measure their lag against it), and `sync` (the sync set of
+synchronous commits, `core.quorum`: written only while the writer's leader key holds
+the value it wrote, in one transaction). All calls go through etcd3gw's
 HTTP gateway client with a request timeout and try each endpoint in turn; the watch
 threads of etcd3gw are never used (a lost lease is judged by our own clock).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import base64
 import functools
 import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import etcd3gw
 
-from ..config import DEFAULT_TTL
+from ..core.quorum import SyncSet
 from ..errors import ConfigError, PeerUnavailable
+from .gateway import RENEW_PAUSE, Endpoints, Settings, refresh
 
 log = logging.getLogger("sqlrepl.etcd")
-#: Pause between two attempts of a failed renewal.
-#: Between two attempts to renew the lease (each may leave a request to a frozen member
-#: hanging in the pool until its own timeout).
-RENEW_PAUSE = 0.2
+
+
+class EtcdRecords:
+    """The keys members publish for one another (`coord.Records`): members, the head,
+    the sync set."""
+
+    settings: Settings
+    _etcd: Endpoints
+    lease_id: int | None
+    _member_lease: int | None
+    _head: dict[str, Any] | None
+    _leader_value: str | None
+
+    def publish(self, node: str, info: dict[str, Any]) -> None:
+        """This node's URL and position, for candidates comparing themselves (the key
+        expires with the TTL when the node stops publishing)."""
+        member = self._member_lease
+        if member is None or self._etcd.call(lambda c: etcd3gw.Lease(member, c).refresh()) <= 0:
+            member = self._member_lease = self._etcd.call(lambda c: c.lease(self.settings.ttl)).id
+        lease = etcd3gw.Lease(member, self._etcd.clients[0])
+        key = self.settings.key("members", node)
+        self._etcd.call(lambda c: c.put(key, json.dumps(info), lease=lease))
+
+    def members(self) -> list[dict[str, Any]]:
+        prefix = self.settings.key("members", "")
+        return [json.loads(v) for v, _meta in self._etcd.call(lambda c: c.get_prefix(prefix))]
+
+    def publish_head(self, head: dict[str, Any]) -> None:
+        """Kept without a lease: it outlives the leader, so a candidate cut off from it
+        still learns how far it had got (Patroni's /optime/leader)."""
+        if head != self._head:
+            key = self.settings.key("head")
+            self._etcd.call(lambda c: c.put(key, json.dumps(head)))
+            self._head = head
+
+    def head(self) -> dict[str, Any] | None:
+        found = self._etcd.call(lambda c: c.get(self.settings.key("head")))
+        return dict(json.loads(found[0])) if found else None
+
+    def record_sync(self, sync: SyncSet) -> bool:
+        """Put the sync set, compared in the same transaction with the leader key's value
+        as this node wrote it: a deposed leader's late write changes nothing."""
+        held = self._leader_value
+        if held is None or self.lease_id is None:
+            return False
+        leader, key = _b64(self.settings.key("leader")), _b64(self.settings.key("sync"))
+        txn = {
+            "compare": [{"key": leader, "result": "EQUAL", "target": "VALUE", "value": _b64(held)}],
+            "success": [{"request_put": {"key": key, "value": _b64(sync.dump())}}],
+            "failure": [],
+        }
+        return bool(self._etcd.call(lambda c: c.transaction(txn)).get("succeeded"))
+
+    def sync_set(self) -> SyncSet | None:
+        found = self._etcd.call(lambda c: c.get(self.settings.key("sync")))
+        return SyncSet.load(found[0]) if found else None
 
 
 @dataclass
-class Settings:
-    endpoints: list[tuple[str, int]]
-    name: str
-    ttl: int = DEFAULT_TTL
-
-    @property
-    def loop_wait(self) -> float:
-        """How often the HA loop runs (and the lease is renewed)."""
-        return self.ttl / 5
-
-    def key(self, *parts: str) -> str:
-        """The etcd key of `parts` under this cluster's prefix."""
-        return "/".join(["", "sqlrepl", self.name, *parts])
-
-    @property
-    def request_timeout(self) -> float:
-        return min(2.0, self.ttl / 5)
-
-    @property
-    def step_down_after(self) -> float:
-        """A leader closes its gate this long after the send time of its last good renewal:
-        before the lease (which etcd counts from a later instant) can expire."""
-        return self.ttl - 2 * self.request_timeout
-
-
-def parse(url: str, ttl: int = DEFAULT_TTL) -> Settings:
-    """etcd://HOST:PORT[,HOST:PORT]/NAME -> Settings, checked for consistency."""
-    parsed = urlparse(url)
-    name = parsed.path.strip("/")
-    if parsed.scheme != "etcd" or not parsed.netloc or not name or "/" in name:
-        raise ConfigError(f"{url!r} is not etcd://HOST:PORT[,HOST:PORT]/CLUSTER")
-    endpoints = []
-    for part in parsed.netloc.split(","):
-        host, _, port = part.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"{part!r} in {url!r} is not HOST:PORT")
-        endpoints.append((host.strip("[]"), int(port)))
-    settings = Settings(endpoints, name, ttl)
-    if ttl < 3:
-        raise ConfigError(f"--ttl {ttl} is too short: at least 3 seconds")
-    if settings.loop_wait + 2 * settings.request_timeout >= ttl:
-        raise ConfigError(f"--ttl {ttl}: renewals and their timeouts do not fit in it")
-    return settings
-
-
-class Endpoints:
-    """etcd's HTTP gateway at every endpoint, each with a request timeout. Blocking."""
-
-    def __init__(self, settings: Settings) -> None:
-        timeout = settings.request_timeout
-        self.clients = [
-            etcd3gw.client(host=h, port=p, timeout=timeout) for h, p in settings.endpoints
-        ]
-        self._pool = concurrent.futures.ThreadPoolExecutor(16, "etcd")
-
-    def call(self, fn: Any) -> Any:
-        """`fn(client)` at one endpoint after another until one answers."""
-        errors = []
-        clients = list(self.clients)
-        for client in clients:
-            try:
-                result = fn(client)
-            except Exception as exc:  # etcd3gw raises requests' and its own errors
-                errors.append(f"{client.host}:{client.port}: {exc}")
-                continue
-            if client is not clients[0]:
-                # The endpoint that answered goes first from now on: a dead or partitioned
-                # member costs one timeout once, not on every call.
-                self.clients[:] = [client, *(c for c in clients if c is not client)]
-            return result
-        raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
-
-    def call_any(self, fn: Any, timeout: float | None = None) -> Any:
-        """Send `fn` to every endpoint at once; the first answer wins (idempotent calls).
-        `timeout`: wait no longer than this for one (a request left behind ends by its
-        own timeout, in the pool)."""
-        futures = {self._pool.submit(fn, c): c for c in self.clients}
-        errors = []
-        try:
-            for done in concurrent.futures.as_completed(futures, timeout=timeout):
-                client = futures[done]
-                try:
-                    return done.result()
-                except Exception as exc:  # etcd3gw raises requests' and its own errors
-                    errors.append(f"{client.host}:{client.port}: {exc}")
-        except concurrent.futures.TimeoutError:
-            errors.append(f"no answer within {timeout:.1f} s")
-        raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
-
-
-def _refresh(lease_id: int, client: Any) -> int:
-    return int(etcd3gw.Lease(lease_id, client).refresh())
-
-
-@dataclass
-class Etcd:
+class Etcd(EtcdRecords):
     """One node's view of the cluster in etcd (a `coord.Coordinator`). Blocking calls: run
     them in a thread."""
 
@@ -143,6 +102,9 @@ class Etcd:
     _member_lease: int | None = None
     _head: dict[str, Any] | None = None
     _warned: float = -1e9
+    #: The leader key's value as this node wrote it (a sync set is recorded only while
+    #: the key still holds it).
+    _leader_value: str | None = None
 
     def __post_init__(self) -> None:
         self._etcd = Endpoints(self.settings)
@@ -199,11 +161,13 @@ class Etcd:
         try:
             found = self._etcd.call(lambda c: c.get(key, metadata=True))
             epoch = max(int(found[0][1]["create_revision"]), floor + 1)
-            self._etcd.call(lambda c: c.put(key, json.dumps({**info, "epoch": epoch}), lease=lease))
+            value = json.dumps({**info, "epoch": epoch})
+            self._etcd.call(lambda c: c.put(key, value, lease=lease))
         except Exception:
             self._etcd.call(lambda c: lease.revoke())  # give the half-taken key back
             raise
         self.lease_id, self.last_good_send = lease.id, sent
+        self._leader_value = value
         return epoch
 
     def renew(self) -> bool:
@@ -224,7 +188,7 @@ class Etcd:
             left = min(self.settings.request_timeout, deadline - sent)
             try:
                 ttl = self._etcd.call_any(
-                    functools.partial(_refresh, lease_id), timeout=max(left, RENEW_PAUSE)
+                    functools.partial(refresh, lease_id), timeout=max(left, RENEW_PAUSE)
                 )
                 break
             except PeerUnavailable:
@@ -256,28 +220,6 @@ class Etcd:
             lease_id, self.lease_id = self.lease_id, None
             self._etcd.call(lambda c: etcd3gw.Lease(lease_id, c).revoke())
 
-    def publish(self, node: str, info: dict[str, Any]) -> None:
-        """This node's URL and position, for candidates comparing themselves (the key
-        expires with the TTL when the node stops publishing)."""
-        member = self._member_lease
-        if member is None or self._etcd.call(lambda c: etcd3gw.Lease(member, c).refresh()) <= 0:
-            member = self._member_lease = self._etcd.call(lambda c: c.lease(self.settings.ttl)).id
-        lease = etcd3gw.Lease(member, self._etcd.clients[0])
-        key = self.settings.key("members", node)
-        self._etcd.call(lambda c: c.put(key, json.dumps(info), lease=lease))
 
-    def members(self) -> list[dict[str, Any]]:
-        prefix = self.settings.key("members", "")
-        return [json.loads(v) for v, _meta in self._etcd.call(lambda c: c.get_prefix(prefix))]
-
-    def publish_head(self, head: dict[str, Any]) -> None:
-        """Kept without a lease: it outlives the leader, so a candidate cut off from it
-        still learns how far it had got (Patroni's /optime/leader)."""
-        if head != self._head:
-            key = self.settings.key("head")
-            self._etcd.call(lambda c: c.put(key, json.dumps(head)))
-            self._head = head
-
-    def head(self) -> dict[str, Any] | None:
-        found = self._etcd.call(lambda c: c.get(self.settings.key("head")))
-        return dict(json.loads(found[0])) if found else None
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

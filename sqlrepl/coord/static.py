@@ -10,20 +10,49 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import STATIC
+from ..core.quorum import SyncSet
 
 #: Seconds between HA cycles: none run in static mode, but the interface names one.
 LOOP_WAIT = 1.0
 
 
-class Static:
+class StaticRecords:
+    """What members publish, kept in this process (nobody else reads it in static mode)."""
+
+    def __init__(self) -> None:
+        self._members: dict[str, dict[str, Any]] = {}
+        self._head: dict[str, Any] | None = None
+        self._sync: SyncSet | None = None
+
+    def publish(self, node: str, info: dict[str, Any]) -> None:
+        self._members[node] = info
+
+    def members(self) -> list[dict[str, Any]]:
+        return list(self._members.values())
+
+    def publish_head(self, head: dict[str, Any]) -> None:
+        self._head = head
+
+    def head(self) -> dict[str, Any] | None:
+        return self._head
+
+    def record_sync(self, sync: SyncSet) -> bool:
+        """Kept in this process: no election reads it (the operator promotes)."""
+        self._sync = sync
+        return True
+
+    def sync_set(self) -> SyncSet | None:
+        return self._sync
+
+
+class Static(StaticRecords):
     name = STATIC
     automatic = False
     loop_wait = LOOP_WAIT
 
     def __init__(self) -> None:
+        super().__init__()
         self._holder: dict[str, Any] | None = None
-        self._members: dict[str, dict[str, Any]] = {}
-        self._head: dict[str, Any] | None = None
 
     def check_config(self, cluster: str | None, fresh: bool = False) -> None:
         return None
@@ -52,15 +81,3 @@ class Static:
     def confirm(self, url: str, epoch: int) -> bool:
         """Static followers take a newer epoch from the leader they were pointed at."""
         return True
-
-    def publish(self, node: str, info: dict[str, Any]) -> None:
-        self._members[node] = info
-
-    def members(self) -> list[dict[str, Any]]:
-        return list(self._members.values())
-
-    def publish_head(self, head: dict[str, Any]) -> None:
-        self._head = head
-
-    def head(self) -> dict[str, Any] | None:
-        return self._head

@@ -11,8 +11,9 @@ writes; renew; with the lease keep the gate open; without it, follow whoever hol
 key, or take it again if nobody does.
 
 Follower: follow the key's holder; with no holder, race for the key only if this node is
-an eligible candidate and no reachable eligible peer is further ahead (ties go to the
-smaller node id); the winner promotes itself to the key's epoch.
+an eligible candidate, no reachable eligible peer is further ahead (ties go to the
+smaller node id) and the rule of synchronous commits (`quorum`) is met; the winner
+promotes itself to the key's epoch.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class FollowerView:
     position: Position | None
     #: With no holder: a reachable eligible peer further ahead (None: none).
     better_peer: str | None = None
+    #: With no holder: what the rule of synchronous commits waits for (None: nothing).
+    waiting: str | None = None
 
 
 def needs_peers(v: FollowerView) -> bool:
@@ -125,6 +128,8 @@ def decide_follower(v: FollowerView) -> Action:
         return Action(Do.NOTHING, f"no leader, and this node may not run: {v.why_not}")
     if v.better_peer:
         return Action(Do.NOTHING, f"no leader; yielding to {v.better_peer}, which is further ahead")
+    if v.waiting:
+        return Action(Do.NOTHING, f"no leader; {v.waiting}")
     return Action(Do.ACQUIRE, f"no leader: racing for the leader key at {v.position}")
 
 
@@ -134,3 +139,15 @@ def further_ahead(peer: dict[str, Any], mine: Position, my_node: str) -> bool:
         return False
     theirs = (int(peer["epoch"]), int(peer["seq"]), str(peer.get("node")) < my_node)
     return theirs > (mine.epoch, mine.seq, False)
+
+
+class Said:
+    """The sentence an HA loop said last (a follower's status shows it as `election`)."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def say(self, sentence: str) -> bool:
+        """Note `sentence`; True if it differs from the last one (log it)."""
+        new, self.last = sentence != self.last, sentence
+        return new

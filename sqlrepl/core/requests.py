@@ -27,6 +27,13 @@ class BatchRequest:
     epoch_url: str = ""
     #: An archive: recorded, but no replica (its pulls are no acknowledgements).
     archive: bool = False
+    #: A replica that may never lead (--no-candidate): its pulls count for no `acks`.
+    candidate: bool = True
+
+    @property
+    def voter(self) -> bool:
+        """Do this follower's pulls count as acknowledgements (and put it in the sync set)?"""
+        return self.candidate and not self.archive
 
     def query(self) -> dict[str, str]:
         return {
@@ -38,6 +45,7 @@ class BatchRequest:
             "fts5": json.dumps(self.fts5),
             "epoch_url": self.epoch_url,
             "archive": "1" if self.archive else "",
+            "candidate": "" if self.candidate else "0",
         }
 
     @classmethod
@@ -51,6 +59,7 @@ class BatchRequest:
             fts5=_strings(query, "fts5"),
             epoch_url=query.get("epoch_url", ""),
             archive=bool(query.get("archive")),
+            candidate=query.get("candidate") != "0",
         )
 
 

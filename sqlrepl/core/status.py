@@ -22,6 +22,8 @@ class FollowerSeen(TypedDict):
     lag: int
     last_seen: float
     voter: bool
+    #: In the sync set: its acknowledgements count, and elections wait to hear it.
+    sync: bool
 
 
 class Problem(TypedDict, total=False):
@@ -52,6 +54,7 @@ class NodeStatus(TypedDict, total=False):
     writable: bool
     leading: bool
     coordinator: str
+    sync_set: dict[str, Any] | None
     # A follower.
     leader: str
     leader_seq: int | None
@@ -65,6 +68,7 @@ class NodeStatus(TypedDict, total=False):
     eligible: bool
     why_not: str | None
     rollback: str | None
+    election: str | None
     # Added by `status --json` (admin).
     ok: bool
     node_url: str | None

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from ..coord import Coordinator
-from ..core import decisions, roles
+from ..core import decisions, quorum, roles
 from ..core.decisions import Action, Do, FollowerView, LeaderView
 from ..core.positions import Position
 from ..core.roles import Transition
@@ -57,9 +57,12 @@ class HALeader(Protocol):
 
 
 async def _run(
-    cycle: Callable[[], Awaitable[str]], failed: Callable[[str], Awaitable[str]], every: float
+    cycle: Callable[[], Awaitable[str]],
+    failed: Callable[[str], Awaitable[str]],
+    every: float,
+    said: decisions.Said | None = None,
 ) -> None:
-    said = ""
+    said = said or decisions.Said()
     while True:
         started = time.monotonic()
         try:
@@ -70,9 +73,8 @@ async def _run(
             if not isinstance(exc, SqlreplError):
                 log.exception("HA cycle failed unexpectedly")
             sentence = await failed(f"HA cycle failed: {exc}")
-        if sentence != said:
+        if said.say(sentence):
             log.info("%s", sentence)
-            said = sentence
         # Cycles start every `every` seconds however long one took (slow links): a cycle
         # that overran starts the next at once.
         await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
@@ -94,7 +96,8 @@ async def run_follower(follower: HAFollower) -> None:
         return why
 
     peers = Peers(2 * follower.config.ttl)
-    await _run(lambda: follower_cycle(follower, peers), failed, follower.coord.loop_wait)
+    every = follower.coord.loop_wait
+    await _run(lambda: follower_cycle(follower, peers), failed, every, follower.election)
 
 
 class Peers:
@@ -191,7 +194,8 @@ async def follower_view(follower: HAFollower, peers: Peers) -> FollowerView:
         position=where,
     )
     if decisions.needs_peers(view) and where is not None:
-        return replace(view, better_peer=await better_peer(follower, peers, where))
+        better, waiting = await weigh_peers(follower, peers, where, head)
+        return replace(view, better_peer=better, waiting=waiting)
     return view
 
 
@@ -211,19 +215,44 @@ async def follower_cycle(follower: HAFollower, peers: Peers) -> str:
     return action.sentence
 
 
-async def better_peer(follower: HAFollower, peers: Peers, mine: Position) -> str | None:
-    """An eligible candidate further ahead than `mine`. Each peer is asked directly; one
-    that does not answer in time counts with the position it last published (a slow peer
-    is not assumed to be behind), and one whose key expired lately is still remembered."""
-    members = await asyncio.to_thread(follower.coord.members)
-    known = peers.saw(members, follower.node, time.monotonic())
-    timeout = max(PEER_TIMEOUT, follower.coord.loop_wait)
-    token = follower.config.token
-    tls = follower.config.client_tls
-    answers = await asyncio.gather(
-        *(discovery.ask(str(m["url"]), token, timeout, tls) for m in known)
+async def weigh_peers(
+    follower: HAFollower, peers: Peers, mine: Position, head: dict[str, Any] | None
+) -> tuple[str | None, str | None]:
+    """An eligible candidate further ahead than `mine` (None: none), and what the rule of
+    synchronous commits still waits for (`core.quorum`; None: nothing). Each peer and
+    each member of the sync set is asked directly: one that does not answer in time
+    counts as unheard for the rule, and with the position it last published for
+    yielding (a slow peer is not assumed to be behind); one whose key expired lately is
+    still remembered."""
+    members, sync = await asyncio.gather(
+        asyncio.to_thread(follower.coord.members), asyncio.to_thread(follower.coord.sync_set)
     )
-    for member, answer in zip(known, answers, strict=True):
-        if decisions.further_ahead(answer or member, mine, follower.node):
-            return str(member["url"])
-    return None
+    known = peers.saw(members, follower.node, time.monotonic())
+    urls = {str(m["url"]) for m in known}
+    if sync is not None:
+        urls |= {u for n, u in sync.members.items() if n != follower.node}
+    timeout = max(PEER_TIMEOUT, follower.coord.loop_wait)
+    token, tls = follower.config.token, follower.config.client_tls
+    order = sorted(urls)
+    asked = await asyncio.gather(*(discovery.ask(u, token, timeout, tls) for u in order))
+    answers = dict(zip(order, asked, strict=True))
+    better = next(
+        (
+            str(m["url"])
+            for m in known
+            if decisions.further_ahead(answers.get(str(m["url"])) or m, mine, follower.node)
+        ),
+        None,
+    )
+    if sync is None:
+        return better, None
+    heard = {n: _position(answers.get(u), n) for n, u in sync.members.items()}
+    top = f"{head.get('epoch')}:{head.get('seq')}" if head else "the newest head"
+    return better, quorum.verdict(sync, follower.node, mine, heard, top)
+
+
+def _position(answer: dict[str, Any] | None, node: str) -> Position | None:
+    """The position a member answered with (None: no answer, or another node there)."""
+    if not answer or answer.get("node") != node or answer.get("seq") is None:
+        return None
+    return Position(int(answer.get("epoch") or 0), int(answer["seq"]))

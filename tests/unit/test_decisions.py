@@ -117,3 +117,48 @@ def test_a_handover_under_way_keeps_the_gate_closed() -> None:
         assert decide_leader(view) == Action(
             Do.NOTHING, "handing over: the gate stays closed until it is done"
         )
+
+
+def test_the_sync_rule_waits_for_members_that_may_hold_acknowledged_commits() -> None:
+    """k=1 of {a, b}: any acknowledged commit is on a or b, so a candidate must hear both
+    (n - k + 1 = 2) and be at least as far as each; k=2 of {a, b, c}: two suffice."""
+    from sqlrepl.core.quorum import SyncSet, may_drop, verdict
+
+    one = SyncSet(7, "L", 1, {"a": "http://a", "b": "http://b"})
+    at = Position(7, 100)
+    assert one.quorum == 2
+    assert verdict(one, "a", at, {"b": Position(7, 90)}, "7:120") is None
+    said = verdict(one, "a", at, {"b": None}, "7:120")
+    assert said is not None and said.startswith("waiting for b, which may hold acknowledged")
+    assert "up to 7:120" in said
+    ahead = verdict(one, "a", at, {"b": Position(7, 101)}, "7:120")
+    assert ahead is not None and "b of the sync set holds more" in ahead
+    # Not a member: it must hear both members and be as far as each.
+    assert verdict(one, "s", at, {"a": Position(7, 100), "b": None}, "7:120") is not None
+    assert verdict(one, "s", at, {"a": at, "b": at}, "7:120") is None
+    assert verdict(one, "s", Position(7, 5), {"a": at, "b": at}, "7:120") is not None
+    two = SyncSet(7, "L", 2, {"a": "", "b": "", "c": ""})
+    assert two.quorum == 2
+    assert verdict(two, "a", at, {"b": None, "c": Position(7, 3)}, "7:120") is None
+    assert verdict(two, "s", at, {"b": None, "c": Position(7, 3)}, "7:120") is not None
+    # A member leaves only while k others hold everything acknowledged.
+    assert may_drop("b", {"a": 100, "b": 50}, 1, 100)
+    assert not may_drop("a", {"a": 100, "b": 50}, 1, 100)
+    assert not may_drop("c", {"a": 100, "b": 50, "c": 100}, 2, 100)
+    assert SyncSet.load(two.dump()) == two
+
+
+def test_a_candidate_waits_while_the_sync_rule_is_not_met() -> None:
+    view = FollowerView(
+        url="http://me:1",
+        following="http://old:1",
+        holder=None,
+        handing_over=False,
+        eligible=True,
+        why_not=None,
+        position=Position(3, 10),
+        waiting="waiting for n3, which may hold acknowledged commits up to 3:12",
+    )
+    action = decide_follower(view)
+    assert action.do is Do.NOTHING
+    assert action.sentence == "no leader; waiting for n3, which may hold acknowledged commits up to 3:12"

@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ...core import tokens
+from ...core import quorum, tokens
 from ...core.positions import Position
+from ...core.quorum import SyncSet
 from ...core.status import NodeStatus
 from ...core.wire import FORK_HEADER
 from ...errors import ConfigError, SqlreplError, TokenForked
@@ -81,6 +82,7 @@ class FollowerAPI:
                     "gate": "open" if f.promoted else "closed",
                     "history": f.history,
                     "rollback": f.file.rollback,
+                    "election": f.election.last,
                 }
             )
         )
@@ -210,7 +212,9 @@ class FollowerAPI:
         assert f.progress.position is not None
         mine = f.progress.position.epoch
         others = f.members.others()
-        answers = await discovery.survey(others, f.config.token, f.config.client_tls)
+        sync = await asyncio.to_thread(f.coord.sync_set)
+        extra = set(sync.members.values()) if sync else set()
+        answers = await discovery.survey(others | extra, f.config.token, f.config.client_tls)
         rival = discovery.newest_leader(
             [a for a in answers if a.get("url") != f.leader], f.cluster, mine - 1
         )
@@ -222,7 +226,26 @@ class FollowerAPI:
                 f"only {reachable} of the {known} known members answer (no majority): another "
                 "node may lead unseen; --force to promote anyway"
             )
+        if sync is not None:
+            waiting = await self._sync_rule(sync, answers)
+            if waiting and not force:
+                return f"{waiting}; --force to promote anyway and lose them"
+            if waiting:
+                log.warning("promoted by force: %s", waiting)
         return max(mine, discovery.highest_epoch(answers))
+
+    async def _sync_rule(self, sync: SyncSet, answers: list[dict[str, Any]]) -> str | None:
+        """What the rule of synchronous commits (`core.quorum`) says of promoting here."""
+        f = self.follower
+        assert f.progress.position is not None
+        heard = {
+            str(a["node"]): Position(int(a.get("epoch") or 0), int(a["seq"]))
+            for a in answers
+            if a.get("node") and a.get("seq") is not None
+        }
+        head = await asyncio.to_thread(f.coord.head)
+        top = f"{head.get('epoch')}:{head.get('seq')}" if head else "the newest head"
+        return quorum.verdict(sync, f.node, f.progress.position, heard, top)
 
     async def _fence(self, old_leader: str, where: Position) -> None:
         """Best effort: tell the old leader, if it still runs, to close its gate and rejoin."""

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from ...coord import Coordinator
 from ...core import roles
+from ...core.decisions import Said
 from ...core.positions import Position
 from ..configs import FollowerConfig
 from ..members import Members
@@ -47,6 +48,7 @@ class HAFollower(Protocol):
 
     coord: Coordinator
     node: str
+    election: Said
 
     @property
     def transition(self) -> roles.Transition | None: ...

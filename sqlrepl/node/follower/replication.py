@@ -237,6 +237,7 @@ class Replicator:
             fts5=self.fts5,
             epoch_url=self.epoch_url or "",
             archive=f.archive is not None,
+            candidate=f.config.candidate,
         ).query()
         stall = f.config.wait + config.STALL_GRACE
         async with self.client.get("/batch", params, None, stall) as response:

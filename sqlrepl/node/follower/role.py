@@ -16,7 +16,7 @@ from typing import Any
 from ... import config
 from ...config import own_url, server_ssl
 from ...coord import Coordinator
-from ...core import roles
+from ...core import decisions, roles
 from ...core.positions import Position
 from .. import ha
 from ..configs import FollowerConfig
@@ -50,6 +50,8 @@ class Follower:
         self._tasks: Supervisor | None = None
         #: The file was promoted; the leader role takes over in a moment.
         self.promoted = False
+        #: What the HA loop said last (automatic failover only).
+        self.election = decisions.Said()
 
     @property
     def url(self) -> str:

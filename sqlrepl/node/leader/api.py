@@ -84,6 +84,7 @@ class LeaderAPI:
                     "writable": leader.gate.writable(),
                     "leading": leader.leadership.leading,
                     "coordinator": leader.coord.name,
+                    "sync_set": leader.followers.sync.view(),
                     "node": leader.node,
                     "history": leader.head.history,
                 }

@@ -101,7 +101,7 @@ class BatchServer:
         fork = roles.fork_reason(leader.head.history, Position(epoch, after), asked.epoch_url)
         if fork:
             return error(410, f"follower at {epoch}/{after} {fork}", {FORK_HEADER: "1"})
-        leader.followers.register(asked.node, asked.url, after, voter=not asked.archive)
+        leader.followers.register(asked.node, asked.url, after, voter=asked.voter)
         if not asked.archive:  # an archive is no replica: no acks from it
             # `after` is in the follower's file: an acknowledgement
             leader.followers.acks.pulled(asked.node, asked.url, after, leader.head.seq)

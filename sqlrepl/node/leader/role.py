@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -39,6 +40,7 @@ from .disk import DiskProbe
 from .gate import Leadership, Role, WriteGate
 from .head import LogHead
 from .retention import Retention
+from .syncset import SyncKeeper
 
 log = logging.getLogger("sqlrepl.leader")
 #: How long status lists a rebuild of sqlrepl's dropped tables, at least.
@@ -59,7 +61,8 @@ class Leader:
         self.db = Database(conn)
         self.head = LogHead(position, roles.history(conn))
         self.schema = SchemaSync(conn, self._identity_now, config.log_limit)
-        self.followers = Retention(config.retention, Members(config.db, self.url))
+        keeper = functools.partial(SyncKeeper, coord, self.node, self.head, drop_after=config.ttl)
+        self.followers = Retention(config.retention, Members(config.db, self.url), keeper)
         self.leadership = Leadership()
         self.disk = DiskProbe(config.db)
         self.gate = WriteGate(
@@ -120,6 +123,7 @@ class Leader:
             tasks.loop("change loop", self.changes.run())
             tasks.loop("disk check", self.disk.watch())
             tasks.task("batch waiters", self._release_waiters())
+            tasks.loop("sync set", self.followers.sync.run())
             if self.coord.automatic:
                 tasks.loop("HA loop", ha.run_leader(self))
             if self.config.min_sync_replicas > 0:
@@ -164,6 +168,7 @@ class Leader:
     def problems(self) -> list[str]:
         """What status reports: what cannot be replicated, and what keeps writes out."""
         extra = [self.disk.error, self.changes.locked, self.gate.hold, self._resyncing()]
+        extra.append(self.followers.sync.problem)
         return [*self.schema.problems, *[p for p in extra if p]]
 
     def _resyncing(self) -> str | None:

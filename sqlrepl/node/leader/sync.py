@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any, Protocol
 
@@ -100,9 +101,13 @@ async def wait(leader: Syncing, request: web.Request) -> web.Response:
         return error(503, "this node is not the leader now")
     if token.seq > leader.head.seq:
         leader.followers.acks.hurry.set()  # its commit may wait in the pause between two looks
-    voters = leader.followers.voters
-    have = await leader.followers.acks.wait_for(token.seq, voters, needed, timeout)
-    known = voters()
+    keeper = leader.followers.sync
+    keeper.want(needed)
+    counted = functools.partial(keeper.counted, needed)
+    have = await leader.followers.acks.wait_for(token.seq, counted, needed, timeout)
+    if len(have) >= needed:
+        keeper.acknowledge(token.seq)  # before anything else runs: no member leaves unseen
+    known = leader.followers.voters()
     body: dict[str, Any] = {
         "token": tokens.format_token(token),
         "acks": len(have),
@@ -114,8 +119,9 @@ async def wait(leader: Syncing, request: web.Request) -> web.Response:
         return web.json_response(body)
     body["error"] = (
         f"timed out after {timeout:g}s: {len(have)} of the {needed} acknowledgements "
-        f"asked for token {body['token']} ({len(known)} followers known)"
-    )
+        f"asked for token {body['token']} ({len(known)} followers known, "
+        f"{len(keeper.counted(needed))} counted)"
+    ) + (f": {keeper.problem}" if keeper.problem else "")
     return web.json_response(body, status=504)
 
 
