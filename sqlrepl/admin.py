@@ -109,6 +109,27 @@ async def _post(
         return await client.post(path, params, timeout=ACTION_TIMEOUT)
 
 
+def cluster_settings(
+    url: str, pairs: dict[str, str], token: str | None, tls: ClientTLS | None = None
+) -> dict[str, Any]:
+    """The cluster's settings, changed first by `pairs` if any, asked of the leader of
+    the node at `url` (or of `url` itself if it leads)."""
+
+    async def go() -> dict[str, Any]:
+        async with Client(url, token, tls) as client:
+            info = await client.status()
+        leader = url if info.get("role") == "leader" else str(info.get("leader") or url)
+        if pairs:
+            return await _post(leader, "/settings", dict(pairs), token, tls)
+        async with Client(leader, token, tls) as client:
+            found = (await client.status()).get("settings")
+        if not isinstance(found, dict):
+            raise Refused(f"{leader} does not lead now: ask again in a moment")
+        return found
+
+    return asyncio.run(go())
+
+
 def epochs(url: str, token: str | None, tls: ClientTLS | None = None) -> list[dict[str, Any]]:
     async def fetch() -> list[dict[str, Any]]:
         async with Client(url, token, tls) as client:
@@ -117,4 +138,4 @@ def epochs(url: str, token: str | None, tls: ClientTLS | None = None) -> list[di
     return asyncio.run(fetch())
 
 
-__all__ = ["cluster_status", "epochs", "promote", "switchover", "unhealthy"]
+__all__ = ["cluster_settings", "cluster_status", "epochs", "promote", "switchover", "unhealthy"]

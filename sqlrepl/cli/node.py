@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from .. import config, logs, render, settings
+from ..core.cluster import MEANING
 from ..errors import ConfigError
-from .base import Command, cli, client_tls
+from .base import Command, NodeURL, cli, client_tls, token_option
 
 #: The flags of `node`: one per settings key (values parsed like the file's).
 FLAG_HELP = {
@@ -123,3 +124,40 @@ def check(file: Path, as_json: bool) -> None:
         render.print_json(effective)
     else:
         render.settings_table(effective, file)
+
+
+class SettingPair(click.ParamType):
+    name = "KEY=VALUE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, str]:
+        key, sep, text = str(value).partition("=")
+        if not sep or not key:
+            self.fail(f"{value!r} is not KEY=VALUE", param, ctx)
+        return key.strip(), text.strip()
+
+
+@config_.command("cluster", cls=Command)
+@click.argument("url", type=NodeURL())
+@click.option(
+    "--set",
+    "pairs",
+    type=SettingPair(),
+    multiple=True,
+    help="Change a cluster setting: " + "; ".join(f"{k}: {v}" for k, v in MEANING.items()),
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
+@token_option
+def cluster(
+    url: str, pairs: tuple[tuple[str, str], ...], as_json: bool, token_file: Path | None
+) -> None:
+    """Show the cluster's own settings, or change them at run time with --set (like
+    `patronictl edit-config`). URL is any node; its leader answers. They bind whichever
+    node leads; a node's own flags or TOML only seed a new cluster."""
+    from ..admin import cluster_settings
+
+    found = cluster_settings(url, dict(pairs), config.load_token(token_file), client_tls())
+    if as_json:
+        render.print_json(found)
+    else:
+        for key, value in found.items():
+            click.echo(f"{key} = {value:g}    # {MEANING.get(key, '')}")

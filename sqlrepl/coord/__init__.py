@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..config import DEFAULT_TTL, STATIC
+from ..core.cluster import ClusterSettings
 from ..core.quorum import SyncSet
 from ..errors import ConfigError
 
@@ -86,6 +87,16 @@ class Records(Protocol):
 
     def sync_set(self) -> SyncSet | None:
         """The sync set last recorded (None: the cluster never committed synchronously)."""
+
+    def cluster_settings(self) -> ClusterSettings | None:
+        """The cluster's settings (None: no node has seeded them yet)."""
+
+    def put_settings(self, settings: ClusterSettings) -> None:
+        """Store the cluster's settings (the leader: seeding them, or changed at run time)."""
+
+    def carry(self, settings: ClusterSettings) -> None:
+        """Settings a leader sent with a batch: kept where the coordinator stores none
+        itself (static), so this node leads by them once promoted."""
 
 
 class Coordinator(Lease, Records, Protocol):

@@ -8,7 +8,8 @@ the leader's lease), `members/NODE` (each node's position, bound to its own leas
 "url"}: the leader's newest position, published with its renewals and kept after it
 dies, so candidates measure their lag against it), and `sync` (the sync set of
 synchronous commits, `core.quorum`: written only while the writer's leader key holds
-the value it wrote, in one transaction). All calls go through etcd3gw's
+the value it wrote, in one transaction), and `settings` (the cluster's own settings,
+`core.cluster`). All calls go through etcd3gw's
 HTTP gateway client with a request timeout and try each endpoint in turn; the watch
 threads of etcd3gw are never used (a lost lease is judged by our own clock).
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import etcd3gw
 
+from ..core.cluster import ClusterSettings
 from ..core.quorum import SyncSet
 from ..errors import ConfigError, PeerUnavailable
 from .gateway import RENEW_PAUSE, Endpoints, Settings, refresh
@@ -86,6 +88,17 @@ class EtcdRecords:
     def sync_set(self) -> SyncSet | None:
         found = self._etcd.call(lambda c: c.get(self.settings.key("sync")))
         return SyncSet.load(found[0]) if found else None
+
+    def cluster_settings(self) -> ClusterSettings | None:
+        found = self._etcd.call(lambda c: c.get(self.settings.key("settings")))
+        return ClusterSettings.load(found[0]) if found else None
+
+    def put_settings(self, settings: ClusterSettings) -> None:
+        key = self.settings.key("settings")
+        self._etcd.call(lambda c: c.put(key, settings.dump()))
+
+    def carry(self, settings: ClusterSettings) -> None:
+        """Nothing to keep: every node reads the cluster's settings from etcd."""
 
 
 @dataclass

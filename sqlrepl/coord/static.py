@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import STATIC
+from ..core.cluster import ClusterSettings
 from ..core.quorum import SyncSet
 
 #: Seconds between HA cycles: none run in static mode, but the interface names one.
@@ -23,6 +24,7 @@ class StaticRecords:
         self._members: dict[str, dict[str, Any]] = {}
         self._head: dict[str, Any] | None = None
         self._sync: SyncSet | None = None
+        self._settings: ClusterSettings | None = None
 
     def publish(self, node: str, info: dict[str, Any]) -> None:
         self._members[node] = info
@@ -43,6 +45,16 @@ class StaticRecords:
 
     def sync_set(self) -> SyncSet | None:
         return self._sync
+
+    def cluster_settings(self) -> ClusterSettings | None:
+        return self._settings
+
+    def put_settings(self, settings: ClusterSettings) -> None:
+        self._settings = settings
+
+    def carry(self, settings: ClusterSettings) -> None:
+        """Carried with the leadership: the leader's settings, for when this node leads."""
+        self._settings = settings
 
 
 class Static(StaticRecords):

@@ -55,6 +55,7 @@ class NodeStatus(TypedDict, total=False):
     leading: bool
     coordinator: str
     sync_set: dict[str, Any] | None
+    settings: dict[str, Any]
     # A follower.
     leader: str
     leader_seq: int | None

@@ -56,6 +56,8 @@ META_HEADER = "X-Sqlrepl-Meta"
 FORK_HEADER = "X-Sqlrepl-Fork"
 #: With every batch answer: the members the leader knows (JSON list of URLs, itself first).
 MEMBERS_HEADER = "X-Sqlrepl-Members"
+#: The cluster's settings (`core.cluster`), carried to followers with every batch answer.
+SETTINGS_HEADER = "X-Sqlrepl-Settings"
 BATCH_TYPE = "application/x-sqlrepl-batch"
 SNAPSHOT_TYPE = "application/vnd.sqlite3"
 

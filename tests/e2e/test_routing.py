@@ -176,7 +176,7 @@ def test_min_sync_replicas_closes_the_gate_while_too_few_followers_are_fresh(
     leader = cluster.leader(db, "--min-sync-replicas", "1", "--max-replica-lag", "1")
     assert not accepts(db)
     problems = " ".join(leader.status()["problems"])
-    assert "--min-sync-replicas" in problems, problems
+    assert "min_sync_replicas" in problems, problems
     follower = cluster.follower(tmp_path / "b.db", leader)
     wait_until(lambda: accepts(db), "writes to be accepted with a fresh follower")
     assert leader.status()["gate"] == "open"
@@ -186,6 +186,6 @@ def test_min_sync_replicas_closes_the_gate_while_too_few_followers_are_fresh(
         insert(db, "refused")
         raise AssertionError("a write committed with no sync replica")
     except sqlite3.DatabaseError as exc:
-        assert "--min-sync-replicas" in str(exc) or "writes refused" in str(exc), exc
+        assert "min_sync_replicas" in str(exc) or "writes refused" in str(exc), exc
     follower.start()
     wait_until(lambda: accepts(db), "writes to resume once the follower is back")

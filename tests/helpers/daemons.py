@@ -59,9 +59,18 @@ def http_status(url: str) -> int:
 
 class Daemon:
     def __init__(
-        self, tmp: Path, name: str, args: list[str], port: int, env: dict[str, str] | None = None
+        self,
+        tmp: Path,
+        name: str,
+        args: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
     ):
         self.name, self.args, self.port, self.env = name, args, port, env
+        #: What the command runs under (e.g. `ip netns exec NS`, which execs it: the pid
+        #: is still the daemon's).
+        self.prefix = prefix or []
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = tmp / f"{name}.log"
         self.proc: subprocess.Popen | None = None
@@ -70,7 +79,7 @@ class Daemon:
     def start(self, ready: bool = True) -> Daemon:
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sqlrepl", *self.args],
+                [*self.prefix, sys.executable, "-m", "sqlrepl", *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(self.env or {})},

@@ -14,7 +14,8 @@ from .daemons import free_port, wait_until
 
 
 class EtcdServer:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.binary = shutil.which("etcd")
         assert self.binary, "etcd is not installed: run ./scripts/test.sh (it installs etcd-server)"
         self.data = tmp / "etcd-data"
@@ -24,10 +25,10 @@ class EtcdServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     def coordinator(self, name: str = "test") -> str:
-        return f"etcd://127.0.0.1:{self.client_port}/{name}"
+        return f"etcd://{self.host}:{self.client_port}/{name}"
 
     name = "n1"
 
@@ -58,7 +59,7 @@ class EtcdServer:
         """The JSON value at `key` (None: no such key), read straight from etcd."""
         import etcd3gw
 
-        found = etcd3gw.client(host="127.0.0.1", port=self.client_port, timeout=5).get(key)
+        found = etcd3gw.client(host=self.host, port=self.client_port, timeout=5).get(key)
         return json.loads(found[0]) if found else None
 
     def _healthy(self) -> bool:

@@ -161,4 +161,7 @@ def test_a_candidate_waits_while_the_sync_rule_is_not_met() -> None:
     )
     action = decide_follower(view)
     assert action.do is Do.NOTHING
-    assert action.sentence == "no leader; waiting for n3, which may hold acknowledged commits up to 3:12"
+    assert (
+        action.sentence
+        == "no leader; waiting for n3, which may hold acknowledged commits up to 3:12"
+    )

@@ -20,10 +20,11 @@ import apsw
 from ... import config
 from ...core import roles
 from ...core.apply import Applier, adopt_epoch
+from ...core.cluster import ClusterSettings
 from ...core.positions import Position
 from ...core.requests import BatchRequest
 from ...core.schema import fts5_fingerprints
-from ...core.wire import EPOCH_HEADER, HEAD_HEADER, MEMBERS_HEADER
+from ...core.wire import EPOCH_HEADER, HEAD_HEADER, MEMBERS_HEADER, SETTINGS_HEADER
 from ...errors import (
     ApplyError,
     AuthError,
@@ -244,6 +245,7 @@ class Replicator:
             await expect_ok(response)
             head = int(response.headers.get(HEAD_HEADER, where.seq))
             self.members.add(json.loads(response.headers.get(MEMBERS_HEADER, "[]")))
+            f.coord.carry(ClusterSettings.load(response.headers.get(SETTINGS_HEADER)))
             epoch = int(response.headers.get(EPOCH_HEADER, where.epoch))
             if epoch > where.epoch:
                 await self._confirm_epoch(epoch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -13,7 +14,7 @@ from aiohttp import web
 from ... import config
 from ...core import roles
 from ...core.status import NodeStatus
-from ...errors import Refused
+from ...errors import ConfigError, Refused
 from .. import health, metrics
 from ..http import auth_middleware, error, int_param
 from ..snapshots import Sessions, serve_snapshot
@@ -58,6 +59,7 @@ class LeaderAPI:
         app.router.add_get("/snapshot", self.snapshot)
         app.router.add_post("/switchover", self.switchover)
         app.router.add_post("/demote", self.demote)
+        app.router.add_post("/settings", self.settings)
         app.on_cleanup.append(lambda _: asyncio.to_thread(self.sessions.close))
         app.on_cleanup.append(lambda _: batches.close())
         return app
@@ -85,6 +87,7 @@ class LeaderAPI:
                     "leading": leader.leadership.leading,
                     "coordinator": leader.coord.name,
                     "sync_set": leader.followers.sync.view(),
+                    "settings": dataclasses.asdict(leader.followers.sync.settings),
                     "node": leader.node,
                     "history": leader.head.history,
                 }
@@ -145,6 +148,16 @@ class LeaderAPI:
             return error(409, str(exc))
         self.leader.hand_over(roles.Transition("follower", to, f"switchover to {to}"))
         return web.json_response(result)
+
+    async def settings(self, request: web.Request) -> web.Response:
+        """Change the cluster's settings (`POST /settings?KEY=VALUE…`); the new ones."""
+        if not self.leader.leadership.leading:
+            return error(409, "this node is not the leader now: change settings on the leader")
+        try:
+            new = await self.leader.followers.sync.change_settings(dict(request.query))
+        except ConfigError as exc:
+            return error(400, str(exc))
+        return web.json_response(dataclasses.asdict(new))
 
     async def demote(self, request: web.Request) -> web.Response:
         """A newer leader fences this one: close the gate, then rejoin as its follower."""

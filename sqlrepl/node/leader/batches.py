@@ -28,6 +28,7 @@ from ...core.wire import (
     FORK_HEADER,
     HEAD_HEADER,
     MEMBERS_HEADER,
+    SETTINGS_HEADER,
     FrameWriter,
 )
 from ...errors import ProtocolError, SnapshotNeeded, SqlreplError
@@ -129,6 +130,7 @@ class BatchServer:
             HEAD_HEADER: str(leader.head.seq),
             EPOCH_HEADER: str(leader.head.epoch),
             MEMBERS_HEADER: json.dumps([m for m in members if m]),
+            SETTINGS_HEADER: leader.followers.sync.settings.dump(),
         }
 
     async def _build_and_send(

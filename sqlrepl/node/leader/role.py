@@ -23,6 +23,7 @@ from ... import config
 from ...config import own_url, server_ssl
 from ...coord import Coordinator
 from ...core import capture, internals, roles
+from ...core.cluster import ClusterSettings
 from ...core.db import connect, read_meta, use_wal
 from ...core.positions import log_head
 from ...errors import SqlreplError
@@ -61,7 +62,10 @@ class Leader:
         self.db = Database(conn)
         self.head = LogHead(position, roles.history(conn))
         self.schema = SchemaSync(conn, self._identity_now, config.log_limit)
-        keeper = functools.partial(SyncKeeper, coord, self.node, self.head, drop_after=config.ttl)
+        seed = ClusterSettings(config.min_sync_replicas, config.max_replica_lag)
+        keeper = functools.partial(
+            SyncKeeper, coord, self.node, self.head, drop_after=config.ttl, seed=seed
+        )
         self.followers = Retention(config.retention, Members(config.db, self.url), keeper)
         self.leadership = Leadership()
         self.disk = DiskProbe(config.db)
@@ -92,6 +96,9 @@ class Leader:
         config.LOG_CONTEXT.set({"node": self.node, "role": "leader", "epoch": self.head.epoch})
         await self.db.run(self.schema.report_problems, self.db.conn)
         await asyncio.to_thread(self.coord.check_config, self.meta["cluster"])
+        settings = await self.followers.sync.load_settings()
+        if self.gate.hold is None and settings.min_sync_replicas > 0:
+            await self.gate.hold_shut(sync.initial_hold(settings.min_sync_replicas) or "")
         if self.coord.holds_lease() != self.gate.is_open:
             await self.gate.set(self.coord.holds_lease(), "waiting for the leader lease")
         if self.gate.hold is not None and self.gate.is_open:  # closed before anyone is told
@@ -126,8 +133,7 @@ class Leader:
             tasks.loop("sync set", self.followers.sync.run())
             if self.coord.automatic:
                 tasks.loop("HA loop", ha.run_leader(self))
-            if self.config.min_sync_replicas > 0:
-                tasks.loop("sync replicas", sync.enforce_min_replicas(self))
+            tasks.loop("sync replicas", sync.enforce_min_replicas(self))
             app = LeaderAPI(self).app()
             tasks.task("HTTP server", run_server(app, listener, self.end.event, tls))
 

@@ -54,7 +54,7 @@ class Syncing(Protocol):
 def initial_hold(min_sync_replicas: int) -> str | None:
     if min_sync_replicas <= 0:
         return None
-    return f"{WAITING} {min_sync_replicas} fresh followers (--min-sync-replicas)"
+    return f"{WAITING} {min_sync_replicas} fresh followers (min_sync_replicas)"
 
 
 def needed_acks(raw: str, known: int) -> int:
@@ -126,22 +126,24 @@ async def wait(leader: Syncing, request: web.Request) -> web.Response:
 
 
 async def enforce_min_replicas(leader: Syncing) -> None:
-    """Keep the gate closed while fewer than `--min-sync-replicas` followers are fresh."""
-    want, max_lag = leader.config.min_sync_replicas, leader.config.max_replica_lag
+    """Keep the gate closed while fewer followers than the cluster's `min_sync_replicas`
+    are fresh (read anew each time: the setting may change at run time)."""
     gate = leader.gate
     while True:
+        settings = leader.followers.sync.settings
+        want, max_lag = settings.min_sync_replicas, settings.max_replica_lag
         moved = leader.followers.acks.moved
         fresh = len(leader.followers.acks.fresh(leader.head.seq, max_lag))
         if fresh < want:
             reason = gate.hold
             if reason is None or reason.startswith(WAITING):
                 reason = (
-                    f"only {fresh} of the {want} followers --min-sync-replicas asks for are "
-                    f"connected within {max_lag:g}s (--max-replica-lag): writes refused"
+                    f"only {fresh} of the {want} followers min_sync_replicas asks for are "
+                    f"connected within {max_lag:g}s (max_replica_lag): writes refused"
                 )
             await gate.hold_shut(reason)
         elif gate.hold is not None:
-            await gate.release(f"{fresh} followers are fresh again (--min-sync-replicas {want})")
+            await gate.release(f"{fresh} followers are fresh (min_sync_replicas {want})")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SYNC_CHECK_INTERVAL):
                 await moved.wait()

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from ...coord import Coordinator
+from ...core.cluster import ClusterSettings
 from ...core.quorum import SyncSet, may_drop
 from ...errors import SqlreplError
 from .acks import Acks, Voters
@@ -28,6 +29,8 @@ from .head import LogHead
 log = logging.getLogger("sqlrepl.leader")
 #: How often the set is looked at besides on every acknowledgement.
 LOOK_EVERY = 0.5
+#: How often the cluster's settings are read again.
+SETTINGS_EVERY = 1.0
 
 
 class SyncKeeper:
@@ -39,6 +42,7 @@ class SyncKeeper:
         acks: Acks,
         voters: Voters,
         drop_after: float,
+        seed: ClusterSettings,
     ) -> None:
         self.coord = coord
         self.node = node
@@ -56,6 +60,11 @@ class SyncKeeper:
         self._leaving: set[str] = set()
         self._epoch = -1
         self.problem: str | None = None
+        #: This node's own flags or TOML: they seed a new cluster's settings.
+        self.seed = seed
+        #: The cluster's settings, as this leader knows them now.
+        self.settings = seed
+        self._settings_read = 0.0
 
     def counted(self, needed: int) -> set[str]:
         """The followers whose acknowledgements count for a `wait` needing `needed`."""
@@ -87,12 +96,47 @@ class SyncKeeper:
     def members(self) -> set[str]:
         return set(self.recorded.members) if self.recorded else set()
 
+    async def load_settings(self) -> ClusterSettings:
+        """The cluster's settings (this node's own seed them if there are none yet)."""
+        stored = await asyncio.to_thread(self.coord.cluster_settings)
+        if stored is None:
+            await asyncio.to_thread(self.coord.put_settings, self.seed)
+            stored = self.seed
+        elif self.seed != ClusterSettings() and self.seed != stored:
+            log.warning(
+                "this node's own settings differ from the cluster's, which apply: %s "
+                "(sqlrepl config cluster changes them)",
+                "; ".join(self.seed.differences(stored)),
+            )
+        self._take(stored)
+        return stored
+
+    async def change_settings(self, pairs: dict[str, str]) -> ClusterSettings:
+        """Change the cluster's settings at run time (ConfigError: a bad one)."""
+        new = self.settings.changed(pairs)
+        await asyncio.to_thread(self.coord.put_settings, new)
+        self._take(new)
+        return new
+
+    def _take(self, settings: ClusterSettings) -> None:
+        if settings != self.settings:
+            log.info("cluster settings: %s", settings.dump())
+        self.settings, self._settings_read = settings, time.monotonic()
+        if settings.sync_acks >= 1:
+            self.want(settings.sync_acks)
+        self.acks.nudge()
+
     async def run(self) -> None:
-        """Keep the recorded set what the followers and the asked `k` call for."""
+        """Keep the recorded set what the followers and the asked `k` call for, and the
+        cluster's settings fresh (another node may change them)."""
         previous = await asyncio.to_thread(self.coord.sync_set)
         if previous is not None and self.wanted is None:
             self.wanted = previous.k  # the cluster is in synchronous mode: it stays so
         while True:
+            if time.monotonic() - self._settings_read > SETTINGS_EVERY:
+                with contextlib.suppress(SqlreplError):
+                    stored = await asyncio.to_thread(self.coord.cluster_settings)
+                    self._take(stored or self.settings)
             if self.head.epoch != self._epoch:
                 self._epoch, self.recorded = self.head.epoch, None
                 self.acknowledged = max(self.acknowledged, self.head.position.seq)
