@@ -22,6 +22,7 @@ from .sql import (
     META,
     POSITION_VIEW,
     TABLES,
+    create_extras,
     create_internal_tables,
 )
 
@@ -46,10 +47,15 @@ def missing_extras(conn: apsw.Connection) -> list[str]:
     return gone + ([] if has_view(conn) else [POSITION_VIEW])
 
 
-def recreate_extras(conn: apsw.Connection) -> None:
-    """Put back what `missing_extras` found (the other tables must be in place)."""
+def recreate_extras(conn: apsw.Connection) -> bool:
+    """Put back what `missing_extras` found, only while the other tables are in place
+    (checked in the same transaction: a migration may drop them meanwhile, and an empty
+    meta table re-created here would unmake the leader). False if they are not."""
     with transaction(conn):
-        conn.execute(create_internal_tables())  # creates only what is missing
+        if missing_internals(conn):
+            return False  # the next look rebuilds everything
+        conn.execute(create_extras())
+    return True
 
 
 def rebuild(conn: apsw.Connection, meta: dict[str, Any], head: int, log_limit: int) -> None:

@@ -56,6 +56,14 @@ CREATE TABLE IF NOT EXISTS {LOG}(seq INTEGER PRIMARY KEY, tid, {keys});
 CREATE TABLE IF NOT EXISTS {META}(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS {TABLES}(tid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
                                     sql TEXT NOT NULL, capture TEXT NOT NULL);
+{create_extras()}
+"""
+
+
+def create_extras() -> str:
+    """sqlrepl's objects that hold nothing replication needs: the followers' list and
+    the position view (created only where missing)."""
+    return f"""
 CREATE TABLE IF NOT EXISTS {FOLLOWERS}(node TEXT PRIMARY KEY, url TEXT, seq INTEGER NOT NULL,
                                        seen REAL NOT NULL) WITHOUT ROWID;
 {create_position_view()};

@@ -253,3 +253,27 @@ def test_a_batch_request_parses_what_it_builds_and_refuses_bad_parameters() -> N
                         ({"after": "1", "fts5": "[1]"}, "fts5 must be a JSON object")):  # fmt: skip
         with pytest.raises(ProtocolError, match=said):
             BatchRequest.parse(query)
+
+
+def test_extras_are_put_back_only_while_the_core_tables_are_there(tmp_path) -> None:
+    """A migration drops the followers' table, then (before the leader acts) the meta,
+    log and tables tables: putting the extras back must not re-create an empty meta
+    table (that unmade the leader for good: no role, no rebuild)."""
+    from sqlrepl.core import internals
+
+    conn = apsw.Connection(str(tmp_path / "a.db"))
+    capture.install(conn, log_limit=100)
+    conn.execute("DROP TABLE _sqlrepl_followers")
+    assert internals.missing_extras(conn) == ["_sqlrepl_followers"]
+    conn.execute("DROP TABLE _sqlrepl_log; DROP TABLE _sqlrepl_meta; DROP TABLE _sqlrepl_tables")
+    assert internals.recreate_extras(conn) is False
+    assert sorted(internals.missing_internals(conn)) == [
+        "_sqlrepl_log",
+        "_sqlrepl_meta",
+        "_sqlrepl_tables",
+    ]
+    other = apsw.Connection(str(tmp_path / "b.db"))
+    capture.install(other, log_limit=100)
+    other.execute("DROP TABLE _sqlrepl_followers")
+    assert internals.recreate_extras(other) is True
+    assert internals.missing_extras(other) == []

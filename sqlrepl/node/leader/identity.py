@@ -61,8 +61,7 @@ def remember(db: Path, cluster: str) -> None:
 def put_back_extras(conn: apsw.Connection) -> None:
     """Re-create, as they were, the objects of sqlrepl's an app dropped that hold nothing
     replication needs (the followers' list, the position view)."""
-    if extras := internals.missing_extras(conn):
-        internals.recreate_extras(conn)
+    if (extras := internals.missing_extras(conn)) and internals.recreate_extras(conn):
         log.warning("%s: re-created", dropped(extras))
 
 
