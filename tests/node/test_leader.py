@@ -161,6 +161,11 @@ def test_a_replicator_pulls_an_in_process_leader_to_equality(tmp_path: Path) -> 
 
                     await until(caught_up, f"the follower at seq {head}")
                 assert replicator.progress.state == "streaming"
+                # Every applied batch is fsynced before the next pull acknowledges it,
+                # whatever the SQLite build's default (issue 25: durable = on disk).
+                conn = follower.file.db.conn if follower.file.db else None
+                assert conn is not None
+                assert conn.execute("PRAGMA synchronous").fetchall() == [(2,)]
             finally:
                 stop.set()
                 task.cancel()

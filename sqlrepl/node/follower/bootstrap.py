@@ -55,6 +55,9 @@ class LocalFile:
     def open(self, leader: str) -> Position:
         """Open the follower's file for replay; its position."""
         conn = applier_connection(connect(self.path))
+        # An applied batch is on disk before the next pull acknowledges it (power loss
+        # included), whatever the SQLite build's default for WAL files.
+        conn.execute("PRAGMA synchronous=FULL")
         ensure_position_view(conn)  # a file made by an older version: apps read tokens here
         self._db = Database(conn)
         where = follower_position(conn)
