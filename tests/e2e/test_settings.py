@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..helpers.apps import TTL, accepts_writes, app_db, run_cli, wait_open_leader
-from ..helpers.daemons import Cluster, Daemon, sqlrepl, wait_until
+from ..helpers.daemons import Cluster, Daemon, free_port, sqlrepl, wait_until
 from ..helpers.etcd import EtcdServer
 
 
@@ -71,6 +71,46 @@ def test_min_sync_replicas_of_the_cluster_survives_two_etcd_failovers(
     wait_until(lambda: _refuses(other_db), "the last leader, with no follower, to refuse")
     assert "min_sync_replicas" in " ".join(other.status()["problems"])
     _set_and_see_writes(other, other_db)
+
+
+def test_min_sync_replicas_seeded_by_one_node_config_binds_every_host(
+    tmp_path: Path, cluster: Cluster, etcd: EtcdServer
+) -> None:
+    """`sqlrepl node --config` on three hosts, etcd; only host 0's TOML says
+    min_sync_replicas = 1. After two failovers the last host leads by it."""
+    ports = [free_port() for _ in range(3)]
+    files = [app_db(tmp_path / "h0.db"), tmp_path / "h1.db", tmp_path / "h2.db"]
+    hosts = []
+    for i, port in enumerate(ports):
+        lines = [
+            f'db = "{files[i]}"',
+            f'listen = "127.0.0.1:{port}"',
+            "members = [" + ", ".join(f'"http://127.0.0.1:{p}"' for p in ports if p != port) + "]",
+            f'coordinator = "{etcd.coordinator()}"',
+            f"ttl = {TTL}",
+            "max_replica_lag = 2.0",
+            *(["min_sync_replicas = 1"] if i == 0 else []),
+        ]
+        conf = tmp_path / f"h{i}.toml"
+        conf.write_text("\n".join(lines) + "\n")
+        host = Daemon(tmp_path, f"host{i}", ["node", "--config", str(conf)], port)
+        cluster.daemons.append(host)
+        hosts.append(host)
+    for host in hosts[1:]:
+        host.start(ready=False)
+    hosts[0].start()
+    for host in hosts[1:]:
+        host.wait_ready()
+    wait_until(lambda: accepts_writes(files[0]), "host 0 to accept writes with fresh followers")
+    hosts[0].kill9()
+    first = wait_open_leader(hosts[1:], "a new leader", 30)
+    wait_until(lambda: _min_sync(first) == 1, "the new leader to lead by the cluster's settings")
+    first.kill9()
+    last = hosts[2] if first is hosts[1] else hosts[1]
+    last_db = files[hosts.index(last)]
+    wait_until(lambda: last.role() == "leader", "the last host to lead", 30)
+    wait_until(lambda: _refuses(last_db), "the last leader, with no follower, to refuse")
+    _set_and_see_writes(last, last_db)
 
 
 def _set_and_see_writes(leader: Daemon, db: Path) -> None:

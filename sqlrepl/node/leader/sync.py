@@ -58,10 +58,11 @@ def initial_hold(min_sync_replicas: int) -> str | None:
 
 
 def needed_acks(raw: str, known: int) -> int:
-    """`acks` as asked: a number, or `majority`: more than half of the followers that
-    vote (the replicas the leader knows; an archive never votes)."""
+    """`acks` as asked: a number, or `majority`: a majority of the cluster's voting nodes,
+    the leader counted (it holds the commit), so half the `known` voters rounded up, at
+    least 1 (voters: the replicas that may lead; an archive never votes)."""
     if raw == "majority":
-        return known // 2 + 1
+        return max(1, (known + 1) // 2)
     if not raw.isdigit():
         raise ConfigError(f"acks must be a number or 'majority', not {raw!r}")
     return int(raw)
