@@ -147,7 +147,7 @@ def _round(
             )
             # Longer than a candidate remembers a peer whose key lapsed (2 x TTL): the
             # stale follower must wait for the rule, not for a memory of F.
-            while time.monotonic() - died < 3 * TTL:
+            while time.monotonic() - died < 2 * TTL + 1:
                 assert s.daemon.status().get("role") == "follower", "the stale one leads"
                 time.sleep(0.2)
         finally:
