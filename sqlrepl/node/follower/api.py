@@ -33,7 +33,7 @@ class FollowerAPI:
     def __init__(self, follower: ServedFollower) -> None:
         self.follower = follower
         #: Old leaders being told to step down (best effort, outliving this role).
-        self.fencing: set[asyncio.Future[None]] = set()
+        self.fencing: set[asyncio.Future[bool]] = set()
         self.sessions = Sessions(follower.config.db)
 
     def app(self) -> web.Application:
@@ -195,11 +195,14 @@ class FollowerAPI:
         epoch = await asyncio.to_thread(f.coord.acquire, info, floor)
         if epoch is None:
             return error(409, "promote refused: another node holds the leader lease")
+        # A live old leader closes its gate before this node opens one (no moment with
+        # two open gates); one that does not answer in time is tried again afterwards.
+        fenced = handover or await self._fence(old_leader, epoch)
         where = await f.become_leader(why, epoch)
-        if not handover:
+        if not fenced:
             # In the background: an old leader that hangs must not hold the answer past
             # the end of this role (its HTTP server then cuts what is in flight).
-            fencing = asyncio.ensure_future(self._fence(old_leader, where))
+            fencing = asyncio.ensure_future(self._fence(old_leader, epoch))
             self.fencing.add(fencing)
             fencing.add_done_callback(self.fencing.discard)
         return web.json_response({"url": f.url, "epoch": where.epoch, "seq": where.seq})
@@ -247,16 +250,19 @@ class FollowerAPI:
         top = f"{head.get('epoch')}:{head.get('seq')}" if head else "the newest head"
         return quorum.verdict(sync, f.node, f.progress.position, heard, top)
 
-    async def _fence(self, old_leader: str, where: Position) -> None:
-        """Best effort: tell the old leader, if it still runs, to close its gate and rejoin."""
+    async def _fence(self, old_leader: str, epoch: int) -> bool:
+        """Best effort: tell the old leader, if it still runs, to close its gate and rejoin
+        as a follower of this node's `epoch`. Did it?"""
         try:
             config = self.follower.config
             async with Client(old_leader, config.token, config.client_tls) as client:
-                params = {"leader": self.follower.url, "epoch": where.epoch}
+                params = {"leader": self.follower.url, "epoch": epoch}
                 await client.post("/demote", params, timeout=FENCE_TIMEOUT)
-            log.info("old leader %s demoted itself", old_leader)
         except SqlreplError as exc:
             log.info("old leader %s not fenced (%s)", old_leader, exc)
+            return False
+        log.info("old leader %s demoted itself", old_leader)
+        return True
 
 
 def _seconds(value: str) -> bool:
