@@ -83,7 +83,7 @@ class Endpoints:
             try:
                 result = fn(client)
             except Exception as exc:  # etcd3gw raises requests' and its own errors
-                errors.append(f"{client.host}:{client.port}: {exc}")
+                errors.append(f"{client.host}:{client.port}: {exc or type(exc).__name__}")
                 continue
             if client is not clients[0]:
                 # The endpoint that answered goes first from now on: a dead or partitioned
@@ -104,7 +104,7 @@ class Endpoints:
                 try:
                     return done.result()
                 except Exception as exc:  # etcd3gw raises requests' and its own errors
-                    errors.append(f"{client.host}:{client.port}: {exc}")
+                    errors.append(f"{client.host}:{client.port}: {exc or type(exc).__name__}")
         except concurrent.futures.TimeoutError:
             errors.append(f"no answer within {timeout:.1f} s")
         raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))

@@ -3,12 +3,12 @@ links cut by blackhole routes inside a namespace (no firewall needed). The test 
 stays in the root namespace and reaches every node over the bridge; etcd listens on a
 second address of the bridge, so cutting a node from etcd leaves it reachable.
 
-Everything is named after the test process's pid and removed on close, also when the
-test fails (`with Net() as net:`)."""
+Every name and address is drawn anew per Net, and everything is removed on close, also
+when the test fails (`with Net() as net:`)."""
 
 from __future__ import annotations
 
-import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -24,15 +24,27 @@ def _ip(*args: str) -> None:
 
 class Net:
     def __init__(self) -> None:
-        tag = os.getpid() % 200 + 20
-        self.bridge = f"sqbr{os.getpid()}"[:15]
-        self.prefix = f"10.{tag}.77"
+        # Names and addresses of their own per Net (two in one test process must not meet
+        # what the other left behind).
+        self.tag = secrets.token_hex(3)
+        self.bridge = f"sqbr{self.tag}"
+        self.prefix = f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}"
         #: The bridge's own addresses: the test process, and etcd.
         self.host, self.etcd_host = f"{self.prefix}.1", f"{self.prefix}.2"
         self.nodes: dict[str, str] = {}  # namespace -> address
 
     def __enter__(self) -> Net:
         _ip("link", "add", self.bridge, "type", "bridge")
+        # A fixed MAC: otherwise the bridge takes the lowest of its ports' and changes it
+        # when a node's port is added, and nodes keep sending to the old one (their ARP
+        # entry for etcd's address): etcd unreachable for many seconds, by chance.
+        _ip(
+            "link",
+            "set",
+            self.bridge,
+            "address",
+            "02:" + ":".join(self.tag[i : i + 2] for i in (0, 2, 4)) + ":00:01",
+        )
         _ip("addr", "add", f"{self.host}/24", "dev", self.bridge)
         _ip("addr", "add", f"{self.etcd_host}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -45,9 +57,9 @@ class Net:
 
     def add(self, name: str) -> str:
         """A namespace for node `name`; its address."""
-        ns = f"sq{os.getpid()}{name}"
+        ns = f"sq{self.tag}{name}"
         address = f"{self.prefix}.{11 + len(self.nodes)}"
-        veth = f"sqv{os.getpid() % 100000}{len(self.nodes)}"
+        veth = f"sqv{self.tag}{len(self.nodes)}"
         self.nodes[ns] = address
         _ip("netns", "add", ns)
         _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
