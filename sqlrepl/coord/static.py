@@ -54,7 +54,7 @@ class StaticRecords:
 
     def carry(self, settings: ClusterSettings) -> None:
         """Carried with the leadership: the leader's settings, for when this node leads."""
-        self._settings = settings
+        self.put_settings(settings)
 
 
 class Static(StaticRecords):

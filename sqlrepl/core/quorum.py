@@ -14,7 +14,7 @@ promoted: the cluster waits for the members that may hold acknowledged commits.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,3 +88,21 @@ def verdict(
         f"{head} (heard {len(positions)} of the {sync.quorum} sync set members needed, "
         f"{sync.describe()})"
     )
+
+
+def judge(
+    sync: SyncSet,
+    me: str,
+    mine: Position,
+    answers: Iterable[Mapping[str, Any]],
+    head: Mapping[str, Any] | None,
+) -> str | None:
+    """`verdict` from what members answered to a status request (each with its "node",
+    "epoch" and "seq") and the head a leader last published (None: none yet)."""
+    heard: dict[str, Position | None] = {
+        str(a["node"]): Position(int(a.get("epoch") or 0), int(a["seq"]))
+        for a in answers
+        if a.get("node") and a.get("seq") is not None
+    }
+    top = f"{head.get('epoch')}:{head.get('seq')}" if head else "the newest head"
+    return verdict(sync, me, mine, heard, top)

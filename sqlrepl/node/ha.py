@@ -246,13 +246,6 @@ async def weigh_peers(
     )
     if sync is None:
         return better, None
-    heard = {n: _position(answers.get(u), n) for n, u in sync.members.items()}
-    top = f"{head.get('epoch')}:{head.get('seq')}" if head else "the newest head"
-    return better, quorum.verdict(sync, follower.node, mine, heard, top)
-
-
-def _position(answer: dict[str, Any] | None, node: str) -> Position | None:
-    """The position a member answered with (None: no answer, or another node there)."""
-    if not answer or answer.get("node") != node or answer.get("seq") is None:
-        return None
-    return Position(int(answer.get("epoch") or 0), int(answer["seq"]))
+    # An answer counts for the member it names (another node may answer at a URL now).
+    heard = [a for a in asked if a is not None]
+    return better, quorum.judge(sync, follower.node, mine, heard, head)

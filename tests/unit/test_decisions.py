@@ -165,3 +165,18 @@ def test_a_candidate_waits_while_the_sync_rule_is_not_met() -> None:
         action.sentence
         == "no leader; waiting for n3, which may hold acknowledged commits up to 3:12"
     )
+
+
+def test_the_sync_rule_counts_an_answer_for_the_member_it_names() -> None:
+    """Status answers are matched to members by the node they name, and the waiting
+    sentence names the head a leader published."""
+    from sqlrepl.core.quorum import SyncSet, judge
+
+    sync = SyncSet(7, "L", 1, {"a": "http://a", "b": "http://b"})
+    at = Position(7, 100)
+    other = {"node": "x", "epoch": 7, "seq": 100}  # another node at b's URL
+    said = judge(sync, "a", at, [other], {"epoch": 7, "seq": 120})
+    assert said is not None and said.startswith("waiting for b") and "up to 7:120" in said
+    assert judge(sync, "a", at, [{"node": "b", "epoch": 7, "seq": 99}], None) is None
+    unknown = judge(sync, "s", at, [], None)
+    assert unknown is not None and "up to the newest head" in unknown

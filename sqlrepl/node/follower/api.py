@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 
 from ...core import quorum, tokens
-from ...core.positions import Position
 from ...core.quorum import SyncSet
 from ...core.status import NodeStatus
 from ...core.wire import FORK_HEADER
@@ -241,14 +240,8 @@ class FollowerAPI:
         """What the rule of synchronous commits (`core.quorum`) says of promoting here."""
         f = self.follower
         assert f.progress.position is not None
-        heard = {
-            str(a["node"]): Position(int(a.get("epoch") or 0), int(a["seq"]))
-            for a in answers
-            if a.get("node") and a.get("seq") is not None
-        }
         head = await asyncio.to_thread(f.coord.head)
-        top = f"{head.get('epoch')}:{head.get('seq')}" if head else "the newest head"
-        return quorum.verdict(sync, f.node, f.progress.position, heard, top)
+        return quorum.judge(sync, f.node, f.progress.position, answers, head)
 
     async def _fence(self, old_leader: str, epoch: int) -> bool:
         """Best effort: tell the old leader, if it still runs, to close its gate and rejoin

@@ -119,12 +119,15 @@ class SyncKeeper:
         return new
 
     def _take(self, settings: ClusterSettings) -> None:
-        if settings != self.settings:
-            log.info("cluster settings: %s", settings.dump())
-        self.settings, self._settings_read = settings, time.monotonic()
+        """Lead by `settings` from now on (read again every SETTINGS_EVERY seconds: the
+        waiters and the min-sync-replicas check are woken only when they changed)."""
+        self._settings_read = time.monotonic()
         if settings.sync_acks >= 1:
             self.want(settings.sync_acks)
-        self.acks.nudge()
+        if settings != self.settings:
+            log.info("cluster settings: %s", settings.dump())
+            self.settings = settings
+            self.acks.nudge()
 
     async def run(self) -> None:
         """Keep the recorded set what the followers and the asked `k` call for, and the
