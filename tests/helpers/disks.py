@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -25,18 +24,24 @@ class Tmpfs:
 
     def read_only(self) -> None:
         """Make the mount refuse writes through new opens (a read-only bind mount over
-        it; files already open stay writable, as on a disk that fails under a daemon)."""
-        path = str(self.path)
-        subprocess.run(["mount", "--bind", path, path], check=True)
-        self.layers += 1
-        # A file opened for writing through the new layer meanwhile makes the remount
-        # busy: try again until it goes through.
-        for _ in range(100):
-            remount = ["mount", "-o", "remount,bind,ro", path]
-            if subprocess.run(remount, capture_output=True).returncode == 0:
-                return
-            time.sleep(0.01)
-        raise AssertionError(f"could not make {path} read-only")
+        it; files already open stay writable, as on a disk that fails under a daemon).
+
+        The read-only layer is made beside the path, where nothing opens files, and only
+        then laid over it: remounting a layer in place fails for as long as anything holds
+        a file open for writing through it (a daemon's new connection), for good."""
+        path, staging = str(self.path), self.path.with_name(f".{self.path.name}-ro")
+        staging.mkdir()
+        try:
+            subprocess.run(["mount", "--bind", path, str(staging)], check=True)
+            try:
+                remount = ["mount", "-o", "remount,bind,ro", str(staging)]
+                subprocess.run(remount, check=True)
+                subprocess.run(["mount", "--bind", str(staging), path], check=True)
+                self.layers += 1
+            finally:
+                subprocess.run(["umount", "-l", str(staging)], check=True)
+        finally:
+            staging.rmdir()
 
     def writable(self) -> None:
         """Undo `read_only`."""
