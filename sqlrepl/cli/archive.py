@@ -104,9 +104,9 @@ def run(
     run_follower(
         FollowerConfig(
             directory / "replica.db",
-            leader_url,
             *listen,
             config.load_token(token_file),
+            leader=leader_url,
             client_tls=client_tls(),
             candidate=False,
             coordinator=coordinator,

@@ -111,8 +111,8 @@ def leader(
             db,
             *listen,
             token,
-            retention,
-            log_limit,
+            retention=retention,
+            log_limit=log_limit,
             coordinator=coordinator,
             ttl=ttl,
             advertise=advertise,
@@ -182,9 +182,9 @@ def follower(
     run_follower(
         FollowerConfig(
             db,
-            leader_url,
             *listen,
             token,
+            leader=leader_url,
             candidate=candidate,
             max_lag=max_lag,
             coordinator=coordinator,

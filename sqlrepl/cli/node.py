@@ -75,35 +75,33 @@ def node(config_file: Path | None, **flags: Any) -> None:
 
 
 def node_configs(s: settings.NodeSettings) -> tuple[Any, Any]:
-    from ..node.configs import FollowerConfig, LeaderConfig
+    from ..node.configs import FollowerConfig, LeaderConfig, NodeConfig
 
     token = config.load_token(Path(s.token_file) if s.token_file else None)
     host, port = config.parse_listen(s.listen)
     db = Path(s.db)
-    common: dict[str, Any] = {
-        "client_tls": client_tls(s.tls_ca),
-        "coordinator": s.coordinator,
-        "ttl": s.ttl,
-        "advertise": s.advertise,
-        "tls_cert": Path(s.tls_cert) if s.tls_cert else None,
-        "tls_key": Path(s.tls_key) if s.tls_key else None,
-        "tls_client_ca": Path(s.tls_client_ca) if s.tls_client_ca else None,
-    }
-    leader = LeaderConfig(
+    base = NodeConfig(
         db,
         host,
         port,
         token,
-        s.retention,
-        s.log_limit,
+        coordinator=s.coordinator,
+        ttl=s.ttl,
+        advertise=s.advertise,
+        tls_cert=Path(s.tls_cert) if s.tls_cert else None,
+        tls_key=Path(s.tls_key) if s.tls_key else None,
+        tls_client_ca=Path(s.tls_client_ca) if s.tls_client_ca else None,
+        client_tls=client_tls(s.tls_ca),
+    )
+    leader = LeaderConfig(
+        retention=s.retention,
+        log_limit=s.log_limit,
         min_sync_replicas=s.min_sync_replicas,
         max_replica_lag=s.max_replica_lag,
         frame_size=s.frame_size,
-        **common,
+        **base.shared(),
     )
-    follower = FollowerConfig(
-        db, "", host, port, token, candidate=s.candidate, max_lag=s.max_lag, **common
-    )
+    follower = FollowerConfig(leader="", candidate=s.candidate, max_lag=s.max_lag, **base.shared())
     return leader, follower
 
 

@@ -217,18 +217,8 @@ def _both_configs(
     """The settings of both roles for the same file, port and coordinator."""
     base = leader or follower
     assert base is not None
-    db, host, port, token = base.db, base.host, base.port, base.token
-    shared: dict[str, Any] = {
-        "coordinator": base.coordinator,
-        "ttl": base.ttl,
-        "advertise": base.advertise,
-        "tls_cert": base.tls_cert,
-        "tls_key": base.tls_key,
-        "tls_client_ca": base.tls_client_ca,
-        "client_tls": base.client_tls,
-    }
-    leader = leader or LeaderConfig(db, host, port, token, **shared)
-    follower = follower or FollowerConfig(db, "", host, port, token, **shared)
+    leader = leader or LeaderConfig(**base.shared())
+    follower = follower or FollowerConfig(leader="", **base.shared())
     return leader, follower
 
 

@@ -147,7 +147,9 @@ def test_a_replicator_pulls_an_in_process_leader_to_equality(tmp_path: Path) -> 
         insert(db, *(f"before-{i}" for i in range(100)))
         async with served(db) as (leader, client):
             url = str(client.make_url("")).rstrip("/")
-            follower = Follower(FollowerConfig(tmp_path / "b.db", url, "127.0.0.1", 2), Static())
+            follower = Follower(
+                FollowerConfig(tmp_path / "b.db", "127.0.0.1", 2, leader=url), Static()
+            )
             replicator, stop = follower.replicator, asyncio.Event()
             task = asyncio.create_task(replicator.run(stop))
             try:

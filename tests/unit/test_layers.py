@@ -4,6 +4,7 @@ tested public API, and modules and classes of a readable size."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import sqlrepl
@@ -17,6 +18,7 @@ TOP = 4  # cli, admin, backup, demo, render, logs, sample, __init__, __main__
 NOT_IN_CORE = {"asyncio", "aiohttp", "etcd3gw", "watchdog", "threading", "time", "concurrent"}
 
 
+@functools.cache  # the tree does not change during a run: walked and parsed once
 def modules() -> dict[str, Path]:
     """Dotted names below sqlrepl (a package by its own name; sqlrepl itself "__init__")."""
     out = {}
@@ -50,6 +52,7 @@ def _targets(module: str, node: ast.ImportFrom) -> list[str]:
     return found
 
 
+@functools.cache
 def imports(module: str) -> tuple[set[str], set[str]]:
     """(sqlrepl modules, third-party/stdlib top-level names) that `module` imports, also
     under `if TYPE_CHECKING:` (a circle hidden from Python is still one for a reader)."""
