@@ -83,7 +83,7 @@ class Endpoints:
             try:
                 result = fn(client)
             except Exception as exc:  # etcd3gw raises requests' and its own errors
-                errors.append(f"{client.host}:{client.port}: {exc or type(exc).__name__}")
+                errors.append(_failed(client, exc))
                 continue
             if client is not clients[0]:
                 # The endpoint that answered goes first from now on: a dead or partitioned
@@ -104,7 +104,7 @@ class Endpoints:
                 try:
                     return done.result()
                 except Exception as exc:  # etcd3gw raises requests' and its own errors
-                    errors.append(f"{client.host}:{client.port}: {exc or type(exc).__name__}")
+                    errors.append(_failed(client, exc))
         except concurrent.futures.TimeoutError:
             errors.append(f"no answer within {timeout:.1f} s")
         raise PeerUnavailable("etcd unreachable: " + "; ".join(errors))
@@ -112,3 +112,9 @@ class Endpoints:
 
 def refresh(lease_id: int, client: Any) -> int:
     return int(etcd3gw.Lease(lease_id, client).refresh())
+
+
+def _failed(client: Any, exc: Exception) -> str:
+    """One endpoint's failure, for the error that names them all (an error with no text,
+    such as requests' bare timeouts, by its type)."""
+    return f"{client.host}:{client.port}: {str(exc) or type(exc).__name__}"
